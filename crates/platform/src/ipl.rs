@@ -1,0 +1,585 @@
+//! Interrupt priority levels, the per-CPU record, and interrupt dispatch.
+//!
+//! The model is NetBSD's "deferred interrupts" (what x86 calls lazy spl): each
+//! CPU has a current level; an interrupt whose level is not above it is only
+//! *marked pending* and runs later, when `splx` lowers the level far enough.
+//! An interrupt above the current level runs at once, at its own level, on
+//! the interrupted CPU. Because the level is a per-CPU variable read and
+//! written only by its own CPU (and that CPU's handlers, which nest strictly),
+//! raising and lowering it is a plain load and store plus a compiler fence:
+//! no atomic read-modify-write and no hardware fence.
+
+use core::fmt;
+
+use crate::machine;
+use crate::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, compiler_fence};
+use crate::sync::interrupt_point;
+
+/// NetBSD's interrupt priority levels, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Ipl {
+    /// `IPL_NONE`: thread context, nothing blocked.
+    None = 0,
+    /// `IPL_SOFTCLOCK`: soft clock interrupts.
+    SoftClock = 1,
+    /// `IPL_SOFTBIO`: soft block-I/O interrupts.
+    SoftBio = 2,
+    /// `IPL_SOFTNET`: soft network interrupts.
+    SoftNet = 3,
+    /// `IPL_SOFTSERIAL`: soft serial interrupts.
+    SoftSerial = 4,
+    /// `IPL_VM`: everything that may allocate memory (the level of the
+    /// allocators' interrupt-safe locks).
+    Vm = 5,
+    /// `IPL_SCHED`: clock and scheduler interrupts.
+    Sched = 6,
+    /// `IPL_HIGH`: everything blocked.
+    High = 7,
+}
+
+impl Ipl {
+    /// Every level, lowest first.
+    pub const ALL: [Ipl; 8] = [
+        Ipl::None,
+        Ipl::SoftClock,
+        Ipl::SoftBio,
+        Ipl::SoftNet,
+        Ipl::SoftSerial,
+        Ipl::Vm,
+        Ipl::Sched,
+        Ipl::High,
+    ];
+
+    /// The level with this number (0 = `IPL_NONE` … 7 = `IPL_HIGH`).
+    ///
+    /// # Panics
+    /// If `n > 7`.
+    #[inline]
+    pub const fn from_u8(n: u8) -> Ipl {
+        match n {
+            0 => Ipl::None,
+            1 => Ipl::SoftClock,
+            2 => Ipl::SoftBio,
+            3 => Ipl::SoftNet,
+            4 => Ipl::SoftSerial,
+            5 => Ipl::Vm,
+            6 => Ipl::Sched,
+            7 => Ipl::High,
+            _ => panic!("invalid IPL number"),
+        }
+    }
+
+    /// NetBSD's name for the level (`IPL_VM`, …).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Ipl::None => "IPL_NONE",
+            Ipl::SoftClock => "IPL_SOFTCLOCK",
+            Ipl::SoftBio => "IPL_SOFTBIO",
+            Ipl::SoftNet => "IPL_SOFTNET",
+            Ipl::SoftSerial => "IPL_SOFTSERIAL",
+            Ipl::Vm => "IPL_VM",
+            Ipl::Sched => "IPL_SCHED",
+            Ipl::High => "IPL_HIGH",
+        }
+    }
+}
+
+impl fmt::Display for Ipl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A saved priority level, returned by [`splraise`] and given back to
+/// [`splx`] (NetBSD's `int s`).
+#[must_use = "a raised level must be restored with splx"]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spl(pub(crate) Ipl);
+
+impl Spl {
+    /// The level this token restores.
+    pub const fn ipl(self) -> Ipl {
+        self.0
+    }
+}
+
+/// The number of interrupt sources a machine has (bits of the pending word).
+pub const NSOURCES: usize = 64;
+
+/// Interrupt source 0 is reserved for cross-calls (see [`crate::xcall`]).
+pub(crate) const XCALL_SOURCE: usize = 0;
+
+/// The level at which cross-call functions run. Per-CPU data that a
+/// cross-call touches must be accessed at this level or above, as NetBSD's
+/// pool_cache accesses its per-CPU state at `splvm`.
+pub const XCALL_IPL: Ipl = Ipl::Vm;
+
+const NO_CPU: u32 = u32::MAX;
+
+/// The per-CPU record the allocators' machine keeps: current level,
+/// interrupt nesting, spin-mutex bookkeeping and pending interrupts.
+///
+/// In user space one lives in each thread's thread-local storage. A kernel
+/// keeps one in each CPU's `cpu_info` and returns it from
+/// [`Machine::current_cpu`](crate::Machine::current_cpu).
+///
+/// Every field except `pending` is written only by its own CPU (and by that
+/// CPU's interrupt handlers, which always put back what they change), so
+/// those accesses are relaxed loads and stores ordered by compiler fences.
+pub struct CpuState {
+    ipl: AtomicU8,
+    /// Interrupt nesting depth; > 0 means "in interrupt context".
+    depth: AtomicU32,
+    /// Spin mutexes held (NetBSD's `ci_mtx_count`).
+    mtx_count: AtomicU32,
+    /// The level to restore when the last spin mutex is released
+    /// (NetBSD's `ci_mtx_oldspl`).
+    mtx_oldspl: AtomicU8,
+    /// Interrupt sources posted to this CPU and not yet run; other CPUs set
+    /// bits with `fetch_or`.
+    pending: AtomicU64,
+    /// This CPU's index, `u32::MAX` until the machine assigns one.
+    index: AtomicU32,
+}
+
+impl fmt::Debug for CpuState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CpuState")
+            .field("index", &self.index.load(Ordering::Relaxed))
+            .field("ipl", &self.curipl())
+            .field("depth", &self.depth.load(Ordering::Relaxed))
+            .field("mtx_count", &self.mtx_count.load(Ordering::Relaxed))
+            .field("pending", &self.pending.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+macro_rules! cpu_state_init {
+    ($index:expr) => {
+        CpuState {
+            ipl: AtomicU8::new(Ipl::None as u8),
+            depth: AtomicU32::new(0),
+            mtx_count: AtomicU32::new(0),
+            mtx_oldspl: AtomicU8::new(Ipl::None as u8),
+            pending: AtomicU64::new(0),
+            index: AtomicU32::new($index),
+        }
+    };
+}
+
+impl CpuState {
+    /// A CPU at `IPL_NONE`, outside interrupt context, with no index yet.
+    #[cfg(not(bsdalloc_loom))]
+    pub const fn new() -> CpuState {
+        cpu_state_init!(NO_CPU)
+    }
+
+    /// A CPU at `IPL_NONE` with the given index (for kernels that keep one
+    /// record per `cpu_info`).
+    #[cfg(not(bsdalloc_loom))]
+    pub const fn with_index(index: u32) -> CpuState {
+        cpu_state_init!(index)
+    }
+
+    /// A CPU at `IPL_NONE`, outside interrupt context, with no index yet.
+    #[cfg(bsdalloc_loom)]
+    pub fn new() -> CpuState {
+        cpu_state_init!(NO_CPU)
+    }
+
+    /// A CPU at `IPL_NONE` with the given index.
+    #[cfg(bsdalloc_loom)]
+    pub fn with_index(index: u32) -> CpuState {
+        cpu_state_init!(index)
+    }
+
+    /// The CPU's index, if the machine gave it one.
+    #[inline]
+    pub fn index(&self) -> Option<u32> {
+        match self.index.load(Ordering::Relaxed) {
+            NO_CPU => None,
+            i => Some(i),
+        }
+    }
+
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    pub(crate) fn set_index(&self, index: Option<u32>) {
+        self.index.store(index.unwrap_or(NO_CPU), Ordering::Relaxed);
+    }
+
+    /// The current priority level.
+    #[inline]
+    pub fn curipl(&self) -> Ipl {
+        Ipl::from_u8(self.ipl.load(Ordering::Relaxed))
+    }
+
+    /// True while an interrupt handler runs on this CPU.
+    #[inline]
+    pub fn in_interrupt(&self) -> bool {
+        self.depth.load(Ordering::Relaxed) > 0
+    }
+
+    /// Spin mutexes this CPU holds.
+    #[inline]
+    pub fn mutex_count(&self) -> u32 {
+        self.mtx_count.load(Ordering::Relaxed)
+    }
+
+    /// Interrupt sources posted and not yet run (a bit per source).
+    #[inline]
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Raise the level to at least `ipl`; returns the previous level.
+    #[inline]
+    pub fn splraise(&self, ipl: Ipl) -> Spl {
+        interrupt_point();
+        let old = self.ipl.load(Ordering::Relaxed);
+        if ipl as u8 > old {
+            self.ipl.store(ipl as u8, Ordering::Relaxed);
+        }
+        compiler_fence(Ordering::SeqCst);
+        Spl(Ipl::from_u8(old))
+    }
+
+    /// Restore a level saved by [`CpuState::splraise`], running any
+    /// interrupts that the lower level now lets through.
+    ///
+    /// # Panics
+    /// If `s` is above the current level ("splx: raising IPL"): `splx`
+    /// only ever restores a lower or equal level.
+    #[inline]
+    pub fn splx(&self, s: Spl, table: &IntrTable) {
+        compiler_fence(Ordering::SeqCst);
+        let cur = self.ipl.load(Ordering::Relaxed);
+        if s.0 as u8 > cur {
+            splx_raise_panic(Ipl::from_u8(cur), s.0);
+        }
+        self.ipl.store(s.0 as u8, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        if self.pending.load(Ordering::Relaxed) != 0 {
+            self.dispatch(table);
+        }
+    }
+
+    /// Bookkeeping when a spin mutex has been acquired after `splraise`
+    /// returned `s`.
+    #[inline]
+    pub(crate) fn mutex_enter(&self, s: Spl) {
+        // Count first, then the saved level (NetBSD's order): a handler that
+        // takes a spin mutex between the two sees a non-zero count and
+        // leaves `mtx_oldspl` alone; one that comes before the count store
+        // finishes before we write `mtx_oldspl`.
+        let n = self.mtx_count.load(Ordering::Relaxed);
+        self.mtx_count.store(n + 1, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        if n == 0 {
+            self.mtx_oldspl.store(s.0 as u8, Ordering::Relaxed);
+        }
+        compiler_fence(Ordering::SeqCst);
+    }
+
+    /// Bookkeeping when a spin mutex has been released: the last one out
+    /// restores the level saved by the first one in.
+    #[inline]
+    pub(crate) fn mutex_exit(&self, table: &IntrTable) {
+        compiler_fence(Ordering::SeqCst);
+        // The saved level is read before the count drops: once it is zero, a
+        // handler taking a spin mutex would overwrite `mtx_oldspl`.
+        let s = Spl(Ipl::from_u8(self.mtx_oldspl.load(Ordering::Relaxed)));
+        let n = self.mtx_count.load(Ordering::Relaxed);
+        assert!(n > 0, "mutex_spin_exit: no spin mutex held on this CPU");
+        compiler_fence(Ordering::SeqCst);
+        self.mtx_count.store(n - 1, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        if n == 1 {
+            self.splx(s, table);
+        }
+    }
+
+    /// Mark interrupt source `source` pending on this CPU. Returns `true`
+    /// if it was not pending already (pending interrupts of the same source
+    /// coalesce, as a level-triggered line does).
+    #[inline]
+    pub fn post(&self, source: usize) -> bool {
+        assert!(source < NSOURCES, "interrupt source {source} out of range");
+        let bit = 1u64 << source;
+        self.pending.fetch_or(bit, Ordering::Release) & bit == 0
+    }
+
+    /// Run every pending interrupt whose level is above the current one,
+    /// highest level first. Called from the interrupt entry (the signal
+    /// handler in user space), from `splx`, and from loom's interrupt points.
+    pub fn dispatch(&self, table: &IntrTable) {
+        loop {
+            let pend = self.pending.load(Ordering::Acquire);
+            if pend == 0 {
+                return;
+            }
+            let cur = self.ipl.load(Ordering::Relaxed);
+            let mut best: Option<(usize, u8)> = None;
+            let mut bits = pend;
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let ipl = table.level_of(i);
+                if ipl > cur && best.is_none_or(|(_, b)| ipl > b) {
+                    best = Some((i, ipl));
+                }
+            }
+            let Some((i, ipl)) = best else { return };
+            let bit = 1u64 << i;
+            // A nested handler may have claimed it between the load and here.
+            if self.pending.fetch_and(!bit, Ordering::AcqRel) & bit == 0 {
+                continue;
+            }
+            self.run_handler(table, i, ipl);
+        }
+    }
+
+    fn run_handler(&self, table: &IntrTable, i: usize, ipl: u8) {
+        let saved = self.ipl.load(Ordering::Relaxed);
+        self.ipl.store(ipl, Ordering::Relaxed);
+        let depth = self.depth.load(Ordering::Relaxed);
+        self.depth.store(depth + 1, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        table.invoke(i);
+        compiler_fence(Ordering::SeqCst);
+        self.depth.store(depth, Ordering::Relaxed);
+        self.ipl.store(saved, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+    }
+}
+
+#[cfg(not(bsdalloc_loom))]
+impl Default for CpuState {
+    fn default() -> Self {
+        CpuState::new()
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn splx_raise_panic(cur: Ipl, to: Ipl) -> ! {
+    panic!("splx: raising IPL from {cur} to {to}; splx only restores a level saved by splraise")
+}
+
+/// The handler of an interrupt source: called with the source's argument.
+pub type IntrHandler = fn(usize);
+
+const SRC_FREE: u8 = 0;
+const SRC_SETTING: u8 = 1;
+const SRC_READY: u8 = 2;
+
+struct IntrSource {
+    state: AtomicU8,
+    ipl: AtomicU8,
+    func: AtomicUsize,
+    arg: AtomicUsize,
+    runs: AtomicU64,
+}
+
+macro_rules! intr_source_init {
+    () => {
+        IntrSource {
+            state: AtomicU8::new(SRC_FREE),
+            ipl: AtomicU8::new(0),
+            func: AtomicUsize::new(0),
+            arg: AtomicUsize::new(0),
+            runs: AtomicU64::new(0),
+        }
+    };
+}
+
+/// The machine's interrupt sources: for each, a level, a handler and an
+/// argument (NetBSD's `intr_establish`), and a count of runs.
+pub struct IntrTable {
+    sources: [IntrSource; NSOURCES],
+}
+
+impl fmt::Debug for IntrTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let established = self
+            .sources
+            .iter()
+            .filter(|s| s.state.load(Ordering::Relaxed) == SRC_READY)
+            .count();
+        f.debug_struct("IntrTable").field("established", &established).finish()
+    }
+}
+
+/// Why an interrupt source could not be established.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IntrError {
+    /// `IPL_NONE` is not an interrupt level.
+    #[error("intr_establish: an interrupt cannot run at IPL_NONE")]
+    IplNone,
+    /// All sources are in use.
+    #[error("intr_establish: all {NSOURCES} interrupt sources are in use")]
+    Full,
+}
+
+impl IntrTable {
+    /// An empty table (source 0 is the cross-call source, handled by the
+    /// machine itself).
+    #[cfg(not(bsdalloc_loom))]
+    pub const fn new() -> IntrTable {
+        IntrTable { sources: [const { intr_source_init!() }; NSOURCES] }
+    }
+
+    /// An empty table.
+    #[cfg(bsdalloc_loom)]
+    pub fn new() -> IntrTable {
+        IntrTable { sources: core::array::from_fn(|_| intr_source_init!()) }
+    }
+
+    /// Establish a handler at `ipl`; returns its source number.
+    pub fn establish(&self, ipl: Ipl, func: IntrHandler, arg: usize) -> Result<usize, IntrError> {
+        if ipl == Ipl::None {
+            return Err(IntrError::IplNone);
+        }
+        for (i, s) in self.sources.iter().enumerate().skip(XCALL_SOURCE + 1) {
+            if s
+                .state
+                .compare_exchange(SRC_FREE, SRC_SETTING, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                s.ipl.store(ipl as u8, Ordering::Relaxed);
+                s.func.store(func as usize, Ordering::Relaxed);
+                s.arg.store(arg, Ordering::Relaxed);
+                s.runs.store(0, Ordering::Relaxed);
+                s.state.store(SRC_READY, Ordering::Release);
+                return Ok(i);
+            }
+        }
+        Err(IntrError::Full)
+    }
+
+    /// Remove a handler. Interrupts of the source still pending on some CPU
+    /// are dropped when they would run.
+    pub fn disestablish(&self, source: usize) {
+        assert!(source > XCALL_SOURCE && source < NSOURCES, "intr_disestablish: bad source {source}");
+        self.sources[source].state.store(SRC_FREE, Ordering::Release);
+    }
+
+    /// How many times the handler of `source` has run.
+    pub fn runs(&self, source: usize) -> u64 {
+        self.sources[source].runs.load(Ordering::Relaxed)
+    }
+
+    fn level_of(&self, i: usize) -> u8 {
+        if i == XCALL_SOURCE {
+            return XCALL_IPL as u8;
+        }
+        let s = &self.sources[i];
+        if s.state.load(Ordering::Acquire) == SRC_READY {
+            s.ipl.load(Ordering::Relaxed)
+        } else {
+            // A stale interrupt of a removed source: run (and drop) it at
+            // the top so it cannot stay pending forever.
+            Ipl::High as u8
+        }
+    }
+
+    fn invoke(&self, i: usize) {
+        if i == XCALL_SOURCE {
+            machine::xcall_interrupt();
+            self.sources[i].runs.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let s = &self.sources[i];
+        if s.state.load(Ordering::Acquire) != SRC_READY {
+            return;
+        }
+        let raw = s.func.load(Ordering::Relaxed);
+        // SAFETY: `func` was stored from an `IntrHandler` by `establish`
+        // before the Release store of SRC_READY that the Acquire load above
+        // observed; fn pointers and usize have the same size.
+        let func: IntrHandler = unsafe { core::mem::transmute::<usize, IntrHandler>(raw) };
+        func(s.arg.load(Ordering::Relaxed));
+        s.runs.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(not(bsdalloc_loom))]
+impl Default for IntrTable {
+    fn default() -> Self {
+        IntrTable::new()
+    }
+}
+
+/// Raise the current CPU's level to at least `ipl`; returns the old level.
+#[inline]
+pub fn splraise(ipl: Ipl) -> Spl {
+    machine::with_cpu(|c| c.splraise(ipl))
+}
+
+/// Restore a level saved by [`splraise`]; pending interrupts that the new
+/// level lets through run before `splx` returns.
+///
+/// # Panics
+/// "splx: raising IPL …" if `s` is above the current level.
+#[inline]
+#[track_caller]
+pub fn splx(s: Spl) {
+    machine::with_cpu(|c| machine::with_intr_table(|t| c.splx(s, t)))
+}
+
+/// `splvm()`: raise to `IPL_VM`.
+#[inline]
+pub fn splvm() -> Spl {
+    splraise(Ipl::Vm)
+}
+
+/// `splhigh()`: raise to `IPL_HIGH`.
+#[inline]
+pub fn splhigh() -> Spl {
+    splraise(Ipl::High)
+}
+
+/// `splsched()`: raise to `IPL_SCHED`.
+#[inline]
+pub fn splsched() -> Spl {
+    splraise(Ipl::Sched)
+}
+
+/// The current CPU's level.
+#[inline]
+pub fn curipl() -> Ipl {
+    machine::with_cpu(|c| c.curipl())
+}
+
+/// NetBSD's `cpu_intr_p()`: true inside an interrupt handler.
+#[inline]
+pub fn in_interrupt() -> bool {
+    machine::with_cpu(|c| c.in_interrupt())
+}
+
+/// NetBSD's `ASSERT_SLEEPABLE()`: panic unless the caller may sleep (not in
+/// an interrupt, no spin mutex held, level `IPL_NONE`).
+#[track_caller]
+pub fn assert_sleepable(what: &str) {
+    machine::with_cpu(|c| {
+        if c.in_interrupt() {
+            panic!("{what}: sleeping in interrupt context");
+        }
+        if c.mutex_count() > 0 {
+            panic!("{what}: sleeping with {} spin mutex(es) held", c.mutex_count());
+        }
+        if c.curipl() != Ipl::None {
+            panic!("{what}: sleeping at {}; only IPL_NONE may sleep", c.curipl());
+        }
+    });
+}
+
+/// Panic with NetBSD's message if called from interrupt context: for
+/// kernel-only operations (`KM_SLEEP` allocations, `IPL_NONE` pools, …).
+#[track_caller]
+pub fn assert_not_in_interrupt(what: &str) {
+    if in_interrupt() {
+        panic!("{what}: called from interrupt context");
+    }
+}
