@@ -1,1 +1,101 @@
-//! Shared benchmark harness.
+//! bsdalloc's shared benchmark harness.
+//!
+//! Every case compares our allocator with the peers a user would pick
+//! instead, in the same binary and the same run, so results are ratios
+//! (the machines are shared and noisy; absolute times drift up to 2x).
+//!
+//! - [`Xorshift`]: the deterministic generator every workload draws from.
+//! - [`GOALS`]: the goals of `shared/BENCHMARKS.md`, reported beside each
+//!   measured ratio (never asserted: a timed assertion is wrong on a shared
+//!   machine).
+//! - The `report` binary reads criterion's estimates and writes
+//!   `benches/RESULTS.md`: our figure, each peer's, the ratios, the
+//!   machine and the date. `cargo xtask bench` runs both.
+//!
+//! Naming: a criterion group is one case (`V1/instantfit/L=1000`), and the
+//! function ids in it are `ours` and the peers' names.
+
+/// A case's goal, as BENCHMARKS.md states it.
+#[derive(Debug, Clone, Copy)]
+pub struct Goal {
+    /// Case id prefix (`V1`, `P0`, …).
+    pub case: &'static str,
+    /// What is measured.
+    pub what: &'static str,
+    /// The goal, in words.
+    pub goal: &'static str,
+}
+
+/// The goals of the cases present in this suite.
+pub const GOALS: &[Goal] = &[
+    Goal {
+        case: "P0",
+        what: "platform: CPU-local access, spl raise/restore, IPL spin mutex, one thread",
+        goal: "CPU-local access within a few ns of a plain thread-local (no RMW, no fence)",
+    },
+    Goal {
+        case: "V1",
+        what: "vmem churn: free a random live segment, allocate 1-256 quanta",
+        goal: "<= 100 ns per free+alloc at every L; time(L=1M)/time(L=100) <= 1.5",
+    },
+    Goal {
+        case: "V2",
+        what: "vmem bulk: allocate L, free all in random order",
+        goal: "<= 100 ns per op at 1M",
+    },
+    Goal {
+        case: "V3",
+        what: "vmem xalloc with align/phase/nocross/min-max, 4k live",
+        goal: "<= 2x plain alloc",
+    },
+    Goal {
+        case: "V5",
+        what: "fragmentation after a phase change (fill 90%, free every other, ask large)",
+        goal: "report largest allocatable and free-segment count",
+    },
+];
+
+/// xorshift64*: small, fast, deterministic.
+#[derive(Debug, Clone)]
+pub struct Xorshift(u64);
+
+impl Xorshift {
+    /// A generator; the same seed gives the same sequence.
+    pub fn new(seed: u64) -> Self {
+        Xorshift(seed | 1)
+    }
+
+    /// The next 64 random bits.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    #[inline]
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() >> 32) * n) >> 32
+    }
+}
+
+/// A one-line description of the machine for the report.
+pub fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
+}

@@ -1,1 +1,481 @@
-fn main() {}
+//! `cargo xtask`: bsdalloc's build, test and benchmark driver.
+//!
+//! ```text
+//! cargo xtask ci [--full]         everything CI checks (--full: the long tier)
+//! cargo xtask loom                the loom models, release mode, LOOM_MAX_PREEMPTIONS=2
+//! cargo xtask fuzz [SECS] [T..]   fuzz smoke of every target (or the named ones)
+//! cargo xtask nostd               build every library crate without std
+//! cargo xtask package             cargo package of the publishable crates
+//! cargo xtask bench [--quick] [FILTER]   criterion suite, writes benches/RESULTS.md
+//! ```
+//!
+//! Steps that need a tool which cannot be installed print `SKIPPED: why`
+//! and go on; every other failure fails the run.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// Library crates, in dependency order.
+const LIBRARY_CRATES: &[&str] = &["bsdalloc-platform"];
+/// Crates with a `debug-all` feature whose tests run a second time with it.
+const DEBUG_FEATURE_CRATES: &[&str] = &[];
+/// Crates with loom models, and their model test targets.
+const LOOM_TESTS: &[(&str, &str)] = &[("bsdalloc-platform", "loom_platform")];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+struct Run {
+    failures: Vec<String>,
+    skipped: Vec<String>,
+    timings: Vec<(String, f64)>,
+}
+
+impl Run {
+    fn new() -> Self {
+        Run {
+            failures: vec![],
+            skipped: vec![],
+            timings: vec![],
+        }
+    }
+
+    /// Run a step; record failure rather than stopping, so one run shows
+    /// every problem.
+    fn step(&mut self, name: &str, cmd: &mut Command) -> bool {
+        eprintln!("\n==> {name}\n    {cmd:?}");
+        let t = Instant::now();
+        let ok = match cmd.current_dir(root()).status() {
+            Ok(s) => s.success(),
+            Err(e) => {
+                eprintln!("could not start: {e}");
+                false
+            }
+        };
+        let secs = t.elapsed().as_secs_f64();
+        self.timings.push((name.to_string(), secs));
+        if !ok {
+            eprintln!("FAILED: {name}");
+            self.failures.push(name.to_string());
+        }
+        ok
+    }
+
+    fn skip(&mut self, name: &str, why: &str) {
+        eprintln!("\nSKIPPED: {name}: {why}");
+        self.skipped.push(format!("{name}: {why}"));
+    }
+
+    fn finish(self) -> ExitCode {
+        eprintln!("\n==> summary");
+        for (n, s) in &self.timings {
+            eprintln!("    {s:7.1}s  {n}");
+        }
+        for s in &self.skipped {
+            eprintln!("SKIPPED: {s}");
+        }
+        let steps = self.timings.len();
+        let failed = self.failures.len();
+        // The plain closing line CI reads.
+        println!(
+            "xtask: {} passed, {} failed, {} skipped",
+            steps - failed,
+            failed,
+            self.skipped.len()
+        );
+        if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            for f in &self.failures {
+                eprintln!("FAILED: {f}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// `cargo +nightly …` through rustup (the CARGO variable would pin stable).
+fn nightly_cargo() -> Command {
+    let mut c = Command::new("cargo");
+    c.arg("+nightly");
+    // Do not inherit the stable toolchain's choice.
+    c.env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC");
+    c
+}
+
+fn has_nightly() -> bool {
+    nightly_cargo()
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn ensure_cargo_fuzz(run: &mut Run) -> bool {
+    let present = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if present {
+        return true;
+    }
+    eprintln!("cargo-fuzz is missing: installing it (cargo install --locked cargo-fuzz)");
+    let ok = cargo()
+        .args(["install", "--locked", "cargo-fuzz"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        run.skip("fuzz", "cargo-fuzz could not be installed");
+    }
+    ok
+}
+
+fn fuzz_targets() -> Vec<String> {
+    let dir = root().join("fuzz/fuzz_targets");
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter_map(|n| n.strip_suffix(".rs").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn fuzz(run: &mut Run, secs: u64, only: &[String]) {
+    let targets: Vec<String> = fuzz_targets()
+        .into_iter()
+        .filter(|t| only.is_empty() || only.contains(t))
+        .collect();
+    if targets.is_empty() {
+        eprintln!("\n==> fuzz: no fuzz targets yet");
+        return;
+    }
+    if !has_nightly() {
+        run.skip("fuzz", "the nightly toolchain is not installed");
+        return;
+    }
+    if !ensure_cargo_fuzz(run) {
+        return;
+    }
+    for t in targets {
+        let corpus = root().join("fuzz/corpus").join(&t);
+        let _ = std::fs::create_dir_all(&corpus);
+        // Work on a scratch copy of the corpus so a CI run leaves the
+        // committed seeds untouched; the committed seeds are replayed first.
+        let scratch = root().join("target/fuzz-corpus").join(&t);
+        let _ = std::fs::remove_dir_all(&scratch);
+        let _ = std::fs::create_dir_all(&scratch);
+        if let Ok(rd) = std::fs::read_dir(&corpus) {
+            for e in rd.flatten() {
+                let _ = std::fs::copy(e.path(), scratch.join(e.file_name()));
+            }
+        }
+        run.step(
+            &format!("fuzz {t} ({secs} s)"),
+            nightly_cargo()
+                .current_dir(root().join("fuzz"))
+                .args(["fuzz", "run", "--fuzz-dir", "fuzz", &t])
+                .arg(&scratch)
+                .arg("--")
+                .arg(format!("-max_total_time={secs}"))
+                .arg("-rss_limit_mb=4096"),
+        );
+    }
+}
+
+fn loom(run: &mut Run) {
+    for (krate, test) in LOOM_TESTS {
+        run.step(
+            &format!("loom {krate}::{test}"),
+            cargo()
+                .args([
+                    "test",
+                    "--release",
+                    "-p",
+                    krate,
+                    "--test",
+                    test,
+                    "--target-dir",
+                    "target/loom",
+                ])
+                .env("RUSTFLAGS", "--cfg bsdalloc_loom")
+                .env("LOOM_MAX_PREEMPTIONS", "2")
+                .env("RUST_BACKTRACE", "0"),
+        );
+    }
+}
+
+fn nostd(run: &mut Run) {
+    for k in LIBRARY_CRATES {
+        run.step(
+            &format!("no_std build {k}"),
+            cargo().args([
+                "build",
+                "-p",
+                k,
+                "--no-default-features",
+                "--target-dir",
+                "target/nostd",
+            ]),
+        );
+    }
+    // A real no_std target proves no std symbol sneaks in through a
+    // dependency; it needs the target's core library from rustup.
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("x86_64-unknown-none"))
+        .unwrap_or(false);
+    let have = installed
+        || Command::new("rustup")
+            .args(["target", "add", "x86_64-unknown-none"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+    if !have {
+        run.skip(
+            "no_std target build",
+            "rustup could not add x86_64-unknown-none",
+        );
+        return;
+    }
+    for k in LIBRARY_CRATES {
+        run.step(
+            &format!("x86_64-unknown-none build {k}"),
+            cargo().args([
+                "build",
+                "-p",
+                k,
+                "--no-default-features",
+                "--target",
+                "x86_64-unknown-none",
+                "--target-dir",
+                "target/nostd",
+            ]),
+        );
+    }
+}
+
+fn package(run: &mut Run) {
+    run.step(
+        "cargo package",
+        cargo().args([
+            "package",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--exclude",
+            "bsdalloc-benches",
+            "--allow-dirty",
+            "--target-dir",
+            "target/package",
+        ]),
+    );
+}
+
+fn ci(full: bool) -> ExitCode {
+    let mut run = Run::new();
+    run.step("fmt", cargo().args(["fmt", "--all", "--check"]));
+    run.step(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    );
+    run.step("test", cargo().args(["test", "--workspace"]));
+    for k in DEBUG_FEATURE_CRATES {
+        run.step(
+            &format!("test {k} --features debug-all"),
+            cargo().args(["test", "-p", k, "--features", "debug-all"]),
+        );
+    }
+    run.step(
+        "doc",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    );
+    loom(&mut run);
+    nostd(&mut run);
+    package(&mut run);
+    fuzz(&mut run, if full { 900 } else { 45 }, &[]);
+    if full {
+        full_tier(&mut run);
+    }
+    run.finish()
+}
+
+fn full_tier(run: &mut Run) {
+    // Miri on the platform's pure logic (the machine itself calls into the
+    // OS, which Miri cannot run).
+    let miri = Command::new("rustup")
+        .args([
+            "component",
+            "add",
+            "--toolchain",
+            "nightly",
+            "miri",
+            "rust-src",
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if miri {
+        run.step(
+            "miri",
+            nightly_cargo()
+                .args([
+                    "miri",
+                    "test",
+                    "-p",
+                    "bsdalloc-platform",
+                    "--lib",
+                    "--target-dir",
+                    "target/miri",
+                ])
+                .env("MIRIFLAGS", "-Zmiri-strict-provenance"),
+        );
+    } else {
+        run.skip("miri", "rustup could not add miri and rust-src for nightly");
+    }
+    run.step(
+        "test (release, ASan)",
+        nightly_cargo()
+            .args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "xtask",
+                "--exclude",
+                "bsdalloc-benches",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "--target-dir",
+                "target/asan",
+            ])
+            .env("RUSTFLAGS", "-Zsanitizer=address")
+            .env("RUSTDOCFLAGS", "-Zsanitizer=address"),
+    );
+    let valgrind = Command::new("valgrind").arg("--version").output().is_ok();
+    if valgrind {
+        run.step(
+            "valgrind memcheck (platform tests)",
+            Command::new("sh").arg("-c").arg(
+                "set -e; cargo test -p bsdalloc-platform --no-run --target-dir target/valgrind --message-format=short 2>&1 | tail -1; \
+                 for t in target/valgrind/debug/deps/ipl_mutex-* target/valgrind/debug/deps/pages-*; do \
+                   case $t in *.d) continue;; esac; \
+                   valgrind --error-exitcode=1 --errors-for-leak-kinds=definite --leak-check=full -q $t --test-threads=1; done",
+            ),
+        );
+    } else {
+        run.skip("valgrind", "valgrind is not installed");
+    }
+}
+
+fn bench(quick: bool, filter: Option<String>) -> ExitCode {
+    let mut run = Run::new();
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "bsdalloc-benches"]);
+    cmd.arg("--");
+    if quick {
+        cmd.args([
+            "--warm-up-time",
+            "0.5",
+            "--measurement-time",
+            "1",
+            "--sample-size",
+            "10",
+        ]);
+    }
+    if let Some(f) = &filter {
+        cmd.arg(f);
+    }
+    // Benches append counter tables (ops counted by our own statistics) here.
+    let _ = std::fs::remove_file(root().join("target/bench-extra.md"));
+    cmd.env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md"));
+    run.step("criterion benches", &mut cmd);
+    run.step(
+        "write benches/RESULTS.md",
+        cargo().args([
+            "run",
+            "--release",
+            "-p",
+            "bsdalloc-benches",
+            "--bin",
+            "report",
+            "--",
+            "target/criterion",
+            "benches/RESULTS.md",
+        ]),
+    );
+    run.finish()
+}
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: cargo xtask <ci [--full] | loom | fuzz [SECS] [TARGET..] | nostd | package | bench [--quick] [FILTER]>"
+    );
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(args.iter().any(|a| a == "--full")),
+        Some("loom") => {
+            let mut r = Run::new();
+            loom(&mut r);
+            r.finish()
+        }
+        Some("fuzz") => {
+            let mut r = Run::new();
+            let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60);
+            let only: Vec<String> = args
+                .iter()
+                .skip(1)
+                .filter(|a| a.parse::<u64>().is_err())
+                .cloned()
+                .collect();
+            fuzz(&mut r, secs, &only);
+            r.finish()
+        }
+        Some("nostd") => {
+            let mut r = Run::new();
+            nostd(&mut r);
+            r.finish()
+        }
+        Some("package") => {
+            let mut r = Run::new();
+            package(&mut r);
+            r.finish()
+        }
+        Some("bench") => {
+            let quick = args.iter().any(|a| a == "--quick");
+            let filter = args.iter().skip(1).find(|a| !a.starts_with("--")).cloned();
+            bench(quick, filter)
+        }
+        _ => usage(),
+    }
+}

@@ -3,8 +3,13 @@
 
 use core::fmt;
 
-use crate::ipl::{IntrError, IntrHandler, Ipl, XCALL_IPL, XCALL_SOURCE, assert_sleepable};
-use crate::machine::{self, Post};
+use crate::ipl::{IntrError, IntrHandler, Ipl, XCALL_IPL};
+#[cfg(not(bsdalloc_loom))]
+use crate::ipl::{XCALL_SOURCE, assert_sleepable};
+use crate::machine;
+#[cfg(not(bsdalloc_loom))]
+use crate::machine::Post;
+#[cfg(not(bsdalloc_loom))]
 use crate::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use crate::sync::cell::UnsafeCell;
 
@@ -52,6 +57,7 @@ pub fn active_cpus() -> usize {
     machine::active_cpus()
 }
 
+#[cfg(not(bsdalloc_loom))]
 struct XcRequest<'a> {
     f: &'a (dyn Fn(CpuId) + Sync),
 }
@@ -77,9 +83,6 @@ pub(crate) fn xcall_interrupt() {
     XC_DONE.store(1, Ordering::Release);
     machine::wakeup(&XC_DONE, 1);
 }
-
-#[cfg(bsdalloc_loom)]
-pub(crate) fn xcall_interrupt() {}
 
 /// `xc_unicast`: run `f` on CPU `cpu`, at [`XCALL_IPL`], and wait for it.
 ///
@@ -134,6 +137,8 @@ pub fn xc_unicast(cpu: CpuId, f: &(dyn Fn(CpuId) + Sync)) {
 #[cfg(not(bsdalloc_loom))]
 #[track_caller]
 pub fn xc_broadcast(f: &(dyn Fn(CpuId) + Sync)) {
+    // The caller is a CPU too: claim its slot before counting.
+    curcpu();
     for i in 0..ncpu() {
         xc_unicast(CpuId(i as u32), f);
     }
@@ -225,7 +230,9 @@ impl<T> CpuLocal<T> {
         xc_broadcast(&|c: CpuId| {
             let mut g = f.lock();
             // SAFETY: as in `with_cpu`.
-            self.slots[c.index()].0.with_mut(|p| (*g)(c, unsafe { &mut *p }));
+            self.slots[c.index()]
+                .0
+                .with_mut(|p| (*g)(c, unsafe { &mut *p }));
         });
     }
 }
@@ -245,7 +252,9 @@ pub struct HookTableFull;
 #[cfg(not(bsdalloc_loom))]
 pub fn cpu_exit_hook_establish(hook: fn(CpuId)) -> Result<(), HookTableFull> {
     for h in &EXIT_HOOKS {
-        if h.compare_exchange(0, hook as usize, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if h.compare_exchange(0, hook as usize, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
             return Ok(());
         }
     }

@@ -88,9 +88,13 @@ impl FaultInjector {
     /// # Panics
     /// If `p` is not within 0.0 ..= 1.0.
     pub fn fail_with_probability(&self, p: f64, seed: u64) {
-        assert!((0.0..=1.0).contains(&p), "fail_with_probability: {p} is not a probability");
+        assert!(
+            (0.0..=1.0).contains(&p),
+            "fail_with_probability: {p} is not a probability"
+        );
         self.mode.store(OFF, Ordering::SeqCst);
-        self.threshold.store((p * u32::MAX as f64) as u32, Ordering::SeqCst);
+        self.threshold
+            .store((p * u32::MAX as f64) as u32, Ordering::SeqCst);
         self.rng.store(seed | 1, Ordering::SeqCst);
         self.seen.store(0, Ordering::SeqCst);
         self.mode.store(PROBABILITY, Ordering::SeqCst);
@@ -142,7 +146,10 @@ impl FaultInjector {
                     y ^= y >> 12;
                     y ^= y << 25;
                     y ^= y >> 27;
-                    match self.rng.compare_exchange_weak(x, y, Ordering::Relaxed, Ordering::Relaxed) {
+                    match self
+                        .rng
+                        .compare_exchange_weak(x, y, Ordering::Relaxed, Ordering::Relaxed)
+                    {
                         Ok(_) => break y,
                         Err(cur) => x = cur,
                     }

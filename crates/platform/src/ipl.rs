@@ -203,7 +203,7 @@ impl CpuState {
         }
     }
 
-    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    #[cfg_attr(any(bsdalloc_loom, not(feature = "std")), allow(dead_code))]
     pub(crate) fn set_index(&self, index: Option<u32>) {
         self.index.store(index.unwrap_or(NO_CPU), Ordering::Relaxed);
     }
@@ -407,7 +407,9 @@ impl fmt::Debug for IntrTable {
             .iter()
             .filter(|s| s.state.load(Ordering::Relaxed) == SRC_READY)
             .count();
-        f.debug_struct("IntrTable").field("established", &established).finish()
+        f.debug_struct("IntrTable")
+            .field("established", &established)
+            .finish()
     }
 }
 
@@ -427,13 +429,17 @@ impl IntrTable {
     /// machine itself).
     #[cfg(not(bsdalloc_loom))]
     pub const fn new() -> IntrTable {
-        IntrTable { sources: [const { intr_source_init!() }; NSOURCES] }
+        IntrTable {
+            sources: [const { intr_source_init!() }; NSOURCES],
+        }
     }
 
     /// An empty table.
     #[cfg(bsdalloc_loom)]
     pub fn new() -> IntrTable {
-        IntrTable { sources: core::array::from_fn(|_| intr_source_init!()) }
+        IntrTable {
+            sources: core::array::from_fn(|_| intr_source_init!()),
+        }
     }
 
     /// Establish a handler at `ipl`; returns its source number.
@@ -442,8 +448,7 @@ impl IntrTable {
             return Err(IntrError::IplNone);
         }
         for (i, s) in self.sources.iter().enumerate().skip(XCALL_SOURCE + 1) {
-            if s
-                .state
+            if s.state
                 .compare_exchange(SRC_FREE, SRC_SETTING, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
@@ -461,8 +466,13 @@ impl IntrTable {
     /// Remove a handler. Interrupts of the source still pending on some CPU
     /// are dropped when they would run.
     pub fn disestablish(&self, source: usize) {
-        assert!(source > XCALL_SOURCE && source < NSOURCES, "intr_disestablish: bad source {source}");
-        self.sources[source].state.store(SRC_FREE, Ordering::Release);
+        assert!(
+            source > XCALL_SOURCE && source < NSOURCES,
+            "intr_disestablish: bad source {source}"
+        );
+        self.sources[source]
+            .state
+            .store(SRC_FREE, Ordering::Release);
     }
 
     /// How many times the handler of `source` has run.
@@ -567,10 +577,16 @@ pub fn assert_sleepable(what: &str) {
             panic!("{what}: sleeping in interrupt context");
         }
         if c.mutex_count() > 0 {
-            panic!("{what}: sleeping with {} spin mutex(es) held", c.mutex_count());
+            panic!(
+                "{what}: sleeping with {} spin mutex(es) held",
+                c.mutex_count()
+            );
         }
         if c.curipl() != Ipl::None {
-            panic!("{what}: sleeping at {}; only IPL_NONE may sleep", c.curipl());
+            panic!(
+                "{what}: sleeping at {}; only IPL_NONE may sleep",
+                c.curipl()
+            );
         }
     });
 }

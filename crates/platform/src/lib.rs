@@ -155,25 +155,28 @@ pub mod pages;
 pub mod sync;
 pub mod wait;
 
+#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+pub use cpu::active_cpus;
 pub use cpu::{
-    CacheLine, CpuId, CpuLocal, Delivery, HookTableFull, IntrSource, MAXCPUS, curcpu, intr_disestablish,
-    intr_establish, intr_runs, intr_trigger, ncpu,
+    CacheLine, CpuId, CpuLocal, Delivery, HookTableFull, IntrSource, MAXCPUS, curcpu,
+    intr_disestablish, intr_establish, intr_runs, intr_trigger, ncpu,
 };
 #[cfg(not(bsdalloc_loom))]
 pub use cpu::{cpu_exit_hook_establish, xc_broadcast, xc_unicast};
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
-pub use cpu::active_cpus;
 pub use fault::FaultInjector;
 pub use ipl::{
-    CpuState, IntrError, IntrHandler, IntrTable, Ipl, NSOURCES, Spl, XCALL_IPL, assert_not_in_interrupt,
-    assert_sleepable, curipl, in_interrupt, splhigh, splraise, splsched, splvm, splx,
+    CpuState, IntrError, IntrHandler, IntrTable, Ipl, NSOURCES, Spl, XCALL_IPL,
+    assert_not_in_interrupt, assert_sleepable, curipl, in_interrupt, splhigh, splraise, splsched,
+    splvm, splx,
 };
-pub use mutex::{AdaptiveMutex, AdaptiveMutexGuard, RawMutex, RawSpinLock, SpinMutex, SpinMutexGuard};
+pub use mutex::{
+    AdaptiveMutex, AdaptiveMutexGuard, RawMutex, RawSpinLock, SpinMutex, SpinMutexGuard,
+};
 #[cfg(not(bsdalloc_loom))]
 pub use pages::PAGE_FAULTS;
+pub use pages::{Committed, PageError, PageSource, PageStats, Protection};
 #[cfg(all(not(bsdalloc_loom), feature = "std"))]
 pub use pages::{OS_PAGES, OsPages, page_size, resident_bytes};
-pub use pages::{Committed, PageError, PageSource, PageStats, Protection};
 pub use wait::WaitChannel;
 
 /// The machine a kernel provides (see the crate docs). In user space the
@@ -243,5 +246,5 @@ pub fn hardintr() {
 /// Loom-only: the model machine.
 #[cfg(bsdalloc_loom)]
 pub mod model {
-    pub use crate::machine::enter_cpu;
+    pub use crate::machine::model::enter_cpu;
 }

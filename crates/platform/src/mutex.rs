@@ -68,7 +68,9 @@ pub struct RawSpinLock {
 
 impl fmt::Debug for RawSpinLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawSpinLock").field("locked", &self.is_locked()).finish()
+        f.debug_struct("RawSpinLock")
+            .field("locked", &self.is_locked())
+            .finish()
     }
 }
 
@@ -76,13 +78,17 @@ impl RawSpinLock {
     /// An unlocked lock.
     #[cfg(not(bsdalloc_loom))]
     pub const fn new() -> Self {
-        RawSpinLock { locked: AtomicBool::new(false) }
+        RawSpinLock {
+            locked: AtomicBool::new(false),
+        }
     }
 
     /// An unlocked lock.
     #[cfg(bsdalloc_loom)]
     pub fn new() -> Self {
-        RawSpinLock { locked: AtomicBool::new(false) }
+        RawSpinLock {
+            locked: AtomicBool::new(false),
+        }
     }
 }
 
@@ -179,13 +185,23 @@ impl<T, R: RawMutex> SpinMutex<T, R> {
     /// A mutex at `ipl` protecting `data`.
     #[cfg(not(bsdalloc_loom))]
     pub const fn new(ipl: Ipl, data: T) -> Self {
-        SpinMutex { raw: R::INIT, ipl, owner: AtomicUsize::new(0), data: UnsafeCell::new(data) }
+        SpinMutex {
+            raw: R::INIT,
+            ipl,
+            owner: AtomicUsize::new(0),
+            data: UnsafeCell::new(data),
+        }
     }
 
     /// A mutex at `ipl` protecting `data`.
     #[cfg(bsdalloc_loom)]
     pub fn new(ipl: Ipl, data: T) -> Self {
-        SpinMutex { raw: R::init(), ipl, owner: AtomicUsize::new(0), data: UnsafeCell::new(data) }
+        SpinMutex {
+            raw: R::init(),
+            ipl,
+            owner: AtomicUsize::new(0),
+            data: UnsafeCell::new(data),
+        }
     }
 
     /// The protected value.
@@ -226,33 +242,50 @@ impl<T: ?Sized, R: RawMutex> SpinMutex<T, R> {
         self.lock_impl::<true>()
     }
 
-    /// The acquisition path with or without the spl raise. Only the loom
-    /// models use the broken `RAISE = false` variant, to prove they can
-    /// catch a missing raise.
+    /// The acquisition path. `RAISE_FIRST = false` is the classic bug of
+    /// raising the level only after taking the lock; only the loom models
+    /// use it, to prove they catch the window it opens.
     #[inline]
     #[track_caller]
-    fn lock_impl<const RAISE: bool>(&self) -> SpinMutexGuard<'_, T, R> {
+    fn lock_impl<const RAISE_FIRST: bool>(&self) -> SpinMutexGuard<'_, T, R> {
         machine::with_cpu(|c| {
             if self.ipl == Ipl::None && c.in_interrupt() {
                 panic!("mutex_vector_enter: IPL_NONE spin mutex acquired from interrupt context");
             }
-            let s = if RAISE { c.splraise(self.ipl) } else { crate::ipl::Spl(c.curipl()) };
+            let early = if RAISE_FIRST {
+                Some(c.splraise(self.ipl))
+            } else {
+                None
+            };
             interrupt_point();
             if self.owner.load(Ordering::Relaxed) == cpu_id(c) {
-                panic!("mutex_vector_enter: locking against myself (spin mutex at {})", self.ipl);
+                panic!(
+                    "mutex_vector_enter: locking against myself (spin mutex at {})",
+                    self.ipl
+                );
             }
             self.raw.lock();
             self.owner.store(cpu_id(c), Ordering::Relaxed);
+            interrupt_point();
+            let s = match early {
+                Some(s) => s,
+                None => c.splraise(self.ipl),
+            };
             c.mutex_enter(s);
             interrupt_point();
         });
-        SpinMutexGuard { mutex: self, data: ManuallyDrop::new(self.data.get_mut()), _marker: PhantomData }
+        SpinMutexGuard {
+            mutex: self,
+            data: ManuallyDrop::new(self.data.get_mut()),
+            _marker: PhantomData,
+        }
     }
 
-    /// The broken acquisition of the loom models: no spl raise.
+    /// The broken acquisition of the loom models: the level is raised only
+    /// after the lock is taken.
     #[cfg(bsdalloc_loom)]
     #[doc(hidden)]
-    pub fn lock_without_spl_for_model(&self) -> SpinMutexGuard<'_, T, R> {
+    pub fn lock_raising_late_for_model(&self) -> SpinMutexGuard<'_, T, R> {
         self.lock_impl::<false>()
     }
 
@@ -440,7 +473,11 @@ impl<T: ?Sized> AdaptiveMutex<T> {
             self.lock_contended();
         }
         self.owner.store(me, Ordering::Relaxed);
-        AdaptiveMutexGuard { mutex: self, data: ManuallyDrop::new(self.data.get_mut()), _marker: PhantomData }
+        AdaptiveMutexGuard {
+            mutex: self,
+            data: ManuallyDrop::new(self.data.get_mut()),
+            _marker: PhantomData,
+        }
     }
 
     #[cold]

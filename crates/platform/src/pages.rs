@@ -12,6 +12,7 @@
 use core::fmt;
 use core::ptr::NonNull;
 
+#[cfg(not(bsdalloc_loom))]
 use crate::fault::FaultInjector;
 #[cfg(all(not(bsdalloc_loom), feature = "std"))]
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -88,7 +89,12 @@ pub unsafe trait PageSource: Sync {
     ///
     /// # Safety
     /// The range lies within one reservation of this source.
-    unsafe fn commit(&self, addr: NonNull<u8>, len: usize, wire: bool) -> Result<Committed, PageError>;
+    unsafe fn commit(
+        &self,
+        addr: NonNull<u8>,
+        len: usize,
+        wire: bool,
+    ) -> Result<Committed, PageError>;
 
     /// Give the pages of `[addr, addr+len)` back (resident memory drops)
     /// and make the range inaccessible again; the address space stays
@@ -103,7 +109,12 @@ pub unsafe trait PageSource: Sync {
     ///
     /// # Safety
     /// The range lies within one reservation of this source.
-    unsafe fn protect(&self, addr: NonNull<u8>, len: usize, prot: Protection) -> Result<(), PageError>;
+    unsafe fn protect(
+        &self,
+        addr: NonNull<u8>,
+        len: usize,
+        prot: Protection,
+    ) -> Result<(), PageError>;
 
     /// Release a whole reservation.
     ///
@@ -258,7 +269,10 @@ unsafe impl PageSource for OsPages {
         }
         let extra = align - ps;
         let Some(total) = len.checked_add(extra) else {
-            return Err(self.fail(PageError::NoMemory { len, errno: libc::ENOMEM }));
+            return Err(self.fail(PageError::NoMemory {
+                len,
+                errno: libc::ENOMEM,
+            }));
         };
         // SAFETY: a fresh anonymous mapping; no existing memory is touched.
         let p = unsafe {
@@ -272,7 +286,10 @@ unsafe impl PageSource for OsPages {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(self.fail(PageError::NoMemory { len, errno: errno() }));
+            return Err(self.fail(PageError::NoMemory {
+                len,
+                errno: errno(),
+            }));
         }
         let p = p.cast::<u8>();
         let start = p.addr();
@@ -294,16 +311,30 @@ unsafe impl PageSource for OsPages {
         Ok(unsafe { NonNull::new_unchecked(p.add(head)) })
     }
 
-    unsafe fn commit(&self, addr: NonNull<u8>, len: usize, wire: bool) -> Result<Committed, PageError> {
+    unsafe fn commit(
+        &self,
+        addr: NonNull<u8>,
+        len: usize,
+        wire: bool,
+    ) -> Result<Committed, PageError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.check(addr.as_ptr().addr(), len)?;
         if PAGE_FAULTS.should_fail() {
             return Err(self.fail(PageError::Injected));
         }
         // SAFETY: the caller guarantees the range is within our reservation.
-        let rc = unsafe { libc::mprotect(addr.as_ptr().cast(), len, libc::PROT_READ | libc::PROT_WRITE) };
+        let rc = unsafe {
+            libc::mprotect(
+                addr.as_ptr().cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
         if rc != 0 {
-            return Err(self.fail(PageError::NoMemory { len, errno: errno() }));
+            return Err(self.fail(PageError::NoMemory {
+                len,
+                errno: errno(),
+            }));
         }
         let mut wired = false;
         if wire {
@@ -342,12 +373,20 @@ unsafe impl PageSource for OsPages {
         self.decommitted.fetch_add(pages as u64, Ordering::Relaxed);
     }
 
-    unsafe fn protect(&self, addr: NonNull<u8>, len: usize, prot: Protection) -> Result<(), PageError> {
+    unsafe fn protect(
+        &self,
+        addr: NonNull<u8>,
+        len: usize,
+        prot: Protection,
+    ) -> Result<(), PageError> {
         self.check(addr.as_ptr().addr(), len)?;
         // SAFETY: the caller guarantees the range is within our reservation.
         let rc = unsafe { libc::mprotect(addr.as_ptr().cast(), len, to_prot(prot)) };
         if rc != 0 {
-            return Err(self.fail(PageError::NoMemory { len, errno: errno() }));
+            return Err(self.fail(PageError::NoMemory {
+                len,
+                errno: errno(),
+            }));
         }
         Ok(())
     }

@@ -54,13 +54,21 @@ impl WaitChannel {
     /// A channel; `name` is the wait message (`wmesg`) shown in panics.
     #[cfg(not(bsdalloc_loom))]
     pub const fn new(name: &'static str) -> WaitChannel {
-        WaitChannel { seq: AtomicU32::new(0), waiters: AtomicU32::new(0), name }
+        WaitChannel {
+            seq: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            name,
+        }
     }
 
     /// A channel; `name` is the wait message (`wmesg`) shown in panics.
     #[cfg(bsdalloc_loom)]
     pub fn new(name: &'static str) -> WaitChannel {
-        WaitChannel { seq: AtomicU32::new(0), waiters: AtomicU32::new(0), name }
+        WaitChannel {
+            seq: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            name,
+        }
     }
 
     /// The wait message.
@@ -86,7 +94,10 @@ impl WaitChannel {
         guard: SpinMutexGuard<'a, T, R>,
     ) -> SpinMutexGuard<'a, T, R> {
         if crate::ipl::in_interrupt() {
-            panic!("cv_wait: sleeping in interrupt context on \"{}\"", self.name);
+            panic!(
+                "cv_wait: sleeping in interrupt context on \"{}\"",
+                self.name
+            );
         }
         let seq = self.prepare();
         let m = SpinMutexGuard::mutex(&guard);
@@ -105,7 +116,10 @@ impl WaitChannel {
         guard: AdaptiveMutexGuard<'a, T>,
     ) -> AdaptiveMutexGuard<'a, T> {
         if crate::ipl::in_interrupt() {
-            panic!("cv_wait: sleeping in interrupt context on \"{}\"", self.name);
+            panic!(
+                "cv_wait: sleeping in interrupt context on \"{}\"",
+                self.name
+            );
         }
         let seq = self.prepare();
         let m = AdaptiveMutexGuard::mutex(&guard);

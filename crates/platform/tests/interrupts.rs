@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bsdalloc_platform::{
-    CpuId, CpuLocal, Delivery, Ipl, SpinMutex, cpu_exit_hook_establish, cpu_local, curcpu, curipl,
+    CpuId, Delivery, Ipl, SpinMutex, cpu_exit_hook_establish, cpu_local, curcpu, curipl,
     in_interrupt, intr_establish, intr_runs, intr_trigger, ncpu, xc_broadcast, xc_unicast,
 };
 
@@ -81,7 +81,7 @@ fn interrupt_storm_against_threads_holding_ipl_vm_mutexes() {
                         }
                         HOLDING_VM.with(|h| h.set(false));
                     }
-                    if ops % 7 == 0 {
+                    if ops.is_multiple_of(7) {
                         let mut g = SCHED_LOCK.lock();
                         HOLDING_SCHED.with(|h| h.set(true));
                         *g += 1;
@@ -102,7 +102,7 @@ fn interrupt_storm_against_threads_holding_ipl_vm_mutexes() {
     let mut n = 0usize;
     while start.elapsed() < Duration::from_secs(2) {
         let cpu = targets[n % THREADS];
-        let src = if n % 3 == 0 { sched } else { vm };
+        let src = if n.is_multiple_of(3) { sched } else { vm };
         match intr_trigger(cpu, src) {
             Delivery::Delivered if src == vm => delivered_vm += 1,
             Delivery::Delivered => delivered_sched += 1,
@@ -118,8 +118,15 @@ fn interrupt_storm_against_threads_holding_ipl_vm_mutexes() {
         "storm: {ops} lock rounds, {delivered_vm} IPL_VM + {delivered_sched} IPL_SCHED \
          interrupts delivered, {coalesced} coalesced"
     );
-    assert!(delivered_vm > 100 && delivered_sched > 100, "the storm was too small to mean anything");
-    assert_eq!(VIOLATIONS.load(Ordering::SeqCst), 0, "a handler ran while its level was blocked");
+    assert!(
+        delivered_vm > 100 && delivered_sched > 100,
+        "the storm was too small to mean anything"
+    );
+    assert_eq!(
+        VIOLATIONS.load(Ordering::SeqCst),
+        0,
+        "a handler ran while its level was blocked"
+    );
     // Every delivered interrupt ran exactly once (pending ones ran at the
     // workers' splx, or at their exit).
     assert_eq!(VM_RUNS.load(Ordering::SeqCst), delivered_vm);
@@ -156,7 +163,11 @@ fn xcall_runs_on_the_target_thread_and_on_behalf_of_exited_ones() {
         seen.store(THREAD_TAG.with(Cell::get), Ordering::SeqCst);
         on.store(cpu.index(), Ordering::SeqCst);
     });
-    assert_eq!(seen.load(Ordering::SeqCst), 77, "the function must run on the target thread");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        77,
+        "the function must run on the target thread"
+    );
     stop.store(true, Ordering::SeqCst);
     t.join().unwrap();
 

@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bsdalloc_platform::{
-    AdaptiveMutex, Ipl, SpinMutex, WaitChannel, assert_sleepable, curcpu, curipl, in_interrupt,
-    intr_establish, intr_trigger, splhigh, splraise, splvm, splx, Delivery,
+    AdaptiveMutex, Delivery, Ipl, SpinMutex, WaitChannel, assert_sleepable, curcpu, curipl,
+    in_interrupt, intr_establish, intr_trigger, splhigh, splraise, splvm, splx,
 };
 
 #[test]

@@ -29,7 +29,10 @@ pub(crate) fn with_intr_table<R>(f: impl FnOnce(&IntrTable) -> R) -> R {
 }
 
 pub(crate) fn cpu_index() -> u32 {
-    with_cpu(|c| c.index().expect("machine: the current CPU's CpuState has no index"))
+    with_cpu(|c| {
+        c.index()
+            .expect("machine: the current CPU's CpuState has no index")
+    })
 }
 
 pub(crate) fn ncpu() -> usize {

@@ -8,7 +8,7 @@
 //!   through [`Machine`](crate::Machine) and [`set_machine!`](crate::set_machine).
 
 #[cfg(bsdalloc_loom)]
-mod model;
+pub(crate) mod model;
 #[cfg(bsdalloc_loom)]
 pub(crate) use model::*;
 

@@ -11,7 +11,7 @@ use crate::sync::atomic::AtomicU32;
 type Ctx = (loom::sync::Arc<CpuState>, loom::sync::Arc<IntrTable>);
 
 loom::thread_local! {
-    static CTX: RefCell<Option<Ctx>> = const { RefCell::new(None) };
+    static CTX: RefCell<Option<Ctx>> = RefCell::new(None);
 }
 
 /// Make the calling loom thread the CPU `state`, with interrupt table `table`.
@@ -22,7 +22,9 @@ pub fn enter_cpu(state: loom::sync::Arc<CpuState>, table: loom::sync::Arc<IntrTa
 pub(crate) fn with_cpu<R>(f: impl FnOnce(&CpuState) -> R) -> R {
     CTX.with(|c| {
         let b = c.borrow();
-        let (s, _) = b.as_ref().expect("loom model: this thread has not entered a CPU");
+        let (s, _) = b
+            .as_ref()
+            .expect("loom model: this thread has not entered a CPU");
         f(s)
     })
 }
@@ -30,7 +32,9 @@ pub(crate) fn with_cpu<R>(f: impl FnOnce(&CpuState) -> R) -> R {
 pub(crate) fn with_intr_table<R>(f: impl FnOnce(&IntrTable) -> R) -> R {
     CTX.with(|c| {
         let b = c.borrow();
-        let (_, t) = b.as_ref().expect("loom model: this thread has not entered a CPU");
+        let (_, t) = b
+            .as_ref()
+            .expect("loom model: this thread has not entered a CPU");
         f(t)
     })
 }

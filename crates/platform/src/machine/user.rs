@@ -24,7 +24,7 @@ use core::ffi::{c_int, c_void};
 use std::thread_local;
 
 use super::Post;
-use crate::ipl::{CpuState, Ipl, IntrTable, Spl};
+use crate::ipl::{CpuState, IntrTable, Ipl, Spl};
 use crate::mutex::{RawMutex, RawSpinLock};
 use crate::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
@@ -115,7 +115,8 @@ fn register(c: &CpuState) -> u32 {
             slot.state.store(ACTIVE, Ordering::Relaxed);
             // SAFETY: gettid has no preconditions.
             slot.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
-            slot.cpu.store(c as *const CpuState as *mut CpuState, Ordering::Relaxed);
+            slot.cpu
+                .store(c as *const CpuState as *mut CpuState, Ordering::Relaxed);
         }
         slot_unlock(slot, s);
         if won {
@@ -145,7 +146,10 @@ fn init_once() {
     if INIT.load(Ordering::Acquire) == 2 {
         return;
     }
-    if INIT.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+    if INIT
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: `key` is a valid out-pointer; the destructor has the
         // signature pthread expects.
@@ -211,7 +215,9 @@ unsafe extern "C" fn slot_exit(value: *mut c_void) {
 }
 
 pub(crate) fn post_interrupt(cpu: u32, source: usize) -> Post {
-    let Some(slot) = SLOTS.get(cpu as usize) else { return Post::Absent };
+    let Some(slot) = SLOTS.get(cpu as usize) else {
+        return Post::Absent;
+    };
     let s = slot_lock(slot);
     let result = if slot.state.load(Ordering::Relaxed) == ACTIVE {
         let target = slot.cpu.load(Ordering::Relaxed);
