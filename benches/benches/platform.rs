@@ -27,7 +27,10 @@ fn cpu_local_access(c: &mut Criterion) {
         b.iter(|| TLS_COUNTER.with(|n| n.set(black_box(n.get() + 1))))
     });
     g.bench_function("sched_getcpu", |b| {
-        b.iter(|| black_box(unsafe { libc::sched_getcpu() }))
+        b.iter(|| {
+            // SAFETY: sched_getcpu has no preconditions.
+            black_box(unsafe { libc::sched_getcpu() })
+        })
     });
     g.finish();
 

@@ -73,7 +73,11 @@ fn main() {
     let t = Instant::now();
     let mut i = 0usize;
     while t.elapsed() < Duration::from_secs(secs) {
-        let (src, k) = if i % 4 == 0 { (clock, 1) } else { (net, 0) };
+        let (src, k) = if i.is_multiple_of(4) {
+            (clock, 1)
+        } else {
+            (net, 0)
+        };
         match intr_trigger(targets[i % targets.len()], src) {
             Delivery::Delivered => delivered[k] += 1,
             Delivery::Coalesced => coalesced += 1,
