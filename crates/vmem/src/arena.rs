@@ -1,0 +1,1022 @@
+//! The arena: NetBSD's `struct vmem` and its entry points.
+
+use core::fmt;
+use core::ptr::{self, NonNull};
+
+use bsdalloc_platform::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use bsdalloc_platform::sync::cell::UnsafeCell;
+use bsdalloc_platform::{Ipl, SpinMutex, SpinMutexGuard, WaitChannel, assert_sleepable};
+
+use crate::bt::{
+    self, BT_F_PRIVATE, BT_TYPE_BUSY, BT_TYPE_CURSOR, BT_TYPE_SPAN, BT_TYPE_SPAN_STATIC,
+    BoundaryTag,
+};
+use crate::flags::{
+    BT_MAXFREE, BT_MINRESERVE, SizeType, VMEM_ADDR_MAX, VMEM_ADDR_MIN, VMEM_HASHSIZE_MAX,
+    VMEM_NAME_MAX, VMEM_QCACHE_IDX_MAX, VmFlags, VmemError,
+};
+use crate::inner::{Inner, Request, crosses};
+
+type Bt = BoundaryTag;
+
+/// Where an arena imports spans from, and releases them to
+/// (`vmem_import_t` / `vmem_ximport_t` / `vmem_release_t` with their `arg`).
+///
+/// Called with the arena lock dropped.
+pub trait SpanSource: Sync {
+    /// Import a span of at least `size` bytes; return its start and its real
+    /// size (≥ `size`; larger only for `vmem_xcreate`-style sources).
+    /// `flags` are the caller's sleep and strategy flags.
+    fn import(&self, size: usize, flags: VmFlags) -> Result<(usize, usize), VmemError>;
+
+    /// Give back a whole span returned by `import`.
+    fn release(&self, addr: usize, size: usize);
+
+    /// Whether `release` may be called (NetBSD: `releasefn != NULL`). When
+    /// false, imported spans stay in the arena for good.
+    fn can_release(&self) -> bool {
+        true
+    }
+}
+
+/// The quantum-cache hook (DESIGN.md §1): an arena with `qcache_max > 0`
+/// sends sizes up to `qcache_max` here. `bsdalloc-pool-cache` implements
+/// it; without one the arena serves those sizes itself.
+pub trait QuantumCache: Sync {
+    /// Allocate `size` bytes (a multiple of the quantum, ≤ `qcache_max`).
+    fn qc_alloc(&self, arena: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError>;
+    /// Free what `qc_alloc(size)` returned.
+    fn qc_free(&self, arena: &Arena, addr: usize, size: usize);
+}
+
+/// An importer over a parent arena: `vmem_alloc(parent)` / `vmem_free`.
+impl SpanSource for Arena {
+    fn import(&self, size: usize, flags: VmFlags) -> Result<(usize, usize), VmemError> {
+        let a = self.alloc(size, flags.sleep_part() | VmFlags::INSTANTFIT)?;
+        Ok((a, self.roundup_size(size)))
+    }
+
+    fn release(&self, addr: usize, size: usize) {
+        self.free(addr, size);
+    }
+}
+
+/// NetBSD's `struct vmem`: an arena of integer ranges.
+///
+/// ```
+/// use bsdalloc_vmem::{Arena, VmFlags};
+///
+/// // vmem_create("pids", 300, 32768 - 300, 1, …): PIDs 300..32768.
+/// let pids = Arena::create("pids", 300, 32768 - 300, 1).unwrap();
+/// let pid = pids.alloc(1, VmFlags::NOSLEEP | VmFlags::INSTANTFIT).unwrap();
+/// assert!((300..32768).contains(&pid));
+/// pids.free(pid, 1);
+/// assert_eq!(pids.stats().inuse, 0);
+/// ```
+pub struct Arena {
+    name: &'static str,
+    quantum: usize,
+    qshift: u32,
+    flags: VmFlags,
+    ipl: Ipl,
+    source: Option<&'static dyn SpanSource>,
+    qcache_max: usize,
+    qcache_set: AtomicBool,
+    qcache: UnsafeCell<Option<&'static dyn QuantumCache>>,
+    pub(crate) lock: SpinMutex<Inner>,
+    cv: WaitChannel,
+    /// Global arena list link (registered arenas only).
+    pub(crate) next: AtomicPtr<Arena>,
+    pub(crate) registered: AtomicBool,
+    /// The descriptor came from `vmem_create` (meta memory), not the caller.
+    pub(crate) descriptor: AtomicBool,
+}
+
+// SAFETY: all mutable state is behind the arena's spin mutex, except the
+// quantum-cache hook, written once before `qcache_set` is published.
+unsafe impl Sync for Arena {}
+// SAFETY: as above; the raw tag pointers inside belong to the arena.
+unsafe impl Send for Arena {}
+
+impl fmt::Debug for Arena {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Arena")
+            .field("name", &self.name)
+            .field("quantum", &self.quantum)
+            .field("ipl", &self.ipl)
+            .field("flags", &self.flags)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an arena is configured (the arguments of `vmem_create`).
+#[derive(Clone, Copy)]
+pub struct ArenaConfig {
+    /// Name (truncated to 16 bytes, `VMEM_NAME_MAX`).
+    pub name: &'static str,
+    /// The unit of allocation; a power of two.
+    pub quantum: usize,
+    /// Where to import spans from when exhausted (`importfn`, `releasefn`,
+    /// `arg`).
+    pub source: Option<&'static dyn SpanSource>,
+    /// Sizes up to this go to the quantum cache (a multiple of the quantum,
+    /// clamped to 16 quanta; 0: none).
+    pub qcache_max: usize,
+    /// Arena flags: `VM_SLEEP` or `VM_NOSLEEP` (for the arena's own needs),
+    /// plus `VM_BOOTSTRAP`, `VM_LARGEIMPORT`, `VM_PRIVTAGS`, `VM_XIMPORT`.
+    pub flags: VmFlags,
+    /// Interrupt level that may use the arena (its lock's level).
+    pub ipl: Ipl,
+}
+
+impl fmt::Debug for ArenaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArenaConfig")
+            .field("name", &self.name)
+            .field("quantum", &self.quantum)
+            .field("has_source", &self.source.is_some())
+            .field("qcache_max", &self.qcache_max)
+            .field("flags", &self.flags)
+            .field("ipl", &self.ipl)
+            .finish()
+    }
+}
+
+impl ArenaConfig {
+    /// A plain arena: no source, no quantum cache, `VM_NOSLEEP`, `IPL_NONE`.
+    pub const fn new(name: &'static str, quantum: usize) -> ArenaConfig {
+        ArenaConfig {
+            name,
+            quantum,
+            source: None,
+            qcache_max: 0,
+            flags: VmFlags::NOSLEEP,
+            ipl: Ipl::None,
+        }
+    }
+}
+
+const fn truncate_name(name: &'static str) -> &'static str {
+    if name.len() <= VMEM_NAME_MAX {
+        return name;
+    }
+    let mut n = VMEM_NAME_MAX;
+    while !name.is_char_boundary(n) {
+        n -= 1;
+    }
+    name.split_at(n).0
+}
+
+/// Pause before retrying a tag refill under `VM_SLEEP` ("sleep one tick").
+fn pause() {
+    #[cfg(feature = "std")]
+    std::thread::sleep(core::time::Duration::from_millis(1));
+    #[cfg(not(feature = "std"))]
+    for _ in 0..10_000 {
+        core::hint::spin_loop();
+    }
+}
+
+#[track_caller]
+fn check_sleep_flags(what: &str, flags: VmFlags) {
+    let s = flags & VmFlags::SLEEP_MASK;
+    if s != VmFlags::SLEEP && s != VmFlags::NOSLEEP {
+        panic!("{what}: flags {flags:?} must contain exactly one of VM_SLEEP and VM_NOSLEEP");
+    }
+}
+
+#[track_caller]
+fn check_fit_flags(what: &str, flags: VmFlags) -> VmFlags {
+    let f = flags & VmFlags::FIT_MASK;
+    if f != VmFlags::INSTANTFIT && f != VmFlags::BESTFIT && f != VmFlags::NEXTFIT {
+        panic!(
+            "{what}: flags {flags:?} must contain exactly one of VM_INSTANTFIT, VM_BESTFIT, VM_NEXTFIT"
+        );
+    }
+    f
+}
+
+impl Arena {
+    /// `vmem_init` on caller storage, without an initial span: a const
+    /// constructor for statics. Add spans with [`Arena::add`].
+    ///
+    /// # Panics
+    /// If the quantum is not a power of two, `qcache_max` is not a multiple
+    /// of it, or `VM_XIMPORT` is passed (only `vmem_xcreate` sets it).
+    pub const fn new(cfg: ArenaConfig) -> Arena {
+        assert!(
+            cfg.quantum.is_power_of_two(),
+            "vmem_init: quantum must be a power of two"
+        );
+        assert!(
+            cfg.qcache_max % cfg.quantum == 0,
+            "vmem_init: qcache_max must be a multiple of the quantum"
+        );
+        let mut qmax = cfg.qcache_max;
+        if qmax > VMEM_QCACHE_IDX_MAX * cfg.quantum {
+            qmax = VMEM_QCACHE_IDX_MAX * cfg.quantum;
+        }
+        Arena {
+            name: truncate_name(cfg.name),
+            quantum: cfg.quantum,
+            qshift: cfg.quantum.trailing_zeros(),
+            flags: VmFlags(cfg.flags.0 & VmFlags::ARENA_MASK.0),
+            ipl: cfg.ipl,
+            source: cfg.source,
+            qcache_max: qmax,
+            qcache_set: AtomicBool::new(false),
+            qcache: UnsafeCell::new(None),
+            lock: SpinMutex::new(cfg.ipl, Inner::new()),
+            cv: WaitChannel::new("vmem"),
+            next: AtomicPtr::new(ptr::null_mut()),
+            registered: AtomicBool::new(false),
+            descriptor: AtomicBool::new(false),
+        }
+    }
+
+    /// An arena with an initial static span `[base, base+size)` (size 0:
+    /// none), `IPL_NONE`, no source. The common case of `vmem_create`.
+    ///
+    /// # Panics
+    /// As [`Arena::new`].
+    pub fn create(
+        name: &'static str,
+        base: usize,
+        size: usize,
+        quantum: usize,
+    ) -> Result<Arena, VmemError> {
+        Self::with_config(ArenaConfig::new(name, quantum), base, size)
+    }
+
+    /// `vmem_init(NULL, …)` semantics by value: configure, then add the
+    /// initial span if `size > 0`.
+    pub fn with_config(cfg: ArenaConfig, base: usize, size: usize) -> Result<Arena, VmemError> {
+        if cfg.flags.contains(VmFlags::XIMPORT) {
+            panic!("vmem_create: VM_XIMPORT is set by vmem_xcreate only");
+        }
+        Self::build(cfg, base, size)
+    }
+
+    /// Validate, construct, reserve tags and add the initial span.
+    pub(crate) fn build(cfg: ArenaConfig, base: usize, size: usize) -> Result<Arena, VmemError> {
+        if cfg.flags.contains(VmFlags::PRIVTAGS) && size != 0 {
+            panic!("vmem_init: a VM_PRIVTAGS arena must be created without an initial span");
+        }
+        check_sleep_flags("vmem_create", cfg.flags);
+        let a = Arena::new(cfg);
+        a.init(cfg.flags, base, size)?;
+        Ok(a)
+    }
+
+    /// The run-time part of `vmem_init`: bootstrap reserve, initial span.
+    pub(crate) fn init(&self, flags: VmFlags, base: usize, size: usize) -> Result<(), VmemError> {
+        self.init_reserve(flags)?;
+        if size > 0 {
+            self.add(base, size, flags.sleep_part())?;
+        }
+        Ok(())
+    }
+
+    fn init_reserve(&self, flags: VmFlags) -> Result<(), VmemError> {
+        if flags.contains(VmFlags::BOOTSTRAP) && !self.flags.contains(VmFlags::PRIVTAGS) {
+            let g = self.lock.lock();
+            let g = self.refill(g, flags.sleep_part(), BT_MINRESERVE + 1)?;
+            drop(g);
+        }
+        Ok(())
+    }
+
+    /// The arena's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The quantum.
+    pub fn quantum(&self) -> usize {
+        self.quantum
+    }
+
+    /// The interrupt level of the arena's lock.
+    pub fn ipl(&self) -> Ipl {
+        self.ipl
+    }
+
+    /// `qcache_max` after clamping.
+    pub fn qcache_max(&self) -> usize {
+        self.qcache_max
+    }
+
+    /// Arena flags.
+    pub fn flags(&self) -> VmFlags {
+        self.flags
+    }
+
+    /// `vmem_roundup_size`.
+    #[inline]
+    pub fn roundup_size(&self, size: usize) -> usize {
+        size.checked_add(self.quantum - 1)
+            .map(|s| s & !(self.quantum - 1))
+            .unwrap_or(usize::MAX & !(self.quantum - 1))
+    }
+
+    /// Plug in the quantum cache (DESIGN.md §1). Once, before any allocation.
+    ///
+    /// # Panics
+    /// If the arena has no `qcache_max`, already has a cache, or has live
+    /// allocations.
+    pub fn set_quantum_cache(&self, qc: &'static dyn QuantumCache) {
+        assert!(
+            self.qcache_max > 0,
+            "vmem '{}': no qcache_max, nothing to cache",
+            self.name
+        );
+        let g = self.lock.lock();
+        assert!(
+            g.hash.nbusy == 0,
+            "vmem '{}': quantum cache plugged in after allocations",
+            self.name
+        );
+        assert!(
+            !self.qcache_set.load(Ordering::Relaxed),
+            "vmem '{}': quantum cache already set",
+            self.name
+        );
+        // SAFETY: written once, under the lock, before `qcache_set` is
+        // published with Release; readers load it with Acquire first.
+        self.qcache.with_mut(|p| unsafe { *p = Some(qc) });
+        self.qcache_set.store(true, Ordering::Release);
+        drop(g);
+    }
+
+    #[inline]
+    fn quantum_cache(&self) -> Option<&'static dyn QuantumCache> {
+        if self.qcache_set.load(Ordering::Acquire) {
+            // SAFETY: published once (see set_quantum_cache), never changed.
+            self.qcache.with(|p| unsafe { *p })
+        } else {
+            None
+        }
+    }
+
+    /// Whether a quantum cache is plugged in.
+    pub fn has_quantum_cache(&self) -> bool {
+        self.quantum_cache().is_some()
+    }
+
+    // ---- tags ----
+
+    /// Make sure more than `want - 1` spare tags exist (NetBSD's
+    /// `bt_refill`), dropping the lock around calls for more memory.
+    fn refill<'a>(
+        &'a self,
+        mut g: SpinMutexGuard<'a, Inner>,
+        flags: VmFlags,
+        want: usize,
+    ) -> Result<SpinMutexGuard<'a, Inner>, VmemError> {
+        let private = self.flags.contains(VmFlags::PRIVTAGS);
+        while g.nspare < want {
+            if private {
+                // Only donated tags: wait for frees to return some.
+                if flags.contains(VmFlags::SLEEP) {
+                    g.stats.sleeps += 1;
+                    g = self.cv.wait(g);
+                    continue;
+                }
+                return Err(VmemError::NoMemory);
+            }
+            let got = bt::SUPPLY.lock().pop();
+            match got {
+                Some(t) => g.spare_push(t),
+                None => {
+                    drop(g);
+                    let grown = bt::grow_supply(flags);
+                    if !grown {
+                        if flags.contains(VmFlags::NOSLEEP) {
+                            return Err(VmemError::NoMemory);
+                        }
+                        pause();
+                    }
+                    g = self.lock.lock();
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    /// Return spare tags above `keep` to the global supply (private ones
+    /// stay).
+    fn trim(&self, g: &mut Inner, keep: usize) {
+        if g.nspare <= keep {
+            return;
+        }
+        let mut s = bt::SUPPLY.lock();
+        while g.nspare > keep {
+            match g.spare_pop_shared() {
+                Some(t) => s.push(t),
+                None => break,
+            }
+        }
+    }
+
+    /// `vmem_add_bts`: donate tags to this arena (private: never trimmed).
+    pub fn add_bts(&self, tags: &'static mut [BoundaryTag]) {
+        let mut g = self.lock.lock();
+        for t in tags.iter_mut() {
+            *t = BoundaryTag::new();
+            t.flags = BT_F_PRIVATE;
+            g.spare_push(t as *mut Bt);
+        }
+    }
+
+    // ---- spans ----
+
+    /// `vmem_add`: add the static span `[addr, addr+size)`.
+    ///
+    /// # Panics
+    /// If `size` is 0, the span wraps past the top of the address type, or
+    /// `addr`/`size` are not quantum aligned.
+    #[track_caller]
+    pub fn add(&self, addr: usize, size: usize, flags: VmFlags) -> Result<(), VmemError> {
+        check_sleep_flags("vmem_add", flags);
+        if size == 0 {
+            panic!("vmem_add: arena '{}': size 0", self.name);
+        }
+        if addr.checked_add(size - 1).is_none() {
+            panic!(
+                "vmem_add: arena '{}': span {addr:#x}+{size:#x} wraps around",
+                self.name
+            );
+        }
+        if (addr | size) & (self.quantum - 1) != 0 {
+            panic!(
+                "vmem_add: arena '{}': span {addr:#x}+{size:#x} is not quantum ({:#x}) aligned",
+                self.name, self.quantum
+            );
+        }
+        let g = self.lock.lock();
+        self.check_alive(&g);
+        let mut g = self.refill(g, flags, 2)?;
+        g.add_span(addr, size, BT_TYPE_SPAN_STATIC, self.qshift);
+        self.cv.broadcast();
+        Ok(())
+    }
+
+    #[track_caller]
+    fn check_alive(&self, g: &Inner) {
+        if g.destroyed {
+            panic!("vmem: arena '{}' used after vmem_destroy", self.name);
+        }
+    }
+
+    // ---- allocation ----
+
+    /// `vmem_alloc`: `size` bytes, quantum aligned. Sizes up to
+    /// `qcache_max` go to the quantum cache if one is plugged in.
+    ///
+    /// With `VM_SLEEP` it does not fail: it waits for frees or imports.
+    ///
+    /// # Panics
+    /// If `size` is 0 or the flags lack exactly one sleep flag and one fit.
+    #[track_caller]
+    pub fn alloc(&self, size: usize, flags: VmFlags) -> Result<usize, VmemError> {
+        if size == 0 {
+            panic!("vmem_alloc: arena '{}': size 0", self.name);
+        }
+        check_sleep_flags("vmem_alloc", flags);
+        check_fit_flags("vmem_alloc", flags);
+        if size <= self.qcache_max {
+            if let Some(qc) = self.quantum_cache() {
+                return qc.qc_alloc(self, self.roundup_size(size), flags);
+            }
+        }
+        self.xalloc_core(
+            Request {
+                size: self.roundup_size(size),
+                align: self.quantum,
+                phase: 0,
+                nocross: 0,
+                minaddr: VMEM_ADDR_MIN,
+                maxaddr: VMEM_ADDR_MAX,
+            },
+            flags,
+        )
+    }
+
+    /// `vmem_xalloc`: a constrained allocation (spec §1.4), never from the
+    /// quantum cache.
+    ///
+    /// - `align`: 0 (quantum) or a power of two multiple of the quantum;
+    /// - `phase`: the result is `phase` modulo `align`;
+    /// - `nocross`: 0 or a power of two ≥ `size` that `[a, a+size)` must not
+    ///   cross;
+    /// - `minaddr ..= maxaddr` (both inclusive) must contain the result.
+    ///
+    /// Restricted requests (align, phase or nocross) do not import, so they
+    /// may fail even with `VM_SLEEP`.
+    ///
+    /// # Panics
+    /// With NetBSD's assertion text when the arguments break these rules.
+    #[track_caller]
+    #[allow(clippy::too_many_arguments)]
+    pub fn xalloc(
+        &self,
+        size: usize,
+        align: usize,
+        phase: usize,
+        nocross: usize,
+        minaddr: usize,
+        maxaddr: usize,
+        flags: VmFlags,
+    ) -> Result<usize, VmemError> {
+        let name = self.name;
+        if size == 0 {
+            panic!("vmem_xalloc: arena '{name}': size 0");
+        }
+        check_sleep_flags("vmem_xalloc", flags);
+        check_fit_flags("vmem_xalloc", flags);
+        let q = self.quantum;
+        if align != 0 && (!align.is_power_of_two() || align & (q - 1) != 0) {
+            panic!(
+                "vmem_xalloc: arena '{name}': align {align:#x} is not a power of two multiple of the quantum {q:#x}"
+            );
+        }
+        if phase & (q - 1) != 0 {
+            panic!(
+                "vmem_xalloc: arena '{name}': phase {phase:#x} is not a multiple of the quantum {q:#x}"
+            );
+        }
+        if align == 0 && phase != 0 {
+            panic!("vmem_xalloc: arena '{name}': phase {phase:#x} without align");
+        }
+        if align != 0 && phase >= align {
+            panic!("vmem_xalloc: arena '{name}': phase {phase:#x} >= align {align:#x}");
+        }
+        if nocross != 0 && (!nocross.is_power_of_two() || nocross & (q - 1) != 0) {
+            panic!(
+                "vmem_xalloc: arena '{name}': nocross {nocross:#x} is not a power of two multiple of the quantum"
+            );
+        }
+        let rsize = self.roundup_size(size);
+        if nocross != 0 && nocross < rsize {
+            panic!("vmem_xalloc: arena '{name}': nocross {nocross:#x} < size {rsize:#x}");
+        }
+        if nocross != 0 && crosses(phase, phase + rsize - 1, nocross) {
+            panic!(
+                "vmem_xalloc: arena '{name}': [phase, phase+size) itself crosses nocross {nocross:#x}"
+            );
+        }
+        if minaddr > maxaddr {
+            panic!("vmem_xalloc: arena '{name}': minaddr {minaddr:#x} > maxaddr {maxaddr:#x}");
+        }
+        self.xalloc_core(
+            Request {
+                size: rsize,
+                align: if align == 0 { q } else { align },
+                phase,
+                nocross,
+                minaddr,
+                maxaddr,
+            },
+            flags,
+        )
+    }
+
+    /// `vmem_xalloc_addr`: allocate exactly `[addr, addr+size)`.
+    #[track_caller]
+    pub fn xalloc_addr(&self, addr: usize, size: usize, flags: VmFlags) -> Result<(), VmemError> {
+        if size == 0 {
+            panic!("vmem_xalloc_addr: arena '{}': size 0", self.name);
+        }
+        if addr & (self.quantum - 1) != 0 {
+            panic!(
+                "vmem_xalloc_addr: arena '{}': address {addr:#x} is not quantum aligned",
+                self.name
+            );
+        }
+        let size = self.roundup_size(size);
+        let Some(max) = addr.checked_add(size - 1) else {
+            return Err(VmemError::NoMemory);
+        };
+        let flags = (flags & VmFlags::SLEEP_MASK) | VmFlags::BESTFIT;
+        self.xalloc(size, 0, 0, 0, addr, max, flags)
+            .inspect(|&a| debug_assert_eq!(a, addr))
+            .map(|_| ())
+    }
+
+    fn xalloc_core(&self, req: Request, flags: VmFlags) -> Result<usize, VmemError> {
+        if flags.contains(VmFlags::SLEEP) {
+            assert_sleepable("vmem_xalloc(VM_SLEEP)");
+        }
+        let strat = flags & VmFlags::FIT_MASK;
+        let restricted = req.restricted(self.quantum);
+        let mut g = self.lock.lock();
+        self.check_alive(&g);
+        loop {
+            // Two tags: a leading fragment and the split (spec §1.5).
+            let want = if flags.contains(VmFlags::POPULATING) {
+                2
+            } else {
+                BT_MINRESERVE + 1
+            };
+            g = match self.refill(g, flags, want) {
+                Ok(g) => g,
+                Err(e) => {
+                    self.lock.lock().stats.failures += 1;
+                    return Err(e);
+                }
+            };
+            let found = match strat {
+                VmFlags::NEXTFIT => g.find_nextfit(&req),
+                VmFlags::INSTANTFIT => match g.find_instantfit(&req, self.qshift) {
+                    Some(x) => Some(x),
+                    None => {
+                        g.stats.instantfit_fallbacks += 1;
+                        g.find_bestfit(&req, self.qshift)
+                    }
+                },
+                _ => g.find_bestfit(&req, self.qshift),
+            };
+            if let Some((bt, a)) = found {
+                let busy = g.carve(bt, a, req.size, self.qshift, self.quantum);
+                if strat == VmFlags::NEXTFIT {
+                    self.ensure_cursor(&mut g);
+                    g.cursor_unlink();
+                    g.cursor_place_after(busy);
+                }
+                g.stats.allocs += 1;
+                let grow = g.hash.maxbusy > 2 * g.hash.size && g.hash.size < VMEM_HASHSIZE_MAX;
+                self.trim(&mut g, BT_MAXFREE);
+                drop(g);
+                if grow {
+                    self.rehash_to_max_busy(false);
+                }
+                return Ok(a);
+            }
+            if !restricted {
+                if let Some(src) = self.source {
+                    drop(g);
+                    let imported = self.import(src, req.size, flags);
+                    g = self.lock.lock();
+                    if imported {
+                        continue;
+                    }
+                }
+            }
+            if restricted || flags.contains(VmFlags::NOSLEEP) {
+                g.stats.failures += 1;
+                return Err(VmemError::NoMemory);
+            }
+            // VM_SLEEP: wait for a free (or a span) and search again.
+            g.stats.sleeps += 1;
+            g = self.cv.wait(g);
+            self.check_alive(&g);
+        }
+    }
+
+    fn ensure_cursor(&self, g: &mut Inner) {
+        if g.cursor.is_null() {
+            let c = g.spare_pop();
+            // SAFETY: a fresh spare tag.
+            unsafe { (*c).typ = BT_TYPE_CURSOR };
+            g.cursor = c;
+            g.seg_insert_before(ptr::null_mut(), c);
+        }
+    }
+
+    /// Import a span for `size` bytes and add it. Lock not held.
+    fn import(&self, src: &'static dyn SpanSource, size: usize, flags: VmFlags) -> bool {
+        let ask = if self.flags.contains(VmFlags::LARGEIMPORT) {
+            size.saturating_mul(16)
+        } else {
+            size
+        };
+        let sflags = flags & (VmFlags::SLEEP_MASK | VmFlags::FIT_MASK);
+        let (addr, got) = match src.import(ask, sflags) {
+            Ok((a, s)) => (
+                a,
+                if self.flags.contains(VmFlags::XIMPORT) {
+                    s.max(ask)
+                } else {
+                    ask
+                },
+            ),
+            Err(_) => {
+                self.lock.lock().stats.import_failures += 1;
+                return false;
+            }
+        };
+        let g = self.lock.lock();
+        match self.refill(g, flags, 2) {
+            Ok(mut g) => {
+                g.add_span(addr, got, BT_TYPE_SPAN, self.qshift);
+                g.stats.imports += 1;
+                true
+            }
+            Err(_) => {
+                // No tags to describe it: give it straight back.
+                let mut g = self.lock.lock();
+                g.stats.import_failures += 1;
+                drop(g);
+                if src.can_release() {
+                    src.release(addr, got);
+                }
+                false
+            }
+        }
+    }
+
+    // ---- free ----
+
+    /// `vmem_free`: free what [`Arena::alloc`] returned, with the same size.
+    ///
+    /// # Panics
+    /// If `addr` is not allocated or `size` does not match.
+    #[track_caller]
+    pub fn free(&self, addr: usize, size: usize) {
+        if size == 0 {
+            panic!("vmem_free: arena '{}': size 0", self.name);
+        }
+        if size <= self.qcache_max {
+            if let Some(qc) = self.quantum_cache() {
+                qc.qc_free(self, addr, self.roundup_size(size));
+                return;
+            }
+        }
+        self.xfree_impl("vmem_free", addr, size);
+    }
+
+    /// `vmem_xfree`: free what [`Arena::xalloc`] (or `xalloc_addr`)
+    /// returned, with the same size.
+    ///
+    /// # Panics
+    /// If `addr` is not allocated or `size` does not match.
+    #[track_caller]
+    pub fn xfree(&self, addr: usize, size: usize) {
+        if size == 0 {
+            panic!("vmem_xfree: arena '{}': size 0", self.name);
+        }
+        self.xfree_impl("vmem_xfree", addr, size);
+    }
+
+    #[track_caller]
+    fn xfree_impl(&self, what: &str, addr: usize, size: usize) {
+        if addr & (self.quantum - 1) != 0 {
+            panic!(
+                "{what}: arena '{}': address {addr:#x} is not quantum aligned",
+                self.name
+            );
+        }
+        let size = self.roundup_size(size);
+        let mut g = self.lock.lock();
+        self.check_alive(&g);
+        let bt = g.hash.lookup(addr);
+        if bt.is_null() {
+            drop(g);
+            panic!(
+                "{what}: arena '{}': address {addr:#x} is not allocated (freed twice, or never allocated)",
+                self.name
+            );
+        }
+        // SAFETY: a BUSY tag of this arena.
+        let bsize = unsafe { (*bt).size };
+        if bsize != size {
+            drop(g);
+            panic!(
+                "{what}: arena '{}': size mismatch at {addr:#x}: freeing {size:#x}, allocated {bsize:#x}",
+                self.name
+            );
+        }
+        self.free_busy(g, bt);
+    }
+
+    /// Free BUSY tag `bt` (spec §1.6), consuming the lock.
+    fn free_busy(&self, mut g: SpinMutexGuard<'_, Inner>, bt: *mut Bt) {
+        // SAFETY: `bt` is a BUSY tag on the hash.
+        unsafe { g.hash.remove(bt) };
+        g.stats.frees += 1;
+        let had_cursor = g.cursor_unlink();
+        let (seg, whole_span) = g.free_coalesce(bt, self.qshift);
+        let release = match (whole_span, self.source) {
+            (Some(span), Some(src)) if src.can_release() => Some((span, src)),
+            _ => None,
+        };
+        match release {
+            Some((span, src)) => {
+                let (start, size) = g.remove_span(span, seg);
+                if had_cursor {
+                    g.cursor_place_after(ptr::null_mut());
+                }
+                g.stats.releases += 1;
+                self.trim(&mut g, BT_MAXFREE);
+                self.cv.broadcast();
+                drop(g);
+                src.release(start, size);
+            }
+            None => {
+                g.fl_insert(seg, self.qshift);
+                if had_cursor {
+                    g.cursor_place_after(seg);
+                }
+                self.trim(&mut g, BT_MAXFREE);
+                self.cv.broadcast();
+            }
+        }
+    }
+
+    /// `vmem_xfreeall`: free every outstanding allocation.
+    ///
+    /// # Panics
+    /// On an arena with a quantum cache (`qcache_max > 0`).
+    #[track_caller]
+    pub fn xfreeall(&self) {
+        if self.qcache_max > 0 {
+            panic!(
+                "vmem_xfreeall: arena '{}' has a quantum cache (qcache_max {:#x})",
+                self.name, self.qcache_max
+            );
+        }
+        loop {
+            let g = self.lock.lock();
+            let bt = g.first_busy();
+            if bt.is_null() {
+                return;
+            }
+            self.free_busy(g, bt);
+        }
+    }
+
+    // ---- sizes, rehash, destroy ----
+
+    /// `vmem_size`: `SizeType::ALLOC` bytes busy, `FREE` span bytes not busy,
+    /// `ALL` all span bytes.
+    ///
+    /// # Panics
+    /// On any other mask, as NetBSD does.
+    #[track_caller]
+    pub fn size(&self, typemask: SizeType) -> usize {
+        let g = self.lock.lock();
+        match typemask.0 {
+            0x01 => g.inuse,
+            0x02 => g.size - g.inuse,
+            0x03 => g.size,
+            other => {
+                drop(g);
+                panic!("vmem_size: bad type mask {other:#x}")
+            }
+        }
+    }
+
+    /// Resize the busy hash from the high-water mark (`vmem_rehash`, spec
+    /// §1.3.4): grow when it exceeds twice the table, shrink when below
+    /// half; the mark decays. A periodic task calls this for every arena
+    /// ([`crate::vmem_rehash_all`]); allocations grow the table on their own.
+    pub fn rehash(&self) {
+        self.rehash_to_max_busy(true);
+    }
+
+    fn rehash_to_max_busy(&self, decay: bool) {
+        let (desired, cur) = {
+            let g = self.lock.lock();
+            (g.hash.maxbusy.clamp(1, VMEM_HASHSIZE_MAX), g.hash.size)
+        };
+        if !(desired > 2 * cur || 2 * desired < cur) {
+            if decay {
+                self.decay();
+            }
+            return;
+        }
+        // NetBSD's rounding: 1 << (floor(log2 n) + 1), clamped.
+        let newsize = (1usize << (usize::BITS - desired.leading_zeros())).min(VMEM_HASHSIZE_MAX);
+        let table = if newsize == 1 {
+            None
+        } else {
+            let Some(meta) = bt::meta_source() else {
+                return;
+            };
+            match meta.alloc_meta(table_bytes(newsize), VmFlags::NOSLEEP) {
+                Some(p) => Some(p),
+                None => return,
+            }
+        };
+        let mut g = self.lock.lock();
+        // SAFETY: the table has room for `newsize` bucket heads (or is the
+        // embedded bucket when newsize is 1).
+        let (old, oldsize) = unsafe {
+            g.hash.rehash(
+                table.map_or(ptr::null_mut(), |p| p.as_ptr().cast()),
+                newsize,
+            )
+        };
+        g.stats.rehashes += 1;
+        if decay {
+            let h = &mut g.hash;
+            h.maxbusy = if h.maxbusy < 2 {
+                h.nbusy
+            } else {
+                (h.maxbusy / 2 - 1).max(h.nbusy)
+            };
+        }
+        drop(g);
+        if let (Some(old), Some(meta)) = (NonNull::new(old.cast::<u8>()), bt::meta_source()) {
+            // SAFETY: the old table came from alloc_meta(table_bytes(oldsize))
+            // and no arena references it after the rehash.
+            unsafe { meta.free_meta(old, table_bytes(oldsize)) };
+        }
+    }
+
+    fn decay(&self) {
+        let mut g = self.lock.lock();
+        let h = &mut g.hash;
+        h.maxbusy = if h.maxbusy < 2 {
+            h.nbusy
+        } else {
+            (h.maxbusy / 2 - 1).max(h.nbusy)
+        };
+    }
+
+    /// The busy-hash size (buckets).
+    pub fn hash_size(&self) -> usize {
+        self.lock.lock().hash.size
+    }
+
+    /// `vmem_destroy`: give imported spans back to the source, every tag
+    /// back to the supply (donated ones are dropped with the arena), the
+    /// hash table back to the meta source. The arena is unusable afterwards.
+    ///
+    /// # Panics
+    /// If allocations are still live ("vmem_destroy: … still allocated").
+    #[track_caller]
+    pub fn destroy(&self) {
+        crate::debug::unregister(self);
+        let mut g = self.lock.lock();
+        self.check_alive(&g);
+        if g.hash.nbusy != 0 {
+            let (n, b) = (g.hash.nbusy, g.inuse);
+            drop(g);
+            panic!(
+                "vmem_destroy: arena '{}': {n} allocations ({b:#x} bytes) still allocated",
+                self.name
+            );
+        }
+        g.destroyed = true;
+        let mut released: [(usize, usize); 8] = [(0, 0); 8];
+        loop {
+            // Tear down span by span; release imported ones unlocked.
+            let mut n = 0;
+            let mut bt = g.seg_head;
+            while !bt.is_null() && n < released.len() {
+                // SAFETY: walking our own segment list.
+                let next = unsafe { (*bt).seg_next };
+                g.seg_remove(bt);
+                // SAFETY: a tag we just unlinked.
+                let (typ, start, size) = unsafe { ((*bt).typ, (*bt).start, (*bt).size) };
+                if typ == crate::bt::BT_TYPE_FREE {
+                    g.fl_remove(bt, self.qshift);
+                }
+                if typ == BT_TYPE_SPAN {
+                    released[n] = (start, size);
+                    n += 1;
+                }
+                if Inner::is_span_type(typ) {
+                    g.size -= size;
+                    g.nspans -= 1;
+                }
+                g.spare_push(bt);
+                bt = next;
+            }
+            if n == 0 && g.seg_head.is_null() {
+                break;
+            }
+            drop(g);
+            if let Some(src) = self.source.filter(|s| s.can_release()) {
+                for &(s, z) in &released[..n] {
+                    src.release(s, z);
+                }
+            }
+            g = self.lock.lock();
+        }
+        g.cursor = ptr::null_mut();
+        g.nimported = 0;
+        self.trim(&mut g, 0);
+        // SAFETY: no tags remain; switching back to the embedded bucket.
+        let (old, oldsize) = unsafe { g.hash.rehash(ptr::null_mut(), 1) };
+        drop(g);
+        if let (Some(old), Some(meta)) = (NonNull::new(old.cast::<u8>()), bt::meta_source()) {
+            // SAFETY: the table came from alloc_meta(table_bytes(oldsize)).
+            unsafe { meta.free_meta(old, table_bytes(oldsize)) };
+        }
+        self.cv.broadcast();
+    }
+
+    /// Whether `addr` is the start of a busy segment (for wrappers/tests).
+    pub fn is_allocated(&self, addr: usize) -> bool {
+        let mut g = self.lock.lock();
+        let bt = g.hash.lookup(addr);
+        // SAFETY: a tag on the hash is valid.
+        !bt.is_null() && unsafe { (*bt).typ } == BT_TYPE_BUSY
+    }
+}
+
+pub(crate) fn table_bytes(buckets: usize) -> usize {
+    (buckets * core::mem::size_of::<*mut Bt>()).next_multiple_of(4096)
+}

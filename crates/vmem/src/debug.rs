@@ -1,0 +1,523 @@
+//! The global arena list, statistics, `vmem_dump`, `vmem_whatis`, and the
+//! `VMEM_SANITY` walker.
+
+use core::fmt::{self, Write};
+use core::ptr;
+
+use bsdalloc_platform::sync::atomic::Ordering;
+use bsdalloc_platform::{Ipl, SpinMutex};
+
+use crate::arena::Arena;
+use crate::bt::{BT_TYPE_BUSY, BT_TYPE_CURSOR, BT_TYPE_FREE, BT_TYPE_SPAN, BoundaryTag, type_name};
+use crate::flags::VMEM_MAXORDER;
+use crate::inner::{Counters, Inner};
+
+struct List(*const Arena);
+// SAFETY: the list holds only `&'static Arena`s, which are Sync.
+unsafe impl Send for List {}
+
+static ARENAS: SpinMutex<List> = SpinMutex::new(Ipl::High, List(ptr::null()));
+
+impl Arena {
+    /// Put the arena on the global list (for `vmem_whatis`,
+    /// `vmem_printall` and `vmem_rehash_all`). Done by `vmem_init` and
+    /// `vmem_create`; call it for other `'static` arenas.
+    pub fn register(&'static self) {
+        let mut l = ARENAS.lock();
+        if self.registered.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.next.store(l.0 as *mut Arena, Ordering::Relaxed);
+        l.0 = self;
+    }
+}
+
+pub(crate) fn unregister(a: &Arena) {
+    let mut l = ARENAS.lock();
+    if !a.registered.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let me = a as *const Arena;
+    if l.0 == me {
+        l.0 = a.next.load(Ordering::Relaxed);
+        return;
+    }
+    let mut p = l.0;
+    while !p.is_null() {
+        // SAFETY: list members are registered 'static arenas.
+        let pa = unsafe { &*p };
+        let n = pa.next.load(Ordering::Relaxed);
+        if n as *const Arena == me {
+            pa.next
+                .store(a.next.load(Ordering::Relaxed), Ordering::Relaxed);
+            return;
+        }
+        p = n;
+    }
+}
+
+/// Call `f` on every registered arena.
+pub fn for_each_arena(mut f: impl FnMut(&'static Arena)) {
+    // Collect first: `f` may take arena locks, which rank below the list.
+    let mut batch: [*const Arena; 64] = [ptr::null(); 64];
+    let mut skip = 0;
+    loop {
+        let mut n = 0;
+        {
+            let l = ARENAS.lock();
+            let mut p = l.0;
+            let mut i = 0;
+            while !p.is_null() && n < batch.len() {
+                if i >= skip {
+                    batch[n] = p;
+                    n += 1;
+                }
+                i += 1;
+                // SAFETY: registered arenas are 'static.
+                p = unsafe { (*p).next.load(Ordering::Relaxed) };
+            }
+        }
+        for &a in &batch[..n] {
+            // SAFETY: registered arenas are 'static.
+            f(unsafe { &*a });
+        }
+        if n < batch.len() {
+            return;
+        }
+        skip += n;
+    }
+}
+
+/// `vmem_rehash_start`'s periodic work: resize every registered arena's
+/// busy hash. Call it every few seconds from a maintenance thread.
+pub fn vmem_rehash_all() {
+    for_each_arena(|a| a.rehash());
+}
+
+/// A snapshot of an arena's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArenaStats {
+    /// Name.
+    pub name: &'static str,
+    /// Quantum.
+    pub quantum: usize,
+    /// Bytes of all spans (`vm_size`).
+    pub size: usize,
+    /// Bytes in busy segments (`vm_inuse`).
+    pub inuse: usize,
+    /// Busy segments.
+    pub nbusy: usize,
+    /// High-water mark of busy segments (decaying).
+    pub maxbusy: usize,
+    /// Free segments.
+    pub nfree: usize,
+    /// Spans, and how many of them were imported.
+    pub nspans: usize,
+    /// Imported spans.
+    pub nimported: usize,
+    /// Busy-hash buckets.
+    pub hash_size: usize,
+    /// Spare tags held by the arena.
+    pub spare_tags: usize,
+    /// Event counters.
+    pub counters: Counters,
+}
+
+impl fmt::Display for ArenaStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "vmem '{}': quantum {:#x}, size {:#x}, inuse {:#x}, free {:#x}",
+            self.name,
+            self.quantum,
+            self.size,
+            self.inuse,
+            self.size - self.inuse
+        )?;
+        writeln!(
+            f,
+            "  segments: {} busy (max {}), {} free; spans: {} ({} imported); hash {} buckets; {} spare tags",
+            self.nbusy,
+            self.maxbusy,
+            self.nfree,
+            self.nspans,
+            self.nimported,
+            self.hash_size,
+            self.spare_tags
+        )?;
+        let c = &self.counters;
+        write!(
+            f,
+            "  allocs {}, frees {}, failures {}, imports {} ({} refused), releases {}, sleeps {}, rehashes {}, instantfit fallbacks {}",
+            c.allocs,
+            c.frees,
+            c.failures,
+            c.imports,
+            c.import_failures,
+            c.releases,
+            c.sleeps,
+            c.rehashes,
+            c.instantfit_fallbacks
+        )
+    }
+}
+
+/// Why the sanity walker rejected an arena (`VMEM_SANITY`'s "insanity").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Insanity {
+    /// A tag ends before it starts, or has size 0.
+    #[error("insanity vmem: tag {start:#x}+{size:#x} is inverted or empty")]
+    Inverted {
+        /// Start.
+        start: usize,
+        /// Size.
+        size: usize,
+    },
+    /// Two spans, or two segments, overlap.
+    #[error("insanity vmem: [{a:#x}, +{asz:#x}) overlaps [{b:#x}, +{bsz:#x})")]
+    Overlap {
+        /// First start.
+        a: usize,
+        /// First size.
+        asz: usize,
+        /// Second start.
+        b: usize,
+        /// Second size.
+        bsz: usize,
+    },
+    /// A span's segments do not tile it exactly.
+    #[error(
+        "insanity vmem: segments of span {span:#x}+{size:#x} do not tile it (gap or overrun at {at:#x})"
+    )]
+    Tiling {
+        /// Span start.
+        span: usize,
+        /// Span size.
+        size: usize,
+        /// Where the tiling broke.
+        at: usize,
+    },
+    /// Two free neighbours were not coalesced.
+    #[error("insanity vmem: free neighbours at {a:#x} and {b:#x} not coalesced")]
+    Uncoalesced {
+        /// First.
+        a: usize,
+        /// Second.
+        b: usize,
+    },
+    /// A free segment is on the wrong free list or on none.
+    #[error("insanity vmem: free segment {start:#x}+{size:#x} is not on free list {list}")]
+    FreeList {
+        /// Start.
+        start: usize,
+        /// Size.
+        size: usize,
+        /// The list it belongs on.
+        list: usize,
+    },
+    /// A busy segment is not in the hash.
+    #[error("insanity vmem: busy segment {start:#x} is missing from the busy hash")]
+    Hash {
+        /// Start.
+        start: usize,
+    },
+    /// A total disagrees with the tags.
+    #[error("insanity vmem: {what}: counted {counted:#x}, recorded {recorded:#x}")]
+    Totals {
+        /// Which total.
+        what: &'static str,
+        /// From the tags.
+        counted: usize,
+        /// From the arena.
+        recorded: usize,
+    },
+    /// A segment lies outside every span, or before its span's tag.
+    #[error("insanity vmem: segment {start:#x} lies outside its span")]
+    Orphan {
+        /// Start.
+        start: usize,
+    },
+}
+
+impl Arena {
+    /// A statistics snapshot.
+    pub fn stats(&self) -> ArenaStats {
+        let g = self.lock.lock();
+        ArenaStats {
+            name: self.name(),
+            quantum: self.quantum(),
+            size: g.size,
+            inuse: g.inuse,
+            nbusy: g.hash.nbusy,
+            maxbusy: g.hash.maxbusy,
+            nfree: g.nfree_segs,
+            nspans: g.nspans,
+            nimported: g.nimported,
+            hash_size: g.hash.size,
+            spare_tags: g.nspare,
+            counters: g.stats,
+        }
+    }
+
+    /// `vmem_dump`: the arena header, every tag in segment-list order, then
+    /// every non-empty free list.
+    pub fn dump(&self, w: &mut dyn Write) -> fmt::Result {
+        let g = self.lock.lock();
+        writeln!(w, "vmem {:p} '{}'", self, self.name())?;
+        let mut bt = g.seg_head;
+        while !bt.is_null() {
+            // SAFETY: walking our own list under the lock.
+            let t = unsafe { &*bt };
+            writeln!(
+                w,
+                "\t{:p}: {:#x}, {:#x}, {}({})",
+                bt,
+                t.start,
+                t.size,
+                t.typ,
+                type_name(t.typ)
+            )?;
+            bt = t.seg_next;
+        }
+        for (i, &head) in g.freelist.iter().enumerate() {
+            if head.is_null() {
+                continue;
+            }
+            writeln!(w, "freelist[{i}]")?;
+            let mut bt = head;
+            while !bt.is_null() {
+                // SAFETY: as above.
+                let t = unsafe { &*bt };
+                writeln!(
+                    w,
+                    "\t{:p}: {:#x}, {:#x}, {}({})",
+                    bt,
+                    t.start,
+                    t.size,
+                    t.typ,
+                    type_name(t.typ)
+                )?;
+                bt = t.link_next;
+            }
+        }
+        Ok(())
+    }
+
+    /// The segment (not span) containing `addr`: (start, size, busy).
+    pub fn lookup(&self, addr: usize) -> Option<(usize, usize, bool)> {
+        let g = self.lock.lock();
+        let mut bt = g.seg_head;
+        while !bt.is_null() {
+            // SAFETY: walking our own list under the lock.
+            let t = unsafe { &*bt };
+            if (t.typ == BT_TYPE_FREE || t.typ == BT_TYPE_BUSY)
+                && t.start <= addr
+                && addr <= t.end()
+            {
+                return Some((t.start, t.size, t.typ == BT_TYPE_BUSY));
+            }
+            bt = t.seg_next;
+        }
+        None
+    }
+
+    /// The `VMEM_SANITY` walker, and more: tags not inverted, spans and
+    /// segments never overlapping, each span tiled exactly by its segments,
+    /// free neighbours coalesced, every free segment on its proper free list
+    /// and every busy one in the hash, totals consistent.
+    pub fn check(&self) -> Result<(), Insanity> {
+        let mut g = self.lock.lock();
+        check_inner(&mut g, self.quantum().trailing_zeros())
+    }
+
+    /// [`Arena::check`], panicking with the insanity.
+    #[track_caller]
+    pub fn assert_sane(&self) {
+        if let Err(e) = self.check() {
+            panic!("{e} (arena '{}')", self.name());
+        }
+    }
+}
+
+fn on_list(head: *mut BoundaryTag, bt: *const BoundaryTag) -> bool {
+    let mut p = head;
+    while !p.is_null() {
+        if ptr::eq(p, bt) {
+            return true;
+        }
+        // SAFETY: list members are valid.
+        p = unsafe { (*p).link_next };
+    }
+    false
+}
+
+fn check_inner(g: &mut Inner, qshift: u32) -> Result<(), Insanity> {
+    let (mut size, mut inuse, mut nbusy, mut nfree, mut nspans) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
+    // Spans seen so far, to check them pairwise for overlap.
+    let mut spans: [(usize, usize); 64] = [(0, 0); 64];
+    let mut nsp_checked = 0;
+    let mut bt = g.seg_head;
+    // The current span and where its next segment must start.
+    let mut cur: Option<(usize, usize, usize)> = None;
+    let mut prev_free: Option<usize> = None;
+    while !bt.is_null() {
+        // SAFETY: walking our own list under the lock.
+        let t = unsafe { &*bt };
+        let next = t.seg_next;
+        if t.typ == BT_TYPE_CURSOR {
+            bt = next;
+            continue;
+        }
+        if t.size == 0 || t.start.checked_add(t.size - 1).is_none() {
+            return Err(Insanity::Inverted {
+                start: t.start,
+                size: t.size,
+            });
+        }
+        if t.is_span() {
+            if let Some((s, z, at)) = cur {
+                if at != s.wrapping_add(z) {
+                    return Err(Insanity::Tiling {
+                        span: s,
+                        size: z,
+                        at,
+                    });
+                }
+            }
+            nspans += 1;
+            size += t.size;
+            if nsp_checked < spans.len() {
+                for &(s, z) in &spans[..nsp_checked] {
+                    if t.start <= s + (z - 1) && s <= t.end() {
+                        return Err(Insanity::Overlap {
+                            a: s,
+                            asz: z,
+                            b: t.start,
+                            bsz: t.size,
+                        });
+                    }
+                }
+                spans[nsp_checked] = (t.start, t.size);
+                nsp_checked += 1;
+            }
+            cur = Some((t.start, t.size, t.start));
+            prev_free = None;
+        } else {
+            let Some((s, z, at)) = cur else {
+                return Err(Insanity::Orphan { start: t.start });
+            };
+            if t.start != at || t.end() > s + (z - 1) {
+                return Err(Insanity::Tiling {
+                    span: s,
+                    size: z,
+                    at: t.start,
+                });
+            }
+            cur = Some((s, z, t.start.wrapping_add(t.size)));
+            if t.typ == BT_TYPE_FREE {
+                if let Some(pf) = prev_free {
+                    return Err(Insanity::Uncoalesced { a: pf, b: t.start });
+                }
+                let list = Inner::list_floor(t.size >> qshift);
+                if list >= VMEM_MAXORDER || !on_list(g.freelist[list], t) {
+                    return Err(Insanity::FreeList {
+                        start: t.start,
+                        size: t.size,
+                        list,
+                    });
+                }
+                nfree += 1;
+                prev_free = Some(t.start);
+            } else if t.typ == BT_TYPE_BUSY {
+                if !ptr::eq(g.hash.lookup(t.start), t) {
+                    return Err(Insanity::Hash { start: t.start });
+                }
+                nbusy += 1;
+                inuse += t.size;
+                prev_free = None;
+            } else {
+                return Err(Insanity::Orphan { start: t.start });
+            }
+        }
+        bt = next;
+    }
+    if let Some((s, z, at)) = cur {
+        if at != s.wrapping_add(z) {
+            return Err(Insanity::Tiling {
+                span: s,
+                size: z,
+                at,
+            });
+        }
+    }
+    let checks = [
+        ("vm_size", size, g.size),
+        ("vm_inuse", inuse, g.inuse),
+        ("busy tags", nbusy, g.hash.nbusy),
+        ("free segments", nfree, g.nfree_segs),
+        ("spans", nspans, g.nspans),
+    ];
+    for (what, counted, recorded) in checks {
+        if counted != recorded {
+            return Err(Insanity::Totals {
+                what,
+                counted,
+                recorded,
+            });
+        }
+    }
+    let imported = {
+        let mut n = 0;
+        let mut p = g.seg_head;
+        while !p.is_null() {
+            // SAFETY: as above.
+            unsafe {
+                if (*p).typ == BT_TYPE_SPAN {
+                    n += 1;
+                }
+                p = (*p).seg_next;
+            }
+        }
+        n
+    };
+    if imported != g.nimported {
+        return Err(Insanity::Totals {
+            what: "imported spans",
+            counted: imported,
+            recorded: g.nimported,
+        });
+    }
+    Ok(())
+}
+
+/// `vmem_whatis`: describe `addr` against every registered arena, as
+/// "addr is start+offset in VMEM 'name' (allocated|free)".
+pub fn vmem_whatis(addr: usize, w: &mut dyn Write) -> fmt::Result {
+    let mut res = Ok(());
+    for_each_arena(|a| {
+        if let Some((start, _size, busy)) = a.lookup(addr) {
+            if res.is_ok() {
+                res = writeln!(
+                    w,
+                    "{addr:#x} is {start:#x}+{:#x} in VMEM '{}' ({})",
+                    addr - start,
+                    a.name(),
+                    if busy { "allocated" } else { "free" }
+                );
+            }
+        }
+    });
+    res
+}
+
+/// `vmem_printall`: dump every registered arena.
+pub fn vmem_printall(w: &mut dyn Write) -> fmt::Result {
+    let mut res = Ok(());
+    for_each_arena(|a| {
+        if res.is_ok() {
+            res = a.dump(w);
+        }
+    });
+    res
+}

@@ -1,0 +1,181 @@
+//! `vm_flag_t`, the `vmem_size` type mask, constants and the error type.
+
+use core::fmt;
+use core::ops::{BitAnd, BitOr, BitOrAssign, Not};
+
+/// NetBSD's `vm_flag_t`: allocation and arena-creation flags.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct VmFlags(pub u32);
+
+impl VmFlags {
+    /// No flags.
+    pub const NONE: VmFlags = VmFlags(0);
+    /// `VM_SLEEP`: may block until resources exist.
+    pub const SLEEP: VmFlags = VmFlags(0x0000_0001);
+    /// `VM_NOSLEEP`: never block; fail with `ENOMEM`.
+    pub const NOSLEEP: VmFlags = VmFlags(0x0000_0002);
+    /// `VM_INSTANTFIT`: constant-time choice of a free segment.
+    pub const INSTANTFIT: VmFlags = VmFlags(0x0000_1000);
+    /// `VM_BESTFIT`: first fit within the smallest adequate size class.
+    pub const BESTFIT: VmFlags = VmFlags(0x0000_2000);
+    /// Next fit (illumos `VM_NEXTFIT`; **an extension, not in NetBSD**): walk
+    /// the segments forward from a cursor that follows the last allocation,
+    /// wrapping; rotor-like reuse for ID allocation.
+    pub const NEXTFIT: VmFlags = VmFlags(0x0000_4000);
+    /// `VM_BOOTSTRAP`: arena flag; fill the spare-tag reserve at creation.
+    pub const BOOTSTRAP: VmFlags = VmFlags(0x0001_0000);
+    /// `VM_POPULATING`: this request refills the tag supply; do not refill
+    /// tags first (breaks the recursion).
+    pub const POPULATING: VmFlags = VmFlags(0x0004_0000);
+    /// `VM_LARGEIMPORT`: arena flag; imports ask for 16 times the need.
+    pub const LARGEIMPORT: VmFlags = VmFlags(0x0008_0000);
+    /// `VM_XIMPORT`: set by `vmem_xcreate`; the import may return more.
+    pub const XIMPORT: VmFlags = VmFlags(0x0010_0000);
+    /// `VM_PRIVTAGS`: arena flag; use only tags donated with `add_bts`.
+    pub const PRIVTAGS: VmFlags = VmFlags(0x0020_0000);
+
+    pub(crate) const SLEEP_MASK: VmFlags = VmFlags(0x3);
+    pub(crate) const FIT_MASK: VmFlags = VmFlags(0x7000);
+    pub(crate) const ARENA_MASK: VmFlags =
+        VmFlags(0x0001_0000 | 0x0008_0000 | 0x0010_0000 | 0x0020_0000);
+
+    /// Whether every flag of `other` is set.
+    #[inline]
+    pub const fn contains(self, other: VmFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether any flag of `other` is set.
+    #[inline]
+    pub const fn intersects(self, other: VmFlags) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// Union.
+    #[inline]
+    pub const fn union(self, other: VmFlags) -> VmFlags {
+        VmFlags(self.0 | other.0)
+    }
+
+    /// The sleep flag of these flags (`SLEEP` or `NOSLEEP`).
+    #[inline]
+    pub const fn sleep_part(self) -> VmFlags {
+        VmFlags(self.0 & Self::SLEEP_MASK.0)
+    }
+}
+
+impl BitOr for VmFlags {
+    type Output = VmFlags;
+    fn bitor(self, rhs: VmFlags) -> VmFlags {
+        VmFlags(self.0 | rhs.0)
+    }
+}
+
+impl BitOrAssign for VmFlags {
+    fn bitor_assign(&mut self, rhs: VmFlags) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl BitAnd for VmFlags {
+    type Output = VmFlags;
+    fn bitand(self, rhs: VmFlags) -> VmFlags {
+        VmFlags(self.0 & rhs.0)
+    }
+}
+
+impl Not for VmFlags {
+    type Output = VmFlags;
+    fn not(self) -> VmFlags {
+        VmFlags(!self.0)
+    }
+}
+
+impl fmt::Debug for VmFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const NAMES: &[(VmFlags, &str)] = &[
+            (VmFlags::SLEEP, "VM_SLEEP"),
+            (VmFlags::NOSLEEP, "VM_NOSLEEP"),
+            (VmFlags::INSTANTFIT, "VM_INSTANTFIT"),
+            (VmFlags::BESTFIT, "VM_BESTFIT"),
+            (VmFlags::NEXTFIT, "VM_NEXTFIT"),
+            (VmFlags::BOOTSTRAP, "VM_BOOTSTRAP"),
+            (VmFlags::POPULATING, "VM_POPULATING"),
+            (VmFlags::LARGEIMPORT, "VM_LARGEIMPORT"),
+            (VmFlags::XIMPORT, "VM_XIMPORT"),
+            (VmFlags::PRIVTAGS, "VM_PRIVTAGS"),
+        ];
+        let mut first = true;
+        let mut rest = self.0;
+        for (flag, name) in NAMES {
+            if self.contains(*flag) {
+                if !first {
+                    f.write_str(" | ")?;
+                }
+                f.write_str(name)?;
+                first = false;
+                rest &= !flag.0;
+            }
+        }
+        if rest != 0 {
+            if !first {
+                f.write_str(" | ")?;
+            }
+            write!(f, "{rest:#x}")?;
+        } else if first {
+            f.write_str("0")?;
+        }
+        Ok(())
+    }
+}
+
+/// `VMEM_ALLOC` / `VMEM_FREE`: which bytes `vmem_size` counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SizeType(pub u32);
+
+impl SizeType {
+    /// `VMEM_ALLOC`: bytes in busy segments.
+    pub const ALLOC: SizeType = SizeType(0x01);
+    /// `VMEM_FREE`: span bytes not busy.
+    pub const FREE: SizeType = SizeType(0x02);
+    /// `VMEM_ALLOC | VMEM_FREE`: all span bytes.
+    pub const ALL: SizeType = SizeType(0x03);
+}
+
+/// `VMEM_ADDR_MIN`.
+pub const VMEM_ADDR_MIN: usize = 0;
+/// `VMEM_ADDR_MAX`: all ones, so a range may end at the top of the type.
+pub const VMEM_ADDR_MAX: usize = usize::MAX;
+/// `VMEM_MAXORDER`: bits of `vmem_size_t`, the number of free lists.
+pub const VMEM_MAXORDER: usize = usize::BITS as usize;
+/// `VMEM_QCACHE_IDX_MAX`: at most 16 quantum-cache classes.
+pub const VMEM_QCACHE_IDX_MAX: usize = 16;
+/// `VMEM_NAME_MAX`: arena names are truncated to 16 bytes.
+pub const VMEM_NAME_MAX: usize = 16;
+/// `VMEM_HASHSIZE_MIN`.
+pub const VMEM_HASHSIZE_MIN: usize = 1;
+/// `VMEM_HASHSIZE_MAX`.
+pub const VMEM_HASHSIZE_MAX: usize = 65536;
+/// `STATIC_BT_COUNT`: tags available before any page exists.
+pub const STATIC_BT_COUNT: usize = 200;
+/// `BT_MINRESERVE`: an arena keeps more spare tags than this.
+pub const BT_MINRESERVE: usize = 4;
+/// `BT_MAXFREE`: spare tags above this go back to the global supply.
+pub const BT_MAXFREE: usize = 64;
+
+/// Tags needed for `nspans` spans holding `nsegs` allocations in total
+/// (NetBSD's `VMEM_EST_BTCOUNT`), for sizing `add_bts` donations.
+pub const fn vmem_est_btcount(nspans: usize, nsegs: usize) -> usize {
+    // A span tag and a free tag per span, then each allocation may split a
+    // free segment in two, plus the two tags an xalloc reserves.
+    2 * nspans + 2 * nsegs + 2 + BT_MINRESERVE
+}
+
+/// What vmem returns where NetBSD returns an errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VmemError {
+    /// `ENOMEM`: no space (or no boundary tags) and the caller may not sleep,
+    /// or a constrained request cannot be met.
+    #[error("vmem: ENOMEM: no space satisfies the request")]
+    NoMemory,
+}

@@ -1,0 +1,148 @@
+//! # bsdalloc-vmem — NetBSD's vmem(9) resource allocator
+//!
+//! An arena hands out ranges of integers: kernel virtual addresses, I/O
+//! ports, device windows, process IDs — anything numbered. This is NetBSD's
+//! vmem (after Bonwick and Adams, "Magazines and Vmem", USENIX 2001),
+//! `no_std` and self-hosted.
+//!
+//! ```
+//! use bsdalloc_vmem::{Arena, VmFlags, VMEM_ADDR_MAX};
+//!
+//! // An address arena: [0x1000_0000, +256 MiB), 4 KiB quantum.
+//! let kva = Arena::create("kva", 0x1000_0000, 256 << 20, 4096).unwrap();
+//! let a = kva.alloc(3 * 4096, VmFlags::NOSLEEP | VmFlags::INSTANTFIT).unwrap();
+//! // 64 KiB-aligned, not crossing a 1 MiB boundary, in the upper half:
+//! let b = kva
+//!     .xalloc(8192, 65536, 0, 1 << 20, 0x1800_0000, VMEM_ADDR_MAX, VmFlags::NOSLEEP | VmFlags::BESTFIT)
+//!     .unwrap();
+//! assert_eq!(b % 65536, 0);
+//! assert!(b >= 0x1800_0000);
+//! kva.free(a, 3 * 4096);
+//! kva.xfree(b, 8192);
+//! kva.assert_sane();
+//! ```
+//!
+//! ## Design (the big theory)
+//!
+//! **Spans and segments.** An arena's resources are *spans*: static ones
+//! added with [`Arena::add`], and imported ones obtained from a
+//! [`SpanSource`] (often a parent arena) when the arena runs dry. Each span
+//! is cut into *segments*, free or busy. Every span and segment is described
+//! by a *boundary tag* ([`BoundaryTag`]). All tags sit on one doubly linked
+//! *segment list*: adding a span appends its span tag followed by one free
+//! tag covering it; splitting inserts new tags next to the split one. So
+//! within a span the segments are in address order and tile it exactly, and
+//! the tag before a span's first segment is its span tag: coalescing never
+//! crosses a span boundary.
+//!
+//! **Free lists.** A free segment of `q` quanta is on `freelist[floor(log2
+//! q)]`: list *n* holds sizes in `[2^n, 2^(n+1))` quanta. *Instant fit*
+//! starts at the first list whose every member is large enough
+//! (`ceil(log2 q)`) and takes the head of the first non-empty list that
+//! passes the constraint test: at most 64 probes, constant time whatever the
+//! number of segments. If that finds nothing, the search is repeated as
+//! *best fit*, which scans each list from `floor(log2 q)` up and takes the
+//! first segment that fits ("first fit within the smallest adequate class").
+//! *Next fit* (an illumos extension, for IDs) walks the segment list forward
+//! from a cursor that follows the last allocation, wrapping around.
+//!
+//! **Busy hash.** Busy tags are hashed by start address, so a free finds its
+//! tag in constant expected time. The table starts as one embedded bucket and
+//! grows (powers of two, up to 65536 buckets) when the busy count's
+//! high-water mark passes twice its size; [`Arena::rehash`] (NetBSD's
+//! periodic rehash) also shrinks it, with the mark decaying each time.
+//!
+//! **Free.** A free looks the tag up, marks it free, absorbs a free
+//! successor, then a free predecessor. If the result is exactly an imported
+//! span, the span goes back to its source; otherwise onto a free list.
+//!
+//! **Self-hosting.** Tags come from 200 static tags, then from 64 KiB chunks
+//! of a [`MetaSource`] (by default fresh OS pages; a kernel passes its meta
+//! arena to [`vmem_subsystem_init`]). Each arena keeps more than
+//! `BT_MINRESERVE` (4) spare tags before an operation, refilling from the
+//! global supply with its lock dropped, and returns spares above
+//! `BT_MAXFREE` (64) after a free. `VM_PRIVTAGS` arenas live on tags donated
+//! with [`Arena::add_bts`] only. Hash tables and `vmem_create` descriptors
+//! also come from the meta source. Nothing here calls the Rust global
+//! allocator.
+//!
+//! **Sleeping.** With `VM_SLEEP`, an allocation that finds no space and no
+//! import sleeps on the arena's wait channel; every free wakes it. A
+//! constrained request (align, phase, nocross) never imports and fails with
+//! `ENOMEM` even with `VM_SLEEP`, as in NetBSD.
+//!
+//! **Invariants** (checked by [`Arena::check`], the `VMEM_SANITY` walker):
+//! no tag is inverted; spans never overlap; each span is tiled exactly by
+//! its segments; no two free segments are adjacent; each free segment is on
+//! the list of its size class and each busy one in the hash; `vm_size`,
+//! `vm_inuse` and the counts agree with the tags.
+//!
+//! **Locks.** The arena lock is the platform's IPL spin mutex at the arena's
+//! level, so an arena created at `IPL_VM` can be used from interrupt
+//! handlers up to that level. Order: arena lock → global tag supply
+//! (`IPL_HIGH`). Import, release, quantum-cache and meta-source calls are
+//! made with the arena lock dropped.
+//!
+//! ## NetBSD ↔ Rust
+//!
+//! | NetBSD | bsdalloc-vmem |
+//! |---|---|
+//! | `vmem_create`, `vmem_xcreate` | [`vmem_create`], [`vmem_xcreate`] → `&'static Arena`; or [`Arena::create`], [`Arena::with_config`] by value |
+//! | `vmem_init` | [`vmem_init`] (caller storage), [`Arena::new`] (const, for statics) |
+//! | `vmem_destroy` | [`vmem_destroy`], [`Arena::destroy`] |
+//! | `vmem_add`, `vmem_add_bts` | [`Arena::add`], [`Arena::add_bts`] |
+//! | `vmem_alloc`, `vmem_free` | [`Arena::alloc`], [`Arena::free`] (and [`Arena::alloc_segment`] → RAII [`Segment`]) |
+//! | `vmem_xalloc`, `vmem_xfree` | [`Arena::xalloc`], [`Arena::xfree`] ([`Arena::xalloc_segment`]) |
+//! | `vmem_xalloc_addr`, `vmem_xfreeall` | [`Arena::xalloc_addr`], [`Arena::xfreeall`] |
+//! | `vmem_roundup_size`, `vmem_size` | [`Arena::roundup_size`], [`Arena::size`] with [`SizeType`] |
+//! | `vmem_import_t`, `vmem_ximport_t`, `vmem_release_t`, `arg` | [`SpanSource`] (implemented by [`Arena`] itself) |
+//! | `qcache_max` + pool caches | [`ArenaConfig::qcache_max`], [`QuantumCache`], [`Arena::set_quantum_cache`] |
+//! | `vmem_rehash_start` | [`Arena::rehash`], [`vmem_rehash_all`] |
+//! | `vmem_subsystem_init` | [`vmem_subsystem_init`] with a [`MetaSource`] |
+//! | `vmem_dump`, `vmem_print`, `vmem_printall`, `vmem_whatis` | [`Arena::dump`], [`vmem_printall`], [`vmem_whatis`] |
+//! | `VMEM_SANITY` | [`Arena::check`], [`Arena::assert_sane`] |
+//! | `VM_SLEEP`, `VM_NOSLEEP`, `VM_INSTANTFIT`, `VM_BESTFIT` | [`VmFlags::SLEEP`], [`VmFlags::NOSLEEP`], [`VmFlags::INSTANTFIT`], [`VmFlags::BESTFIT`] |
+//! | `VM_BOOTSTRAP`, `VM_POPULATING`, `VM_LARGEIMPORT`, `VM_XIMPORT`, `VM_PRIVTAGS` | [`VmFlags::BOOTSTRAP`], [`VmFlags::POPULATING`], [`VmFlags::LARGEIMPORT`], [`VmFlags::XIMPORT`], [`VmFlags::PRIVTAGS`] |
+//! | illumos `VM_NEXTFIT` (extension) | [`VmFlags::NEXTFIT`], [`IdAllocator`] with [`IdPolicy::Rotate`] |
+//! | `VMEM_ALLOC`, `VMEM_FREE`, `VMEM_ADDR_MIN`, `VMEM_ADDR_MAX` | [`SizeType::ALLOC`], [`SizeType::FREE`], [`VMEM_ADDR_MIN`], [`VMEM_ADDR_MAX`] |
+//! | `VMEM_EST_BTCOUNT` | [`vmem_est_btcount`] |
+//! | `ENOMEM` | [`VmemError::NoMemory`] |
+//!
+//! Programming errors (size 0, bad constraints, freeing what is not
+//! allocated or with the wrong size, destroying a busy arena, `xfreeall` on
+//! a cached arena, bad flags) panic with NetBSD's assertion text, before any
+//! state changes.
+#![no_std]
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+mod arena;
+mod bt;
+mod debug;
+mod flags;
+mod inner;
+mod netbsd;
+mod wrappers;
+
+pub use arena::{Arena, ArenaConfig, QuantumCache, SpanSource};
+#[cfg(feature = "std")]
+pub use bt::OsMetaSource;
+pub use bt::{BoundaryTag, MetaSource, TagSupplyStats, tag_supply_stats, vmem_subsystem_init};
+pub use debug::{
+    ArenaStats, Insanity, for_each_arena, vmem_printall, vmem_rehash_all, vmem_whatis,
+};
+pub use flags::{
+    BT_MAXFREE, BT_MINRESERVE, STATIC_BT_COUNT, SizeType, VMEM_ADDR_MAX, VMEM_ADDR_MIN,
+    VMEM_HASHSIZE_MAX, VMEM_HASHSIZE_MIN, VMEM_MAXORDER, VMEM_NAME_MAX, VMEM_QCACHE_IDX_MAX,
+    VmFlags, VmemError, vmem_est_btcount,
+};
+pub use inner::Counters;
+pub use netbsd::{
+    vmem_add, vmem_alloc, vmem_create, vmem_descriptors_live, vmem_destroy, vmem_free, vmem_init,
+    vmem_roundup_size, vmem_size, vmem_xalloc, vmem_xalloc_addr, vmem_xcreate, vmem_xfree,
+    vmem_xfreeall,
+};
+pub use wrappers::{Id, IdAllocator, IdPolicy, Segment};

@@ -1,0 +1,273 @@
+//! NetBSD's entry points by name: `vmem_create`, `vmem_xcreate`,
+//! `vmem_init`, `vmem_destroy`, and the rest as thin calls on [`Arena`].
+//!
+//! `vmem_create` takes the arena descriptor from the stack's own memory (a
+//! slab of descriptors carved from the meta source), never from the Rust
+//! global allocator.
+
+use core::mem::MaybeUninit;
+use core::ptr::{self, NonNull};
+
+use bsdalloc_platform::sync::atomic::Ordering;
+use bsdalloc_platform::{Ipl, SpinMutex, assert_not_in_interrupt};
+
+use crate::arena::{Arena, ArenaConfig, SpanSource};
+use crate::bt;
+use crate::flags::{SizeType, VmFlags, VmemError};
+
+struct Slots {
+    free: *mut u8,
+    chunks: usize,
+    live: usize,
+}
+// SAFETY: the free list is memory owned by the slab, used under its lock.
+unsafe impl Send for Slots {}
+
+static DESCRIPTORS: SpinMutex<Slots> = SpinMutex::new(
+    Ipl::High,
+    Slots {
+        free: ptr::null_mut(),
+        chunks: 0,
+        live: 0,
+    },
+);
+
+const DESC_CHUNK: usize = 64 * 1024;
+
+fn slot_size() -> usize {
+    core::mem::size_of::<Arena>().next_multiple_of(64)
+}
+
+fn alloc_descriptor(flags: VmFlags) -> Option<NonNull<Arena>> {
+    loop {
+        {
+            let mut s = DESCRIPTORS.lock();
+            if !s.free.is_null() {
+                let p = s.free;
+                // SAFETY: free slots store the next free slot in their
+                // first word.
+                s.free = unsafe { p.cast::<*mut u8>().read() };
+                s.live += 1;
+                return NonNull::new(p.cast());
+            }
+        }
+        let meta = bt::meta_source()?;
+        let chunk = meta.alloc_meta(DESC_CHUNK, flags)?;
+        let n = DESC_CHUNK / slot_size();
+        let mut s = DESCRIPTORS.lock();
+        for i in 0..n {
+            // SAFETY: slot i lies inside the fresh chunk, 64-byte aligned.
+            unsafe {
+                let p = chunk.as_ptr().add(i * slot_size());
+                p.cast::<*mut u8>().write(s.free);
+                s.free = p;
+            }
+        }
+        s.chunks += 1;
+    }
+}
+
+fn free_descriptor(p: NonNull<Arena>) {
+    let mut s = DESCRIPTORS.lock();
+    // SAFETY: the slot is no longer used; its first word links it.
+    unsafe { p.as_ptr().cast::<*mut u8>().write(s.free) };
+    s.free = p.as_ptr().cast();
+    s.live -= 1;
+}
+
+/// Arena descriptors handed out by `vmem_create` and not yet destroyed.
+pub fn vmem_descriptors_live() -> usize {
+    DESCRIPTORS.lock().live
+}
+
+#[allow(clippy::too_many_arguments)]
+fn create(
+    name: &'static str,
+    base: usize,
+    size: usize,
+    quantum: usize,
+    source: Option<&'static dyn SpanSource>,
+    qcache_max: usize,
+    flags: VmFlags,
+    ipl: Ipl,
+) -> Option<&'static Arena> {
+    assert_not_in_interrupt("vmem_create");
+    let cfg = ArenaConfig {
+        name,
+        quantum,
+        source,
+        qcache_max,
+        flags,
+        ipl,
+    };
+    let slot = alloc_descriptor(flags.sleep_part())?;
+    // SAFETY: the slot is ours, sized and aligned for an Arena.
+    let arena: &'static Arena = unsafe {
+        slot.as_ptr().write(Arena::new(cfg));
+        &*slot.as_ptr()
+    };
+    arena.descriptor.store(true, Ordering::Relaxed);
+    if arena.init(flags, base, size).is_err() {
+        arena.destroy();
+        free_descriptor(slot);
+        return None;
+    }
+    arena.register();
+    Some(arena)
+}
+
+/// `vmem_create`: an arena from the stack's own memory, with an optional
+/// initial static span (`size` 0: none). `None` if memory for the
+/// descriptor or the span's tags is not available.
+///
+/// # Panics
+/// From interrupt context, on a bad quantum or `qcache_max`, with
+/// `VM_XIMPORT`, or `VM_PRIVTAGS` with an initial span.
+#[allow(clippy::too_many_arguments)]
+pub fn vmem_create(
+    name: &'static str,
+    base: usize,
+    size: usize,
+    quantum: usize,
+    source: Option<&'static dyn SpanSource>,
+    qcache_max: usize,
+    flags: VmFlags,
+    ipl: Ipl,
+) -> Option<&'static Arena> {
+    if flags.contains(VmFlags::XIMPORT) {
+        panic!("vmem_create: VM_XIMPORT is set by vmem_xcreate only");
+    }
+    if flags.contains(VmFlags::PRIVTAGS) && size != 0 {
+        panic!("vmem_init: a VM_PRIVTAGS arena must be created without an initial span");
+    }
+    create(name, base, size, quantum, source, qcache_max, flags, ipl)
+}
+
+/// `vmem_xcreate`: as [`vmem_create`], for a source whose import may return
+/// a larger span than asked (the real size is used).
+#[allow(clippy::too_many_arguments)]
+pub fn vmem_xcreate(
+    name: &'static str,
+    base: usize,
+    size: usize,
+    quantum: usize,
+    source: Option<&'static dyn SpanSource>,
+    qcache_max: usize,
+    flags: VmFlags,
+    ipl: Ipl,
+) -> Option<&'static Arena> {
+    if flags.contains(VmFlags::XIMPORT) {
+        panic!("vmem_xcreate: VM_XIMPORT is set by vmem_xcreate itself");
+    }
+    create(
+        name,
+        base,
+        size,
+        quantum,
+        source,
+        qcache_max,
+        flags | VmFlags::XIMPORT,
+        ipl,
+    )
+}
+
+/// `vmem_init`: initialise caller storage (static arenas of early boot).
+#[allow(clippy::too_many_arguments)]
+pub fn vmem_init(
+    storage: &'static mut MaybeUninit<Arena>,
+    name: &'static str,
+    base: usize,
+    size: usize,
+    quantum: usize,
+    source: Option<&'static dyn SpanSource>,
+    qcache_max: usize,
+    flags: VmFlags,
+    ipl: Ipl,
+) -> Option<&'static Arena> {
+    let arena = Arena::build(
+        ArenaConfig {
+            name,
+            quantum,
+            source,
+            qcache_max,
+            flags,
+            ipl,
+        },
+        base,
+        size,
+    )
+    .ok()?;
+    let arena: &'static Arena = storage.write(arena);
+    arena.register();
+    Some(arena)
+}
+
+/// `vmem_destroy`: see [`Arena::destroy`]; a `vmem_create` descriptor goes
+/// back to the descriptor slab.
+#[track_caller]
+pub fn vmem_destroy(arena: &'static Arena) {
+    arena.destroy();
+    if arena.descriptor.load(Ordering::Relaxed) {
+        free_descriptor(NonNull::from(arena));
+    }
+}
+
+/// `vmem_add`.
+pub fn vmem_add(vm: &Arena, addr: usize, size: usize, flags: VmFlags) -> Result<(), VmemError> {
+    vm.add(addr, size, flags)
+}
+
+/// `vmem_alloc`.
+pub fn vmem_alloc(vm: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError> {
+    vm.alloc(size, flags)
+}
+
+/// `vmem_xalloc`.
+#[allow(clippy::too_many_arguments)]
+pub fn vmem_xalloc(
+    vm: &Arena,
+    size: usize,
+    align: usize,
+    phase: usize,
+    nocross: usize,
+    minaddr: usize,
+    maxaddr: usize,
+    flags: VmFlags,
+) -> Result<usize, VmemError> {
+    vm.xalloc(size, align, phase, nocross, minaddr, maxaddr, flags)
+}
+
+/// `vmem_xalloc_addr`.
+pub fn vmem_xalloc_addr(
+    vm: &Arena,
+    addr: usize,
+    size: usize,
+    flags: VmFlags,
+) -> Result<(), VmemError> {
+    vm.xalloc_addr(addr, size, flags)
+}
+
+/// `vmem_free`.
+pub fn vmem_free(vm: &Arena, addr: usize, size: usize) {
+    vm.free(addr, size)
+}
+
+/// `vmem_xfree`.
+pub fn vmem_xfree(vm: &Arena, addr: usize, size: usize) {
+    vm.xfree(addr, size)
+}
+
+/// `vmem_xfreeall`.
+pub fn vmem_xfreeall(vm: &Arena) {
+    vm.xfreeall()
+}
+
+/// `vmem_roundup_size`.
+pub fn vmem_roundup_size(vm: &Arena, size: usize) -> usize {
+    vm.roundup_size(size)
+}
+
+/// `vmem_size`.
+pub fn vmem_size(vm: &Arena, typemask: SizeType) -> usize {
+    vm.size(typemask)
+}
