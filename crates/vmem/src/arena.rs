@@ -8,8 +8,8 @@ use bsdalloc_platform::sync::cell::UnsafeCell;
 use bsdalloc_platform::{Ipl, SpinMutex, SpinMutexGuard, WaitChannel, assert_sleepable};
 
 use crate::bt::{
-    self, BT_F_PRIVATE, BT_TYPE_BUSY, BT_TYPE_CURSOR, BT_TYPE_SPAN, BT_TYPE_SPAN_STATIC,
-    BoundaryTag,
+    self, BT_F_PRIVATE, BT_F_XALLOC, BT_TYPE_BUSY, BT_TYPE_CURSOR, BT_TYPE_SPAN,
+    BT_TYPE_SPAN_STATIC, BoundaryTag,
 };
 use crate::flags::{
     BT_MAXFREE, BT_MINRESERVE, SizeType, VMEM_ADDR_MAX, VMEM_ADDR_MIN, VMEM_HASHSIZE_MAX,
@@ -209,7 +209,7 @@ impl Arena {
             "vmem_init: quantum must be a power of two"
         );
         assert!(
-            cfg.qcache_max % cfg.quantum == 0,
+            cfg.qcache_max.is_multiple_of(cfg.quantum),
             "vmem_init: qcache_max must be a multiple of the quantum"
         );
         let mut qmax = cfg.qcache_max;
@@ -484,10 +484,10 @@ impl Arena {
         }
         check_sleep_flags("vmem_alloc", flags);
         check_fit_flags("vmem_alloc", flags);
-        if size <= self.qcache_max {
-            if let Some(qc) = self.quantum_cache() {
-                return qc.qc_alloc(self, self.roundup_size(size), flags);
-            }
+        if size <= self.qcache_max
+            && let Some(qc) = self.quantum_cache()
+        {
+            return qc.qc_alloc(self, self.roundup_size(size), flags);
         }
         self.xalloc_core(
             Request {
@@ -499,6 +499,7 @@ impl Arena {
                 maxaddr: VMEM_ADDR_MAX,
             },
             flags,
+            false,
         )
     }
 
@@ -578,6 +579,7 @@ impl Arena {
                 maxaddr,
             },
             flags,
+            true,
         )
     }
 
@@ -603,7 +605,7 @@ impl Arena {
             .map(|_| ())
     }
 
-    fn xalloc_core(&self, req: Request, flags: VmFlags) -> Result<usize, VmemError> {
+    fn xalloc_core(&self, req: Request, flags: VmFlags, xalloc: bool) -> Result<usize, VmemError> {
         if flags.contains(VmFlags::SLEEP) {
             assert_sleepable("vmem_xalloc(VM_SLEEP)");
         }
@@ -637,7 +639,7 @@ impl Arena {
                 _ => g.find_bestfit(&req, self.qshift),
             };
             if let Some((bt, a)) = found {
-                let busy = g.carve(bt, a, req.size, self.qshift, self.quantum);
+                let busy = g.carve(bt, a, req.size, self.qshift, self.quantum, xalloc);
                 if strat == VmFlags::NEXTFIT {
                     self.ensure_cursor(&mut g);
                     g.cursor_unlink();
@@ -652,14 +654,12 @@ impl Arena {
                 }
                 return Ok(a);
             }
-            if !restricted {
-                if let Some(src) = self.source {
-                    drop(g);
-                    let imported = self.import(src, req.size, flags);
-                    g = self.lock.lock();
-                    if imported {
-                        continue;
-                    }
+            if !restricted && let Some(src) = self.source {
+                drop(g);
+                let imported = self.import(src, req.size, flags);
+                g = self.lock.lock();
+                if imported {
+                    continue;
                 }
             }
             if restricted || flags.contains(VmFlags::NOSLEEP) {
@@ -736,13 +736,13 @@ impl Arena {
         if size == 0 {
             panic!("vmem_free: arena '{}': size 0", self.name);
         }
-        if size <= self.qcache_max {
-            if let Some(qc) = self.quantum_cache() {
-                qc.qc_free(self, addr, self.roundup_size(size));
-                return;
-            }
+        if size <= self.qcache_max
+            && let Some(qc) = self.quantum_cache()
+        {
+            qc.qc_free(self, addr, self.roundup_size(size));
+            return;
         }
-        self.xfree_impl("vmem_free", addr, size);
+        self.xfree_impl("vmem_free", addr, size, false);
     }
 
     /// `vmem_xfree`: free what [`Arena::xalloc`] (or `xalloc_addr`)
@@ -755,11 +755,11 @@ impl Arena {
         if size == 0 {
             panic!("vmem_xfree: arena '{}': size 0", self.name);
         }
-        self.xfree_impl("vmem_xfree", addr, size);
+        self.xfree_impl("vmem_xfree", addr, size, true);
     }
 
     #[track_caller]
-    fn xfree_impl(&self, what: &str, addr: usize, size: usize) {
+    fn xfree_impl(&self, what: &str, addr: usize, size: usize, xfree: bool) {
         if addr & (self.quantum - 1) != 0 {
             panic!(
                 "{what}: arena '{}': address {addr:#x} is not quantum aligned",
@@ -783,6 +783,20 @@ impl Arena {
             drop(g);
             panic!(
                 "{what}: arena '{}': size mismatch at {addr:#x}: freeing {size:#x}, allocated {bsize:#x}",
+                self.name
+            );
+        }
+        // SAFETY: as above.
+        let by_xalloc = unsafe { (*bt).flags } & BT_F_XALLOC != 0;
+        if by_xalloc != xfree {
+            drop(g);
+            let (by, with) = if by_xalloc {
+                ("vmem_xalloc", "vmem_xfree")
+            } else {
+                ("vmem_alloc", "vmem_free")
+            };
+            panic!(
+                "{what}: arena '{}': segment {addr:#x} was allocated by {by}; free it with {with}",
                 self.name
             );
         }

@@ -28,6 +28,9 @@ pub(crate) const BT_TYPE_CURSOR: u8 = 5;
 
 /// The tag is caller-donated (`vmem_add_bts`): never trimmed to the supply.
 pub(crate) const BT_F_PRIVATE: u8 = 0x01;
+/// A busy segment allocated by `vmem_xalloc` (not `vmem_alloc`): it must be
+/// freed with `vmem_xfree`.
+pub(crate) const BT_F_XALLOC: u8 = 0x02;
 
 /// A boundary tag (`bt_t`). Public so that callers can donate storage for
 /// them ([`Arena::add_bts`](crate::Arena::add_bts)); its fields are private.

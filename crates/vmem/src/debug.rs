@@ -47,7 +47,7 @@ pub(crate) fn unregister(a: &Arena) {
         // SAFETY: list members are registered 'static arenas.
         let pa = unsafe { &*p };
         let n = pa.next.load(Ordering::Relaxed);
-        if n as *const Arena == me {
+        if core::ptr::eq(n, me) {
             pa.next
                 .store(a.next.load(Ordering::Relaxed), Ordering::Relaxed);
             return;
@@ -376,14 +376,14 @@ fn check_inner(g: &mut Inner, qshift: u32) -> Result<(), Insanity> {
             });
         }
         if t.is_span() {
-            if let Some((s, z, at)) = cur {
-                if at != s.wrapping_add(z) {
-                    return Err(Insanity::Tiling {
-                        span: s,
-                        size: z,
-                        at,
-                    });
-                }
+            if let Some((s, z, at)) = cur
+                && at != s.wrapping_add(z)
+            {
+                return Err(Insanity::Tiling {
+                    span: s,
+                    size: z,
+                    at,
+                });
             }
             nspans += 1;
             size += t.size;
@@ -442,14 +442,14 @@ fn check_inner(g: &mut Inner, qshift: u32) -> Result<(), Insanity> {
         }
         bt = next;
     }
-    if let Some((s, z, at)) = cur {
-        if at != s.wrapping_add(z) {
-            return Err(Insanity::Tiling {
-                span: s,
-                size: z,
-                at,
-            });
-        }
+    if let Some((s, z, at)) = cur
+        && at != s.wrapping_add(z)
+    {
+        return Err(Insanity::Tiling {
+            span: s,
+            size: z,
+            at,
+        });
     }
     let checks = [
         ("vm_size", size, g.size),
@@ -496,16 +496,16 @@ fn check_inner(g: &mut Inner, qshift: u32) -> Result<(), Insanity> {
 pub fn vmem_whatis(addr: usize, w: &mut dyn Write) -> fmt::Result {
     let mut res = Ok(());
     for_each_arena(|a| {
-        if let Some((start, _size, busy)) = a.lookup(addr) {
-            if res.is_ok() {
-                res = writeln!(
-                    w,
-                    "{addr:#x} is {start:#x}+{:#x} in VMEM '{}' ({})",
-                    addr - start,
-                    a.name(),
-                    if busy { "allocated" } else { "free" }
-                );
-            }
+        if let Some((start, _size, busy)) = a.lookup(addr)
+            && res.is_ok()
+        {
+            res = writeln!(
+                w,
+                "{addr:#x} is {start:#x}+{:#x} in VMEM '{}' ({})",
+                addr - start,
+                a.name(),
+                if busy { "allocated" } else { "free" }
+            );
         }
     });
     res

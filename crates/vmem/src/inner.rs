@@ -8,8 +8,8 @@
 use core::ptr;
 
 use crate::bt::{
-    BT_F_PRIVATE, BT_TYPE_BUSY, BT_TYPE_CURSOR, BT_TYPE_FREE, BT_TYPE_SPAN, BT_TYPE_SPAN_STATIC,
-    BoundaryTag,
+    BT_F_PRIVATE, BT_F_XALLOC, BT_TYPE_BUSY, BT_TYPE_CURSOR, BT_TYPE_FREE, BT_TYPE_SPAN,
+    BT_TYPE_SPAN_STATIC, BoundaryTag,
 };
 use crate::flags::VMEM_MAXORDER;
 
@@ -513,10 +513,10 @@ impl Inner {
             while !bt.is_null() {
                 // SAFETY: list members are valid FREE tags.
                 let t = unsafe { &*bt };
-                if t.size >= req.size {
-                    if let Some(a) = req.fit(t) {
-                        return Some((bt, a));
-                    }
+                if t.size >= req.size
+                    && let Some(a) = req.fit(t)
+                {
+                    return Some((bt, a));
                 }
                 bt = t.link_next;
             }
@@ -538,10 +538,11 @@ impl Inner {
         loop {
             // SAFETY: segment-list members are valid tags.
             let t = unsafe { &*bt };
-            if t.typ == BT_TYPE_FREE && t.size >= req.size {
-                if let Some(a) = req.fit(t) {
-                    return Some((bt, a));
-                }
+            if t.typ == BT_TYPE_FREE
+                && t.size >= req.size
+                && let Some(a) = req.fit(t)
+            {
+                return Some((bt, a));
             }
             bt = if t.seg_next.is_null() {
                 self.seg_head
@@ -563,6 +564,7 @@ impl Inner {
         size: usize,
         qshift: u32,
         quantum: usize,
+        xalloc: bool,
     ) -> *mut Bt {
         self.fl_remove(bt, qshift);
         // SAFETY: `bt` is a valid FREE tag containing [a, a+size).
@@ -592,6 +594,9 @@ impl Inner {
                 (*bt).typ = BT_TYPE_BUSY;
                 bt
             };
+            if xalloc {
+                (*busy).flags |= BT_F_XALLOC;
+            }
             self.hash.insert(busy);
             self.inuse += size;
             busy
@@ -623,6 +628,7 @@ impl Inner {
         // are valid tags on the segment list.
         unsafe {
             (*bt).typ = BT_TYPE_FREE;
+            (*bt).flags &= !BT_F_XALLOC;
             self.inuse -= (*bt).size;
             let next = (*bt).seg_next;
             if !next.is_null() && (*next).typ == BT_TYPE_FREE {
