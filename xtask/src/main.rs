@@ -18,7 +18,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 /// Library crates, in dependency order.
-const LIBRARY_CRATES: &[&str] = &["bsdalloc-platform"];
+const LIBRARY_CRATES: &[&str] = &["bsdalloc-platform", "bsdalloc-vmem", "bsdalloc-uvm-pages"];
 /// Crates with a `debug-all` feature whose tests run a second time with it.
 const DEBUG_FEATURE_CRATES: &[&str] = &[];
 /// Crates with loom models, and their model test targets.
@@ -397,7 +397,7 @@ fn full_tier(run: &mut Run) {
 fn bench(quick: bool, filter: Option<String>) -> ExitCode {
     let mut run = Run::new();
     let mut cmd = cargo();
-    cmd.args(["bench", "-p", "bsdalloc-benches"]);
+    cmd.args(["bench", "-p", "bsdalloc-benches", "--benches"]);
     cmd.arg("--");
     if quick {
         cmd.args([

@@ -13,7 +13,7 @@ use crate::bt::{
 };
 use crate::flags::{
     BT_MAXFREE, BT_MINRESERVE, SizeType, VMEM_ADDR_MAX, VMEM_ADDR_MIN, VMEM_HASHSIZE_MAX,
-    VMEM_NAME_MAX, VMEM_QCACHE_IDX_MAX, VmFlags, VmemError,
+    VMEM_HASHSIZE_MAX_LARGE, VMEM_NAME_MAX, VMEM_QCACHE_IDX_MAX, VmFlags, VmemError,
 };
 use crate::inner::{Inner, Request, crosses};
 
@@ -646,7 +646,7 @@ impl Arena {
                     g.cursor_place_after(busy);
                 }
                 g.stats.allocs += 1;
-                let grow = g.hash.maxbusy > 2 * g.hash.size && g.hash.size < VMEM_HASHSIZE_MAX;
+                let grow = g.hash.maxbusy > 2 * g.hash.size && g.hash.size < self.hash_max();
                 self.trim(&mut g, BT_MAXFREE);
                 drop(g);
                 if grow {
@@ -891,7 +891,7 @@ impl Arena {
     fn rehash_to_max_busy(&self, decay: bool) {
         let (desired, cur) = {
             let g = self.lock.lock();
-            (g.hash.maxbusy.clamp(1, VMEM_HASHSIZE_MAX), g.hash.size)
+            (g.hash.maxbusy.clamp(1, self.hash_max()), g.hash.size)
         };
         if !(desired > 2 * cur || 2 * desired < cur) {
             if decay {
@@ -900,7 +900,7 @@ impl Arena {
             return;
         }
         // NetBSD's rounding: 1 << (floor(log2 n) + 1), clamped.
-        let newsize = (1usize << (usize::BITS - desired.leading_zeros())).min(VMEM_HASHSIZE_MAX);
+        let newsize = (1usize << (usize::BITS - desired.leading_zeros())).min(self.hash_max());
         let table = if newsize == 1 {
             None
         } else {
@@ -946,6 +946,15 @@ impl Arena {
         } else {
             (h.maxbusy / 2 - 1).max(h.nbusy)
         };
+    }
+
+    /// The most buckets the busy hash may have.
+    pub fn hash_max(&self) -> usize {
+        if self.flags.contains(VmFlags::LARGEHASH) {
+            VMEM_HASHSIZE_MAX_LARGE
+        } else {
+            VMEM_HASHSIZE_MAX
+        }
     }
 
     /// The busy-hash size (buckets).

@@ -33,11 +33,15 @@ impl VmFlags {
     pub const XIMPORT: VmFlags = VmFlags(0x0010_0000);
     /// `VM_PRIVTAGS`: arena flag; use only tags donated with `add_bts`.
     pub const PRIVTAGS: VmFlags = VmFlags(0x0020_0000);
+    /// Arena flag, **an extension, not in NetBSD**: let the busy hash grow to
+    /// [`VMEM_HASHSIZE_MAX_LARGE`] buckets instead of NetBSD's 65536, so that
+    /// free stays short-chained with millions of live segments.
+    pub const LARGEHASH: VmFlags = VmFlags(0x0040_0000);
 
     pub(crate) const SLEEP_MASK: VmFlags = VmFlags(0x3);
     pub(crate) const FIT_MASK: VmFlags = VmFlags(0x7000);
     pub(crate) const ARENA_MASK: VmFlags =
-        VmFlags(0x0001_0000 | 0x0008_0000 | 0x0010_0000 | 0x0020_0000);
+        VmFlags(0x0001_0000 | 0x0008_0000 | 0x0010_0000 | 0x0020_0000 | 0x0040_0000);
 
     /// Whether every flag of `other` is set.
     #[inline]
@@ -104,6 +108,7 @@ impl fmt::Debug for VmFlags {
             (VmFlags::LARGEIMPORT, "VM_LARGEIMPORT"),
             (VmFlags::XIMPORT, "VM_XIMPORT"),
             (VmFlags::PRIVTAGS, "VM_PRIVTAGS"),
+            (VmFlags::LARGEHASH, "VM_LARGEHASH"),
         ];
         let mut first = true;
         let mut rest = self.0;
@@ -156,6 +161,9 @@ pub const VMEM_NAME_MAX: usize = 16;
 pub const VMEM_HASHSIZE_MIN: usize = 1;
 /// `VMEM_HASHSIZE_MAX`.
 pub const VMEM_HASHSIZE_MAX: usize = 65536;
+/// The busy-hash limit of a `VM_LARGEHASH` arena (an extension): 4M buckets,
+/// a 32 MiB table, reached only with millions of live segments.
+pub const VMEM_HASHSIZE_MAX_LARGE: usize = 1 << 22;
 /// `STATIC_BT_COUNT`: tags available before any page exists.
 pub const STATIC_BT_COUNT: usize = 200;
 /// `BT_MINRESERVE`: an arena keeps more spare tags than this.

@@ -48,8 +48,9 @@
 //!
 //! **Busy hash.** Busy tags are hashed by start address, so a free finds its
 //! tag in constant expected time. The table starts as one embedded bucket and
-//! grows (powers of two, up to 65536 buckets) when the busy count's
-//! high-water mark passes twice its size; [`Arena::rehash`] (NetBSD's
+//! grows (powers of two, up to 65536 buckets — or 4M with the
+//! `VM_LARGEHASH` extension flag) when the busy count's high-water mark
+//! passes twice its size; [`Arena::rehash`] (NetBSD's
 //! periodic rehash) also shrinks it, with the mark decaying each time.
 //!
 //! **Free.** A free looks the tag up, marks it free, absorbs a free
@@ -103,6 +104,7 @@
 //! | `VMEM_SANITY` | [`Arena::check`], [`Arena::assert_sane`] |
 //! | `VM_SLEEP`, `VM_NOSLEEP`, `VM_INSTANTFIT`, `VM_BESTFIT` | [`VmFlags::SLEEP`], [`VmFlags::NOSLEEP`], [`VmFlags::INSTANTFIT`], [`VmFlags::BESTFIT`] |
 //! | `VM_BOOTSTRAP`, `VM_POPULATING`, `VM_LARGEIMPORT`, `VM_XIMPORT`, `VM_PRIVTAGS` | [`VmFlags::BOOTSTRAP`], [`VmFlags::POPULATING`], [`VmFlags::LARGEIMPORT`], [`VmFlags::XIMPORT`], [`VmFlags::PRIVTAGS`] |
+//! | (extension) larger busy hash | [`VmFlags::LARGEHASH`], [`VMEM_HASHSIZE_MAX_LARGE`] |
 //! | illumos `VM_NEXTFIT` (extension) | [`VmFlags::NEXTFIT`], [`IdAllocator`] with [`IdPolicy::Rotate`] |
 //! | `VMEM_ALLOC`, `VMEM_FREE`, `VMEM_ADDR_MIN`, `VMEM_ADDR_MAX` | [`SizeType::ALLOC`], [`SizeType::FREE`], [`VMEM_ADDR_MIN`], [`VMEM_ADDR_MAX`] |
 //! | `VMEM_EST_BTCOUNT` | [`vmem_est_btcount`] |
@@ -136,8 +138,8 @@ pub use debug::{
 };
 pub use flags::{
     BT_MAXFREE, BT_MINRESERVE, STATIC_BT_COUNT, SizeType, VMEM_ADDR_MAX, VMEM_ADDR_MIN,
-    VMEM_HASHSIZE_MAX, VMEM_HASHSIZE_MIN, VMEM_MAXORDER, VMEM_NAME_MAX, VMEM_QCACHE_IDX_MAX,
-    VmFlags, VmemError, vmem_est_btcount,
+    VMEM_HASHSIZE_MAX, VMEM_HASHSIZE_MAX_LARGE, VMEM_HASHSIZE_MIN, VMEM_MAXORDER, VMEM_NAME_MAX,
+    VMEM_QCACHE_IDX_MAX, VmFlags, VmemError, vmem_est_btcount,
 };
 pub use inner::Counters;
 pub use netbsd::{

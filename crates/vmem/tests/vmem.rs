@@ -427,6 +427,29 @@ fn busy_hash_grows_with_live_segments_and_shrinks_on_rehash() {
 }
 
 #[test]
+fn largehash_extension_lifts_the_bucket_limit() {
+    let plain = Arena::create("plain", 0, 1 << 30, 1).unwrap();
+    assert_eq!(plain.hash_max(), bsdalloc_vmem::VMEM_HASHSIZE_MAX);
+    let cfg = ArenaConfig {
+        flags: NS | VmFlags::LARGEHASH,
+        ..ArenaConfig::new("large", 1)
+    };
+    let a = Arena::with_config(cfg, 0, 1 << 30).unwrap();
+    assert_eq!(a.hash_max(), bsdalloc_vmem::VMEM_HASHSIZE_MAX_LARGE);
+    let xs: Vec<usize> = (0..300_000).map(|_| a.alloc(1, NS | IF).unwrap()).collect();
+    assert!(
+        a.hash_size() > bsdalloc_vmem::VMEM_HASHSIZE_MAX,
+        "grew past NetBSD's limit: {}",
+        a.hash_size()
+    );
+    assert!(xs.iter().step_by(97).all(|&x| a.is_allocated(x)));
+    for x in xs {
+        a.free(x, 1);
+    }
+    a.assert_sane();
+}
+
+#[test]
 fn privtags_arena_lives_on_donated_tags_only() {
     const N: usize = vmem_est_btcount(1, 4);
     let tags: &'static mut [BoundaryTag] = Box::leak((0..N).map(|_| BoundaryTag::new()).collect());

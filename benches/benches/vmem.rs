@@ -1,0 +1,475 @@
+//! V1, V2, V3, V5 of BENCHMARKS.md: bsdalloc-vmem against the `vmem` crate
+//! and talc, in one binary and one run.
+//!
+//! Peers' limits, measured rather than assumed: the `vmem` crate keeps busy
+//! segments in a fixed table, so its free is O(n); it runs up to L = 10k
+//! (above that one run would take hours). talc is a memory allocator, so it
+//! manages a real mmap'ed heap; it runs up to L = 100k.
+
+use std::alloc::Layout as StdLayout;
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::ptr::NonNull;
+
+use bsdalloc_benches::Xorshift;
+use bsdalloc_vmem::{Arena, VMEM_ADDR_MAX, VmFlags};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+
+const Q: usize = 16;
+const BASE: usize = 1 << 40;
+const SPAN: usize = 64 << 30;
+const NS: VmFlags = VmFlags::NOSLEEP;
+
+/// Named arena constructors measured side by side.
+type Variants = &'static [(&'static str, fn() -> Arena)];
+
+/// Boundary tags for the `vmem` crate, from the global allocator (its design).
+struct BoxTags;
+// SAFETY: hands out fresh, properly laid out allocations and frees them.
+unsafe impl vmem::alloc::Allocator for BoxTags {
+    fn allocate(&self) -> Option<NonNull<vmem::Bt>> {
+        // SAFETY: the layout is non-zero sized.
+        NonNull::new(unsafe { std::alloc::alloc(StdLayout::new::<vmem::Bt>()) }.cast())
+    }
+    unsafe fn deallocate(&self, ptr: NonNull<vmem::Bt>) {
+        // SAFETY: allocated above with the same layout.
+        unsafe { std::alloc::dealloc(ptr.as_ptr().cast(), StdLayout::new::<vmem::Bt>()) }
+    }
+}
+
+type PeerArena = vmem::Arena<'static, 'static, BoxTags, std::sync::Mutex<()>>;
+
+fn peer_arena() -> PeerArena {
+    let a = PeerArena::create("peer", Q, None, BoxTags).unwrap();
+    a.add_span(BASE, SPAN).unwrap();
+    a
+}
+
+fn ours_arena() -> Arena {
+    Arena::create("bench", BASE, SPAN, Q).unwrap()
+}
+
+/// With the `VM_LARGEHASH` extension (busy hash past NetBSD's 65536 buckets).
+fn ours_arena_largehash() -> Arena {
+    let cfg = bsdalloc_vmem::ArenaConfig {
+        flags: NS | VmFlags::LARGEHASH,
+        ..bsdalloc_vmem::ArenaConfig::new("bench", Q)
+    };
+    Arena::with_config(cfg, BASE, SPAN).unwrap()
+}
+
+/// talc over a real heap.
+struct TalcHeap {
+    talc: talc::base::Talc<talc::source::Manual, talc::base::binning::DefaultBinning>,
+    base: *mut u8,
+    len: usize,
+}
+
+impl TalcHeap {
+    fn new(len: usize) -> Self {
+        // SAFETY: a fresh anonymous mapping.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        let mut talc = talc::base::Talc::new(talc::source::Manual);
+        // SAFETY: the heap is ours and outlives the Talc.
+        unsafe { talc.claim(base.cast(), len) }.expect("claim");
+        TalcHeap {
+            talc,
+            base: base.cast(),
+            len,
+        }
+    }
+    fn alloc(&mut self, size: usize) -> usize {
+        // SAFETY: a valid layout; the heap is claimed.
+        unsafe {
+            self.talc
+                .allocate(StdLayout::from_size_align(size, Q).unwrap())
+        }
+        .expect("talc oom")
+        .as_ptr() as usize
+    }
+    fn free(&mut self, p: usize, size: usize) {
+        // SAFETY: allocated above with the same layout.
+        unsafe {
+            self.talc
+                .deallocate(p as *mut u8, StdLayout::from_size_align(size, Q).unwrap())
+        }
+    }
+}
+
+impl Drop for TalcHeap {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+fn size_of_op(rng: &mut Xorshift) -> usize {
+    (rng.below(256) as usize + 1) * Q
+}
+
+/// One churn op on a live set: free a random live segment, allocate anew.
+macro_rules! churn {
+    ($live:expr, $rng:expr, $free:expr, $alloc:expr) => {{
+        let i = $rng.below($live.len() as u64) as usize;
+        let (a, s) = $live[i];
+        $free(a, s);
+        let s = size_of_op(&mut $rng);
+        $live[i] = ($alloc(s), s);
+    }};
+}
+
+fn v1(c: &mut Criterion) {
+    let sizes = [100usize, 1_000, 10_000, 100_000, 1_000_000];
+    for (fit_name, fit, peer_policy) in [
+        (
+            "instantfit",
+            VmFlags::INSTANTFIT,
+            vmem::AllocPolicy::InstantFit,
+        ),
+        ("bestfit", VmFlags::BESTFIT, vmem::AllocPolicy::BestFit),
+    ] {
+        for &l in &sizes {
+            let mut g = c.benchmark_group(format!("V1/{fit_name}/L={l}"));
+            let variants: Variants = if l >= 100_000 {
+                &[
+                    ("ours", ours_arena),
+                    ("ours-largehash", ours_arena_largehash),
+                ]
+            } else {
+                &[("ours", ours_arena)]
+            };
+            for &(name, make) in variants {
+                let arena = make();
+                let mut rng = Xorshift::new(1);
+                let mut live: Vec<(usize, usize)> = (0..l)
+                    .map(|_| {
+                        let s = size_of_op(&mut rng);
+                        (arena.alloc(s, NS | fit).unwrap(), s)
+                    })
+                    .collect();
+                g.bench_function(name, |b| {
+                    b.iter(|| {
+                        churn!(live, rng, |a, s| arena.free(a, s), |s| arena
+                            .alloc(s, NS | fit)
+                            .unwrap())
+                    })
+                });
+            }
+            if l <= 10_000 {
+                let arena = peer_arena();
+                let mut rng = Xorshift::new(1);
+                let mut live: Vec<(usize, usize)> = (0..l)
+                    .map(|_| {
+                        let s = size_of_op(&mut rng);
+                        (arena.alloc(s, peer_policy).unwrap(), s)
+                    })
+                    .collect();
+                g.bench_function("vmem-crate", |b| {
+                    b.iter(|| {
+                        churn!(live, rng, |a, _s| arena.free(a).unwrap(), |s| arena
+                            .alloc(s, peer_policy)
+                            .unwrap())
+                    })
+                });
+            }
+            if l <= 100_000 && fit == VmFlags::INSTANTFIT {
+                let mut heap = TalcHeap::new(1 << 30);
+                let mut rng = Xorshift::new(1);
+                let mut live: Vec<(usize, usize)> = (0..l)
+                    .map(|_| {
+                        let s = size_of_op(&mut rng);
+                        (heap.alloc(s), s)
+                    })
+                    .collect();
+                g.bench_function("talc", |b| {
+                    b.iter(|| {
+                        let i = rng.below(live.len() as u64) as usize;
+                        let (a, s) = live[i];
+                        heap.free(a, s);
+                        let s = size_of_op(&mut rng);
+                        live[i] = (heap.alloc(s), s);
+                    })
+                });
+            }
+            g.finish();
+        }
+    }
+}
+
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    let mut rng = Xorshift::new(seed);
+    for i in (1..n).rev() {
+        v.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    v
+}
+
+fn v2(c: &mut Criterion) {
+    for l in [10_000usize, 1_000_000] {
+        let order = shuffled(l, 9);
+        let mut g = c.benchmark_group(format!("V2/bulk/L={l}"));
+        g.sample_size(10);
+        g.bench_function("ours", |b| {
+            b.iter_batched(
+                ours_arena,
+                |arena| {
+                    let v: Vec<usize> = (0..l)
+                        .map(|_| arena.alloc(Q, NS | VmFlags::INSTANTFIT).unwrap())
+                        .collect();
+                    for &i in &order {
+                        arena.free(v[i], Q);
+                    }
+                    arena
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        if l <= 10_000 {
+            g.bench_function("vmem-crate", |b| {
+                b.iter_batched(
+                    peer_arena,
+                    |arena| {
+                        let v: Vec<usize> = (0..l)
+                            .map(|_| arena.alloc(Q, vmem::AllocPolicy::InstantFit).unwrap())
+                            .collect();
+                        for &i in &order {
+                            arena.free(v[i]).unwrap();
+                        }
+                        arena
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
+        g.bench_function("talc", |b| {
+            b.iter_batched(
+                || TalcHeap::new(256 << 20),
+                |mut heap| {
+                    let v: Vec<usize> = (0..l).map(|_| heap.alloc(Q)).collect();
+                    for &i in &order {
+                        heap.free(v[i], Q);
+                    }
+                    heap
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.finish();
+    }
+}
+
+/// xalloc parameters drawn per operation: align 4K or 64K, a phase, a 64K
+/// nocross, and a window.
+fn xparams(rng: &mut Xorshift) -> (usize, usize, usize, usize, usize, usize) {
+    let size = (rng.below(64) as usize + 1) * Q;
+    let align = if rng.below(2) == 0 { 4096 } else { 65536 };
+    let phase = (rng.below(4) as usize) * Q;
+    let nocross = 65536;
+    let min = BASE + (rng.below(1 << 20) as usize) * 4096;
+    let max = min + (1 << 30);
+    (size, align, phase, nocross, min, max)
+}
+
+fn v3(c: &mut Criterion) {
+    const L: usize = 4096;
+    let mut g = c.benchmark_group("V3/xalloc-constrained/L=4k");
+    {
+        let arena = ours_arena();
+        let mut rng = Xorshift::new(3);
+        let mut live: Vec<(usize, usize)> = (0..L)
+            .map(|_| {
+                let (s, al, ph, nc, mi, ma) = xparams(&mut rng);
+                (
+                    arena
+                        .xalloc(s, al, ph, nc, mi, ma, NS | VmFlags::INSTANTFIT)
+                        .unwrap(),
+                    s,
+                )
+            })
+            .collect();
+        g.bench_function("ours", |b| {
+            b.iter(|| {
+                let i = rng.below(L as u64) as usize;
+                let (a, s) = live[i];
+                arena.xfree(a, s);
+                let (s, al, ph, nc, mi, ma) = xparams(&mut rng);
+                live[i] = (
+                    arena
+                        .xalloc(s, al, ph, nc, mi, ma, NS | VmFlags::INSTANTFIT)
+                        .unwrap(),
+                    s,
+                );
+            })
+        });
+    }
+    {
+        let arena = ours_arena();
+        let mut rng = Xorshift::new(3);
+        let mut live: Vec<(usize, usize)> = (0..L)
+            .map(|_| {
+                let s = (rng.below(64) as usize + 1) * Q;
+                (arena.alloc(s, NS | VmFlags::INSTANTFIT).unwrap(), s)
+            })
+            .collect();
+        g.bench_function("ours-plain-alloc", |b| {
+            b.iter(|| {
+                let i = rng.below(L as u64) as usize;
+                let (a, s) = live[i];
+                arena.free(a, s);
+                let s = (rng.below(64) as usize + 1) * Q;
+                live[i] = (arena.alloc(s, NS | VmFlags::INSTANTFIT).unwrap(), s);
+            })
+        });
+    }
+    {
+        let arena = peer_arena();
+        let mut rng = Xorshift::new(3);
+        let lay = |rng: &mut Xorshift| {
+            let (s, al, ph, nc, mi, ma) = xparams(rng);
+            (
+                vmem::Layout::from_size_align(s, al)
+                    .unwrap()
+                    .with_phase(ph)
+                    .with_nocross(nc)
+                    .unwrap()
+                    .with_min(mi)
+                    .with_max(ma),
+                s,
+            )
+        };
+        let mut live: Vec<usize> = (0..L)
+            .map(|_| {
+                arena
+                    .xalloc(lay(&mut rng).0, vmem::AllocPolicy::InstantFit)
+                    .unwrap()
+            })
+            .collect();
+        g.bench_function("vmem-crate-xalloc", |b| {
+            b.iter(|| {
+                let i = rng.below(L as u64) as usize;
+                arena.free(live[i]).unwrap();
+                live[i] = arena
+                    .xalloc(lay(&mut rng).0, vmem::AllocPolicy::InstantFit)
+                    .unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+/// V5 (not timed): fragmentation after a phase change.
+fn v5(_c: &mut Criterion) {
+    let mut out = String::new();
+    let _ = writeln!(out, "### V5: fragmentation after a phase change\n");
+    let _ = writeln!(
+        out,
+        "Arena of 64 MiB, quantum 16; fill 90% with random 16 B-4 KiB segments, free every other one, \
+         then find the largest single allocation that still succeeds.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| fill strategy | free bytes | free segments | largest allocatable | largest / free |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for (name, fit) in [
+        ("instantfit", VmFlags::INSTANTFIT),
+        ("bestfit", VmFlags::BESTFIT),
+    ] {
+        let span = 64 << 20;
+        let arena = Arena::create("v5", BASE, span, Q).unwrap();
+        let mut rng = Xorshift::new(5);
+        let mut live = vec![];
+        let mut used = 0;
+        while used < span * 9 / 10 {
+            let s = size_of_op(&mut rng);
+            match arena.alloc(s, NS | fit) {
+                Ok(a) => {
+                    live.push((a, s));
+                    used += s;
+                }
+                Err(_) => break,
+            }
+        }
+        for (i, &(a, s)) in live.iter().enumerate() {
+            if i % 2 == 0 {
+                arena.free(a, s);
+            }
+        }
+        let (mut lo, mut hi) = (0usize, span / Q);
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            match arena.xalloc(mid * Q, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | VmFlags::BESTFIT) {
+                Ok(a) => {
+                    arena.xfree(a, mid * Q);
+                    lo = mid;
+                }
+                Err(_) => hi = mid - 1,
+            }
+        }
+        let st = arena.stats();
+        let free = st.size - st.inuse;
+        let _ = writeln!(
+            out,
+            "| {name} | {free} | {} | {} | {:.4} |",
+            st.nfree,
+            lo * Q,
+            (lo * Q) as f64 / free as f64
+        );
+        black_box(&arena);
+    }
+    // Counters from a V1-shaped run at 1M live (ours), for the report.
+    let arena = ours_arena();
+    let mut rng = Xorshift::new(1);
+    let mut live: Vec<(usize, usize)> = (0..1_000_000)
+        .map(|_| {
+            let s = size_of_op(&mut rng);
+            (arena.alloc(s, NS | VmFlags::INSTANTFIT).unwrap(), s)
+        })
+        .collect();
+    for _ in 0..1_000_000 {
+        churn!(live, rng, |a, s| arena.free(a, s), |s| arena
+            .alloc(s, NS | VmFlags::INSTANTFIT)
+            .unwrap());
+    }
+    let st = arena.stats();
+    let tags = bsdalloc_vmem::tag_supply_stats();
+    let _ = writeln!(
+        out,
+        "\n### vmem counters after V1 instantfit at L=1M (1M churn ops)\n\n\
+         busy {} (max {}), free segments {}, hash buckets {}, rehashes {}, instant-fit fallbacks {}, \
+         tag chunks from pages {} ({} tags)\n",
+        st.nbusy,
+        st.maxbusy,
+        st.nfree,
+        st.hash_size,
+        st.counters.rehashes,
+        st.counters.instantfit_fallbacks,
+        tags.chunks,
+        tags.from_pages
+    );
+    if let Ok(path) = std::env::var("BSDALLOC_BENCH_EXTRA") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(out.as_bytes()).unwrap();
+    } else {
+        eprintln!("{out}");
+    }
+}
+
+criterion_group!(benches, v5, v1, v2, v3);
+criterion_main!(benches);

@@ -1,0 +1,1036 @@
+//! The kernel map: reservation, regions, page bitmaps, backing, budget,
+//! pagedaemon.
+
+use core::fmt;
+use core::mem::size_of;
+use core::ptr::NonNull;
+
+use bsdalloc_platform::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use bsdalloc_platform::{Ipl, PageSource, Protection, SpinMutex, WaitChannel, assert_sleepable};
+use bsdalloc_vmem::{
+    Arena, ArenaConfig, SizeType, VMEM_ADDR_MAX, VMEM_ADDR_MIN, VmFlags, VmemError,
+};
+
+use crate::flags::{BootError, KmType, UvmFlags};
+
+/// How to set up the kernel map.
+#[derive(Clone, Copy)]
+pub struct KmConfig {
+    /// Address space to reserve, in bytes (rounded to pages). Reserved, never
+    /// committed up front: it costs address space, not memory. Half is the
+    /// `kernel_map` proper (split between wired, pageable and VA-only
+    /// allocations), half the `kmem_arena` that `uvm_km_kmem_alloc` stacks
+    /// arenas on.
+    pub size: usize,
+    /// The most pages that may be committed at once (the physical-memory
+    /// budget); 0: no limit.
+    pub limit_pages: usize,
+    /// Freed wired pages kept committed for reuse (NetBSD's free-page
+    /// target): allocations that find them make no OS call. Above it, freed
+    /// pages go back to the OS at once.
+    pub free_target_pages: usize,
+    /// Where pages come from.
+    pub pages: &'static dyn PageSource,
+}
+
+impl fmt::Debug for KmConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KmConfig")
+            .field("size", &self.size)
+            .field("limit_pages", &self.limit_pages)
+            .field("free_target_pages", &self.free_target_pages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KmConfig {
+    /// 64 GiB of address space, no memory limit, a 16 MiB free-page target,
+    /// over the OS page source.
+    #[cfg(feature = "std")]
+    pub fn new() -> KmConfig {
+        KmConfig {
+            size: 64 << 30,
+            limit_pages: 0,
+            free_target_pages: (16 << 20) / bsdalloc_platform::page_size(),
+            pages: &bsdalloc_platform::OS_PAGES,
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl Default for KmConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A drain hook: called by the pagedaemon, with its argument and
+/// `UVM_KMF_NOWAIT`, when memory is short. Pools register theirs.
+pub type DrainHook = fn(arg: usize, flags: UvmFlags);
+
+const NHOOKS: usize = 16;
+
+/// Counters of a kernel map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KmStats {
+    /// Bytes of address space reserved.
+    pub va_reserved: usize,
+    /// Bytes of address space allocated, per type (wired, pageable,
+    /// VA-only) and in the kmem arena.
+    pub va_in_use: [usize; 4],
+    /// Pages committed now (in use, cached, pageable, entered).
+    pub committed_pages: usize,
+    /// Committed pages holding wired allocations (incl. kmem).
+    pub wired_pages: usize,
+    /// Committed pageable pages.
+    pub pageable_pages: usize,
+    /// Freed wired pages kept committed for reuse.
+    pub cached_pages: usize,
+    /// Pages given back to the OS, ever.
+    pub pages_returned: u64,
+    /// Page-source calls made (commit, decommit, wire), ever.
+    pub os_calls: u64,
+    /// Pagedaemon passes.
+    pub pagedaemon_runs: u64,
+    /// Allocations that slept for memory.
+    pub sleeps: u64,
+    /// Allocations that failed for lack of memory or address space.
+    pub failures: u64,
+    /// The budget (0: none).
+    pub limit_pages: usize,
+    /// The free-page target.
+    pub free_target_pages: usize,
+}
+
+impl fmt::Display for KmStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "uvm_km: {:#x} bytes of kernel VA reserved",
+            self.va_reserved
+        )?;
+        writeln!(
+            f,
+            "  VA in use: wired {:#x}, pageable {:#x}, vaonly {:#x}, kmem {:#x}",
+            self.va_in_use[0], self.va_in_use[1], self.va_in_use[2], self.va_in_use[3]
+        )?;
+        write!(
+            f,
+            "  pages: {} committed ({} wired, {} pageable, {} cached free; target {}), ",
+            self.committed_pages,
+            self.wired_pages,
+            self.pageable_pages,
+            self.cached_pages,
+            self.free_target_pages,
+        )?;
+        if self.limit_pages == 0 {
+            writeln!(f, "no limit")?;
+        } else {
+            writeln!(f, "limit {}", self.limit_pages)?;
+        }
+        write!(
+            f,
+            "  {} pages returned to the OS, {} OS calls, {} pagedaemon runs, {} sleeps, {} failures",
+            self.pages_returned, self.os_calls, self.pagedaemon_runs, self.sleeps, self.failures
+        )
+    }
+}
+
+struct State {
+    committed: usize,
+    wired: usize,
+    pageable: usize,
+    cached: usize,
+    pages_returned: u64,
+    pagedaemon_runs: u64,
+    sleeps: u64,
+    failures: u64,
+    hooks: [Option<(DrainHook, usize)>; NHOOKS],
+}
+
+/// NetBSD's `kernel_map` with its `kmem_arena`, in user space.
+pub struct KernelMap {
+    pages: &'static dyn PageSource,
+    ps: usize,
+    pshift: u32,
+    base: usize,
+    size: usize,
+    /// Per type (wired, pageable, VA-only): an arena over its own region, so
+    /// that a free can tell what type an address was allocated as.
+    regions: [Arena; 3],
+    region_base: [usize; 3],
+    region_size: usize,
+    /// `kmem_arena`: the region `uvm_km_kmem_alloc` arenas stack on.
+    kmem: Arena,
+    kmem_base: usize,
+    /// Page bitmaps over the whole reservation.
+    committed_bits: *const AtomicU64,
+    wired_bits: *const AtomicU64,
+    inuse_bits: *const AtomicU64,
+    nwords: usize,
+    meta: NonNull<u8>,
+    meta_len: usize,
+    limit: usize,
+    free_target: usize,
+    state: SpinMutex<State>,
+    budget_cv: WaitChannel,
+    os_calls: AtomicU64,
+    va_in_use: [AtomicUsize; 4],
+}
+
+// SAFETY: the bitmaps are atomics in memory the map owns; everything else
+// is behind locks or immutable after bootstrap.
+unsafe impl Sync for KernelMap {}
+// SAFETY: as above.
+unsafe impl Send for KernelMap {}
+
+impl fmt::Debug for KernelMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KernelMap")
+            .field("base", &format_args!("{:#x}", self.base))
+            .field("size", &format_args!("{:#x}", self.size))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which part of the map an address is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Where {
+    Region(KmType),
+    Kmem,
+}
+
+impl KernelMap {
+    /// `uvm_km_bootstrap`: reserve the kernel map and build its arenas. The
+    /// map's own descriptor and page bitmaps come from the page source.
+    pub fn bootstrap(cfg: KmConfig) -> Result<&'static KernelMap, BootError> {
+        let ps = cfg.pages.page_size();
+        let size = cfg.size.next_multiple_of(8 * ps);
+        if size < 8 * ps {
+            return Err(BootError::Config(
+                "the kernel map must span at least 8 pages",
+            ));
+        }
+        let npages = size / ps;
+        let nwords = npages.div_ceil(64);
+        let meta_len = (size_of::<KernelMap>() + 3 * nwords * 8 + 64).next_multiple_of(ps);
+        let meta = cfg.pages.reserve(meta_len, 0).map_err(BootError::Reserve)?;
+        // SAFETY: committing our own fresh reservation.
+        if let Err(e) = unsafe { cfg.pages.commit(meta, meta_len, false) } {
+            // SAFETY: the reservation is unused.
+            unsafe { cfg.pages.release(meta, meta_len) };
+            return Err(BootError::Reserve(e));
+        }
+        let va = match cfg.pages.reserve(size, ps) {
+            Ok(v) => v,
+            Err(e) => {
+                // SAFETY: the meta area is unused.
+                unsafe {
+                    cfg.pages.decommit(meta, meta_len);
+                    cfg.pages.release(meta, meta_len);
+                }
+                return Err(BootError::Reserve(e));
+            }
+        };
+        let base = va.as_ptr().addr();
+        let half = size / 2;
+        let region_size = (half / 3) & !(ps - 1);
+        let region_base = [base, base + region_size, base + 2 * region_size];
+        let kmem_base = base + half;
+        let arena = |name: &'static str, b: usize, z: usize| {
+            let cfg = ArenaConfig {
+                ipl: Ipl::Vm,
+                ..ArenaConfig::new(name, ps)
+            };
+            Arena::with_config(cfg, b, z).map_err(BootError::Arena)
+        };
+        let regions = [
+            arena("kernel_map-w", region_base[0], region_size)?,
+            arena("kernel_map-p", region_base[1], region_size)?,
+            arena("kernel_map-va", region_base[2], region_size)?,
+        ];
+        let kmem = arena("kmem", kmem_base, size - half)?;
+        let m = meta.as_ptr();
+        // Bitmaps after the descriptor, 64-byte aligned.
+        let bits0 = (size_of::<KernelMap>() + 63) & !63;
+        // SAFETY: inside the committed meta area, aligned for AtomicU64;
+        // fresh pages read as zero, a valid AtomicU64 value.
+        let (cb, wb, ib) = unsafe {
+            let c = m.add(bits0).cast::<AtomicU64>();
+            (
+                c as *const AtomicU64,
+                c.add(nwords) as *const AtomicU64,
+                c.add(2 * nwords) as *const AtomicU64,
+            )
+        };
+        let map = KernelMap {
+            pages: cfg.pages,
+            ps,
+            pshift: ps.trailing_zeros(),
+            base,
+            size,
+            regions,
+            region_base,
+            region_size,
+            kmem,
+            kmem_base,
+            committed_bits: cb,
+            wired_bits: wb,
+            inuse_bits: ib,
+            nwords,
+            meta,
+            meta_len,
+            limit: cfg.limit_pages,
+            free_target: cfg.free_target_pages,
+            state: SpinMutex::new(
+                Ipl::Vm,
+                State {
+                    committed: 0,
+                    wired: 0,
+                    pageable: 0,
+                    cached: 0,
+                    pages_returned: 0,
+                    pagedaemon_runs: 0,
+                    sleeps: 0,
+                    failures: 0,
+                    hooks: [None; NHOOKS],
+                },
+            ),
+            budget_cv: WaitChannel::new("uvmwait"),
+            os_calls: AtomicU64::new(0),
+            va_in_use: [const { AtomicUsize::new(0) }; 4],
+        };
+        // SAFETY: the meta area starts with room for the descriptor.
+        let map: &'static KernelMap = unsafe {
+            let p = m.cast::<KernelMap>();
+            p.write(map);
+            &*p
+        };
+        Ok(map)
+    }
+
+    /// The page size.
+    pub fn page_size(&self) -> usize {
+        self.ps
+    }
+
+    /// The reserved range `[base, base+size)`.
+    pub fn range(&self) -> (usize, usize) {
+        (self.base, self.size)
+    }
+
+    /// NetBSD's `kmem_arena`: a static span over the map's kmem half,
+    /// quantum one page, `IPL_VM`. Stack arenas on it with vmem imports.
+    pub fn kmem_arena(&self) -> &Arena {
+        &self.kmem
+    }
+
+    fn bitword(&self, which: *const AtomicU64, w: usize) -> &AtomicU64 {
+        debug_assert!(w < self.nwords);
+        // SAFETY: w < nwords and the bitmap lives as long as the map.
+        unsafe { &*which.add(w) }
+    }
+
+    fn page_index(&self, va: usize) -> usize {
+        (va - self.base) >> self.pshift
+    }
+
+    /// Set (or clear) bits [first, first+n) of a bitmap.
+    fn set_bits(&self, which: *const AtomicU64, first: usize, n: usize, on: bool) {
+        let mut i = first;
+        let end = first + n;
+        while i < end {
+            let w = i / 64;
+            let lo = i % 64;
+            let hi = (end - w * 64).min(64);
+            let mask = if hi - lo == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << (hi - lo)) - 1) << lo
+            };
+            if on {
+                self.bitword(which, w).fetch_or(mask, Ordering::AcqRel);
+            } else {
+                self.bitword(which, w).fetch_and(!mask, Ordering::AcqRel);
+            }
+            i = w * 64 + hi;
+        }
+    }
+
+    fn bit(&self, which: *const AtomicU64, i: usize) -> bool {
+        self.bitword(which, i / 64).load(Ordering::Acquire) & (1 << (i % 64)) != 0
+    }
+
+    /// Count set bits of [first, first+n).
+    fn count_bits(&self, which: *const AtomicU64, first: usize, n: usize) -> usize {
+        (first..first + n).filter(|&i| self.bit(which, i)).count()
+    }
+
+    /// Call `f(first, len, set)` for each maximal run of equal bits.
+    fn runs(
+        &self,
+        which: *const AtomicU64,
+        first: usize,
+        n: usize,
+        mut f: impl FnMut(usize, usize, bool),
+    ) {
+        let mut i = first;
+        let end = first + n;
+        while i < end {
+            let v = self.bit(which, i);
+            let mut j = i + 1;
+            while j < end && self.bit(which, j) == v {
+                j += 1;
+            }
+            f(i, j - i, v);
+            i = j;
+        }
+    }
+
+    fn va_of(&self, page: usize) -> NonNull<u8> {
+        let a = self.base + (page << self.pshift);
+        // SAFETY: inside our non-null reservation.
+        unsafe { NonNull::new_unchecked(a as *mut u8) }
+    }
+
+    fn locate(&self, va: usize, len: usize) -> Option<Where> {
+        if va < self.base || va.checked_add(len)? > self.base + self.size {
+            return None;
+        }
+        if va >= self.kmem_base {
+            return Some(Where::Kmem);
+        }
+        let r = (va - self.base) / self.region_size;
+        let t = [KmType::Wired, KmType::Pageable, KmType::VaOnly].get(r)?;
+        (va + len <= self.region_base[r] + self.region_size).then_some(Where::Region(*t))
+    }
+
+    // ---- budget and the pagedaemon ----
+
+    /// Register a drain hook for the pagedaemon.
+    ///
+    /// # Panics
+    /// If all 16 slots are taken.
+    pub fn register_drain_hook(&self, hook: DrainHook, arg: usize) {
+        let mut s = self.state.lock();
+        let slot = s
+            .hooks
+            .iter_mut()
+            .find(|h| h.is_none())
+            .expect("uvm_km: all 16 drain hooks are in use");
+        *slot = Some((hook, arg));
+    }
+
+    /// `uvm_kick_pdaemon` and one pass of the pagedaemon, in the caller:
+    /// give cached free pages back to the OS, call every drain hook, give
+    /// back what they freed, and wake sleepers. Returns pages given back.
+    pub fn pagedaemon(&self) -> usize {
+        let hooks = {
+            let mut s = self.state.lock();
+            s.pagedaemon_runs += 1;
+            s.hooks
+        };
+        let mut freed = self.trim_cache(0);
+        for (hook, arg) in hooks.iter().flatten() {
+            hook(*arg, UvmFlags::NOWAIT);
+        }
+        freed += self.trim_cache(0);
+        self.budget_cv.broadcast();
+        freed
+    }
+
+    /// Give cached free pages back until at most `keep` remain.
+    fn trim_cache(&self, keep: usize) -> usize {
+        let mut s = self.state.lock();
+        if s.cached <= keep {
+            return 0;
+        }
+        let mut freed = 0;
+        // Only the wired region and the kmem half cache pages.
+        let spans = [
+            (
+                self.page_index(self.region_base[0]),
+                self.region_size >> self.pshift,
+            ),
+            (
+                self.page_index(self.kmem_base),
+                (self.size - (self.kmem_base - self.base)) >> self.pshift,
+            ),
+        ];
+        'outer: for (first, n) in spans {
+            let (w0, w1) = (first / 64, (first + n).div_ceil(64));
+            for w in w0..w1 {
+                // Only this span's pages of the word.
+                let lo_bit = first.max(w * 64) - w * 64;
+                let hi_bit = (first + n).min(w * 64 + 64) - w * 64;
+                let span_mask = if hi_bit - lo_bit == 64 {
+                    u64::MAX
+                } else {
+                    ((1u64 << (hi_bit - lo_bit)) - 1) << lo_bit
+                };
+                let c = self.bitword(self.committed_bits, w).load(Ordering::Acquire);
+                let u = self.bitword(self.inuse_bits, w).load(Ordering::Acquire);
+                let mut free = c & !u & span_mask;
+                while free != 0 {
+                    if s.cached <= keep {
+                        break 'outer;
+                    }
+                    let lo = free.trailing_zeros() as usize;
+                    let len = (!(free >> lo)).trailing_zeros().min(64 - lo as u32) as usize;
+                    let len = len.min(s.cached - keep);
+                    let page = w * 64 + lo;
+                    // Under the state lock: no allocator can claim these
+                    // pages (it marks them in use under the same lock).
+                    // SAFETY: committed pages of our reservation, unused.
+                    unsafe { self.pages.decommit(self.va_of(page), len << self.pshift) };
+                    self.os_calls.fetch_add(1, Ordering::Relaxed);
+                    self.set_bits(self.committed_bits, page, len, false);
+                    self.set_bits(self.wired_bits, page, len, false);
+                    s.cached -= len;
+                    s.committed -= len;
+                    s.pages_returned += len as u64;
+                    freed += len;
+                    let mask = if len == 64 {
+                        u64::MAX
+                    } else {
+                        ((1u64 << len) - 1) << lo
+                    };
+                    free &= !mask;
+                }
+            }
+        }
+        freed
+    }
+
+    /// Claim pages [first, first+n) for an allocation and reserve budget for
+    /// those not committed yet. Sleeps for memory unless `nowait`/`canfail`.
+    fn claim(
+        &self,
+        first: usize,
+        n: usize,
+        cacheable: bool,
+        nowait: bool,
+        canfail: bool,
+    ) -> Result<usize, ()> {
+        let mut tried_daemon = false;
+        let mut s = self.state.lock();
+        loop {
+            let have = self.count_bits(self.committed_bits, first, n);
+            let need = n - have;
+            if self.limit == 0 || s.committed + need <= self.limit {
+                s.committed += need;
+                if cacheable {
+                    s.cached -= have;
+                }
+                self.set_bits(self.inuse_bits, first, n, true);
+                return Ok(need);
+            }
+            if !tried_daemon || !(nowait || canfail) {
+                drop(s);
+                self.pagedaemon();
+                tried_daemon = true;
+                s = self.state.lock();
+                let have = self.count_bits(self.committed_bits, first, n);
+                if self.limit == 0 || s.committed + (n - have) <= self.limit {
+                    continue;
+                }
+            }
+            if nowait || canfail {
+                s.failures += 1;
+                return Err(());
+            }
+            s.sleeps += 1;
+            s = self.budget_cv.wait(s);
+        }
+    }
+
+    /// Back [va, va+len) with pages: commit what is not committed (wiring
+    /// if asked), wire what was committed unwired, zero reused pages if asked.
+    fn back(&self, va: usize, len: usize, kind: Backing, flags: UvmFlags) -> Result<(), ()> {
+        let first = self.page_index(va);
+        let n = len >> self.pshift;
+        let nowait = flags.contains(UvmFlags::NOWAIT);
+        let canfail = flags.contains(UvmFlags::CANFAIL);
+        let cacheable = kind != Backing::Pageable;
+        let need = self.claim(first, n, cacheable, nowait, canfail)?;
+        let wire = kind != Backing::Pageable;
+        let zero = flags.contains(UvmFlags::ZERO);
+        let mut failed = false;
+        let mut committed_new = 0usize;
+        // Runs of the pre-existing committed state; we own these pages now.
+        let mut todo: [(usize, usize, bool); 16] = [(0, 0, false); 16];
+        let mut ntodo = 0;
+        let mut overflow = false;
+        self.runs(self.committed_bits, first, n, |p, l, set| {
+            if ntodo < todo.len() {
+                todo[ntodo] = (p, l, set);
+                ntodo += 1;
+            } else {
+                overflow = true;
+            }
+        });
+        if overflow {
+            // Too fragmented to list: recommit the whole range (idempotent).
+            todo[0] = (first, n, false);
+            ntodo = 1;
+        }
+        for &(p, l, was) in &todo[..ntodo] {
+            if !was || overflow {
+                // SAFETY: pages of our reservation that this allocation owns.
+                let r = unsafe { self.pages.commit(self.va_of(p), l << self.pshift, wire) };
+                self.os_calls.fetch_add(1, Ordering::Relaxed);
+                match r {
+                    Ok(_) => {
+                        self.set_bits(self.committed_bits, p, l, true);
+                        if wire {
+                            self.set_bits(self.wired_bits, p, l, true);
+                        }
+                        if !was {
+                            committed_new += l;
+                        }
+                    }
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            } else {
+                if wire && self.count_bits(self.wired_bits, p, l) != l {
+                    // SAFETY: as above; recommitting committed pages wires them.
+                    let _ = unsafe { self.pages.commit(self.va_of(p), l << self.pshift, true) };
+                    self.os_calls.fetch_add(1, Ordering::Relaxed);
+                    self.set_bits(self.wired_bits, p, l, true);
+                }
+                if zero {
+                    // SAFETY: committed, writable pages this allocation owns.
+                    unsafe { self.va_of(p).as_ptr().write_bytes(0, l << self.pshift) };
+                }
+            }
+        }
+        if failed {
+            self.unback(va, len, kind, true);
+            let mut s = self.state.lock();
+            // The pages never committed were reserved but not used.
+            s.committed -= need - committed_new;
+            s.failures += 1;
+            return Err(());
+        }
+        let mut s = self.state.lock();
+        match kind {
+            Backing::Pageable => s.pageable += n,
+            _ => s.wired += n,
+        }
+        Ok(())
+    }
+
+    /// Undo `back`: keep the pages committed as cache if within the free
+    /// target, else give them back to the OS.
+    fn unback(&self, va: usize, len: usize, kind: Backing, rollback: bool) {
+        let first = self.page_index(va);
+        let n = len >> self.pshift;
+        let committed = self.count_bits(self.committed_bits, first, n);
+        let mut s = self.state.lock();
+        if !rollback {
+            match kind {
+                Backing::Pageable => s.pageable -= n,
+                _ => s.wired -= n,
+            }
+        }
+        self.set_bits(self.inuse_bits, first, n, false);
+        let keep =
+            kind != Backing::Pageable && !rollback && s.cached + committed <= self.free_target;
+        if keep {
+            s.cached += committed;
+            drop(s);
+        } else {
+            // Give back every committed run, under the lock (see trim_cache).
+            let mut returned = 0;
+            self.runs(self.committed_bits, first, n, |p, l, set| {
+                if set {
+                    // SAFETY: committed pages this allocation owned.
+                    unsafe { self.pages.decommit(self.va_of(p), l << self.pshift) };
+                    self.os_calls.fetch_add(1, Ordering::Relaxed);
+                    returned += l;
+                }
+            });
+            self.set_bits(self.committed_bits, first, n, false);
+            self.set_bits(self.wired_bits, first, n, false);
+            s.committed -= returned;
+            s.pages_returned += returned as u64;
+            drop(s);
+        }
+        self.budget_cv.broadcast();
+    }
+
+    // ---- uvm_km_alloc / uvm_km_free ----
+
+    fn round(&self, size: usize) -> usize {
+        size.checked_next_multiple_of(self.ps)
+            .expect("uvm_km: size overflows")
+    }
+
+    /// `uvm_km_alloc(kernel_map, size, align, flags)`: page-rounded
+    /// kernel memory of one type, or `None`.
+    ///
+    /// - `align`: 0 (page) or a power-of-two multiple of the page size; with
+    ///   `COLORMATCH` (VA-only) it carries a cache colour, which user space
+    ///   does not have: accepted and ignored.
+    /// - No address space: `None`, unless `WAITVA` (then sleep for it).
+    /// - WIRED pages short: `NOWAIT`, or `CANFAIL` after a pagedaemon pass,
+    ///   return `None`; otherwise sleep until memory comes back.
+    /// - `ZERO`: zero-filled. Fresh pages are zero anyway; reused cached
+    ///   pages are cleared.
+    /// - `TRYLOCK`: the map's lock is a spin mutex that is never held across
+    ///   a sleep, so there is nothing to try: accepted.
+    /// - `EXEC`: the range is mapped read-write-execute.
+    ///
+    /// # Panics
+    /// Size 0, not exactly one type, unknown flags, a bad alignment, or a
+    /// call that may sleep from interrupt context.
+    #[track_caller]
+    pub fn uvm_km_alloc(&self, size: usize, align: usize, flags: UvmFlags) -> Option<NonNull<u8>> {
+        self.alloc_impl(size, align, flags, 0)
+    }
+
+    /// `uvm_km_alloc` followed by `guard` inaccessible pages (the guard
+    /// pages of kmem's guard mode): touching past the end faults.
+    #[track_caller]
+    pub fn uvm_km_alloc_guarded(
+        &self,
+        size: usize,
+        guard: usize,
+        flags: UvmFlags,
+    ) -> Option<NonNull<u8>> {
+        self.alloc_impl(size, 0, flags, guard)
+    }
+
+    #[track_caller]
+    fn alloc_impl(
+        &self,
+        size: usize,
+        align: usize,
+        flags: UvmFlags,
+        guard: usize,
+    ) -> Option<NonNull<u8>> {
+        let t = KmType::of(flags, "uvm_km_alloc");
+        if flags.unknown() != 0 {
+            panic!("uvm_km_alloc: unknown flags {:#x}", flags.unknown());
+        }
+        if size == 0 {
+            panic!("uvm_km_alloc: size 0");
+        }
+        if flags.contains(UvmFlags::COLORMATCH) && t != KmType::VaOnly {
+            panic!("uvm_km_alloc: UVM_KMF_COLORMATCH is for UVM_KMF_VAONLY only");
+        }
+        if !flags.contains(UvmFlags::COLORMATCH)
+            && align != 0
+            && (!align.is_power_of_two() || align & (self.ps - 1) != 0)
+        {
+            panic!(
+                "uvm_km_alloc: alignment {align:#x} is not a power-of-two multiple of the page size"
+            );
+        }
+        if !flags.contains(UvmFlags::NOWAIT) {
+            assert_sleepable("uvm_km_alloc (without UVM_KMF_NOWAIT)");
+        }
+        let size = self.round(size);
+        let total = size + guard * self.ps;
+        let align = if flags.contains(UvmFlags::COLORMATCH) {
+            0
+        } else {
+            align
+        };
+        let vaflags = if flags.contains(UvmFlags::WAITVA) && !flags.contains(UvmFlags::NOWAIT) {
+            VmFlags::SLEEP
+        } else {
+            VmFlags::NOSLEEP
+        };
+        let arena = &self.regions[t.index()];
+        let va = match arena.xalloc(
+            total,
+            align,
+            0,
+            0,
+            VMEM_ADDR_MIN,
+            VMEM_ADDR_MAX,
+            vaflags | VmFlags::INSTANTFIT,
+        ) {
+            Ok(v) => v,
+            Err(_) => {
+                self.state.lock().failures += 1;
+                return None;
+            }
+        };
+        let backing = match t {
+            KmType::Wired => Some(Backing::Wired),
+            KmType::Pageable => Some(Backing::Pageable),
+            KmType::VaOnly => None,
+        };
+        if let Some(kind) = backing {
+            if self.back(va, size, kind, flags).is_err() {
+                arena.xfree(va, total);
+                return None;
+            }
+            if flags.contains(UvmFlags::EXEC) {
+                // SAFETY: committed pages of this allocation.
+                let _ = unsafe {
+                    self.pages.protect(
+                        self.va_of(self.page_index(va)),
+                        size,
+                        Protection::ReadWriteExec,
+                    )
+                };
+                self.os_calls.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.va_in_use[t.index()].fetch_add(total, Ordering::Relaxed);
+        NonNull::new(va as *mut u8)
+    }
+
+    /// `uvm_km_free(kernel_map, va, size, type)`: the only way to free
+    /// `uvm_km_alloc` memory; the same size and type as allocated.
+    ///
+    /// # Panics
+    /// If `va` was not allocated, or with another size or type.
+    #[track_caller]
+    pub fn uvm_km_free(&self, va: NonNull<u8>, size: usize, flags: UvmFlags) {
+        self.free_impl(va, size, flags, 0)
+    }
+
+    /// Free what [`KernelMap::uvm_km_alloc_guarded`] returned.
+    #[track_caller]
+    pub fn uvm_km_free_guarded(&self, va: NonNull<u8>, size: usize, guard: usize, flags: UvmFlags) {
+        self.free_impl(va, size, flags, guard)
+    }
+
+    #[track_caller]
+    fn free_impl(&self, va: NonNull<u8>, size: usize, flags: UvmFlags, guard: usize) {
+        let t = KmType::of(flags, "uvm_km_free");
+        if size == 0 {
+            panic!("uvm_km_free: size 0");
+        }
+        let a = va.as_ptr().addr();
+        if a & (self.ps - 1) != 0 {
+            panic!("uvm_km_free: va {a:#x} is not page aligned");
+        }
+        let size = self.round(size);
+        let total = size + guard * self.ps;
+        match self.locate(a, total) {
+            Some(Where::Region(actual)) if actual == t => {}
+            Some(Where::Region(actual)) => {
+                panic!(
+                    "uvm_km_free: va {a:#x} was allocated as {}, freed as {}",
+                    actual.name(),
+                    t.name()
+                )
+            }
+            _ => panic!("uvm_km_free: va {a:#x} is not in the kernel map"),
+        }
+        let arena = &self.regions[t.index()];
+        match arena.lookup(a) {
+            Some((start, sz, true)) if start == a => {
+                if sz != total {
+                    panic!(
+                        "uvm_km_free: va {a:#x}: size {total:#x} does not match the allocation's {sz:#x}"
+                    );
+                }
+            }
+            _ => panic!("uvm_km_free: va {a:#x} is not allocated"),
+        }
+        match t {
+            KmType::Wired => self.unback(a, size, Backing::Wired, false),
+            KmType::Pageable => self.unback(a, size, Backing::Pageable, false),
+            KmType::VaOnly => {
+                // Pages the caller entered and did not remove go back too.
+                let first = self.page_index(a);
+                let n = size >> self.pshift;
+                if self.count_bits(self.committed_bits, first, n) != 0 {
+                    self.remove_impl(a, size);
+                }
+            }
+        }
+        arena.xfree(a, total);
+        self.va_in_use[t.index()].fetch_sub(total, Ordering::Relaxed);
+    }
+
+    /// Map pages into a VA-only range (NetBSD: `pmap_kenter_pa` over pages
+    /// from `uvm_pagealloc`): wired, zero-filled.
+    ///
+    /// # Panics
+    /// If the range is not inside a VA-only allocation.
+    #[track_caller]
+    pub fn enter(&self, va: NonNull<u8>, size: usize, flags: UvmFlags) -> Option<()> {
+        let a = va.as_ptr().addr();
+        let size = self.round(size);
+        if a & (self.ps - 1) != 0 || self.locate(a, size) != Some(Where::Region(KmType::VaOnly)) {
+            panic!("uvm_km: enter: {a:#x}+{size:#x} is not inside a UVM_KMF_VAONLY allocation");
+        }
+        if self.count_bits(self.inuse_bits, self.page_index(a), size >> self.pshift) != 0 {
+            panic!("uvm_km: enter: a page of {a:#x}+{size:#x} is already mapped");
+        }
+        self.back(a, size, Backing::Entered, flags).ok()
+    }
+
+    /// Unmap pages entered with [`KernelMap::enter`] (`pmap_kremove`).
+    #[track_caller]
+    pub fn remove(&self, va: NonNull<u8>, size: usize) {
+        let a = va.as_ptr().addr();
+        let size = self.round(size);
+        if a & (self.ps - 1) != 0 || self.locate(a, size) != Some(Where::Region(KmType::VaOnly)) {
+            panic!("uvm_km: remove: {a:#x}+{size:#x} is not inside a UVM_KMF_VAONLY allocation");
+        }
+        self.remove_impl(a, size);
+    }
+
+    fn remove_impl(&self, a: usize, size: usize) {
+        let first = self.page_index(a);
+        let n = size >> self.pshift;
+        let entered = self.count_bits(self.inuse_bits, first, n);
+        {
+            let mut s = self.state.lock();
+            s.wired -= entered;
+        }
+        self.unback(a, size, Backing::Entered, true);
+    }
+
+    // ---- uvm_km_kmem_alloc / uvm_km_kmem_free ----
+
+    /// `uvm_km_kmem_alloc(vmem, size, flags, &va)`: address space from
+    /// `vmem` (an arena whose addresses lie in this map, such as
+    /// [`KernelMap::kmem_arena`] or one stacked on it), backed by wired
+    /// pages. With `VM_NOSLEEP`, `ENOMEM` on a shortage (the address space is
+    /// given back); with `VM_SLEEP`, waits for memory.
+    #[track_caller]
+    pub fn uvm_km_kmem_alloc(
+        &self,
+        vmem: &Arena,
+        size: usize,
+        flags: VmFlags,
+    ) -> Result<usize, VmemError> {
+        let size = self.round(size);
+        let va = vmem.alloc(size, flags.sleep_part() | VmFlags::INSTANTFIT)?;
+        if self.locate(va, size) != Some(Where::Kmem) {
+            vmem.free(va, size);
+            panic!(
+                "uvm_km_kmem_alloc: arena '{}' handed out {va:#x}, outside the kmem arena",
+                vmem.name()
+            );
+        }
+        let uflags = if flags.contains(VmFlags::NOSLEEP) {
+            UvmFlags::NOWAIT
+        } else {
+            UvmFlags(0)
+        };
+        loop {
+            match self.back(va, size, Backing::Wired, uflags) {
+                Ok(()) => break,
+                Err(()) if flags.contains(VmFlags::NOSLEEP) => {
+                    vmem.free(va, size);
+                    return Err(VmemError::NoMemory);
+                }
+                Err(()) => {
+                    // The page source failed (not the budget, which waits):
+                    // wait for the pagedaemon and try again.
+                    self.pagedaemon();
+                    pause();
+                }
+            }
+        }
+        self.va_in_use[3].fetch_add(size, Ordering::Relaxed);
+        Ok(va)
+    }
+
+    /// `uvm_km_kmem_free(vmem, va, size)`.
+    #[track_caller]
+    pub fn uvm_km_kmem_free(&self, vmem: &Arena, va: usize, size: usize) {
+        let size = self.round(size);
+        if self.locate(va, size) != Some(Where::Kmem) || va & (self.ps - 1) != 0 {
+            panic!("uvm_km_kmem_free: {va:#x}+{size:#x} is not kmem memory of this map");
+        }
+        if !vmem.is_allocated(va) {
+            panic!(
+                "uvm_km_kmem_free: {va:#x} is not allocated in arena '{}'",
+                vmem.name()
+            );
+        }
+        self.unback(va, size, Backing::Wired, false);
+        vmem.free(va, size);
+        self.va_in_use[3].fetch_sub(size, Ordering::Relaxed);
+    }
+
+    /// `uvm_km_va_starved_p`: free space in the kmem arena below 10 %.
+    pub fn va_starved(&self) -> bool {
+        let total = self.kmem.size(SizeType::ALL);
+        self.kmem.size(SizeType::FREE) < total / 10
+    }
+
+    /// A counters snapshot.
+    pub fn stats(&self) -> KmStats {
+        let s = self.state.lock();
+        KmStats {
+            va_reserved: self.size,
+            va_in_use: core::array::from_fn(|i| self.va_in_use[i].load(Ordering::Relaxed)),
+            committed_pages: s.committed,
+            wired_pages: s.wired,
+            pageable_pages: s.pageable,
+            cached_pages: s.cached,
+            pages_returned: s.pages_returned,
+            os_calls: self.os_calls.load(Ordering::Relaxed),
+            pagedaemon_runs: s.pagedaemon_runs,
+            sleeps: s.sleeps,
+            failures: s.failures,
+            limit_pages: self.limit,
+            free_target_pages: self.free_target,
+        }
+    }
+
+    /// Tear the map down: give every cached page, the address space and the
+    /// map's own memory back to the page source.
+    ///
+    /// # Panics
+    /// If anything is still allocated.
+    ///
+    /// # Safety
+    /// Nothing uses the map afterwards (it lives in the memory released).
+    #[track_caller]
+    pub unsafe fn destroy(&'static self) {
+        let st = self.stats();
+        if st.va_in_use.iter().any(|&v| v != 0) || st.wired_pages != 0 || st.pageable_pages != 0 {
+            panic!(
+                "uvm_km: destroy with memory still allocated: {:?}",
+                st.va_in_use
+            );
+        }
+        self.trim_cache(0);
+        for a in &self.regions {
+            a.destroy();
+        }
+        self.kmem.destroy();
+        let (pages, meta, meta_len) = (self.pages, self.meta, self.meta_len);
+        // SAFETY: the reservation and the meta area are ours and unused now
+        // (nothing in the map needs dropping); the caller guarantees no
+        // further use of `self`.
+        unsafe {
+            pages.release(NonNull::new_unchecked(self.base as *mut u8), self.size);
+            pages.decommit(meta, meta_len);
+            pages.release(meta, meta_len);
+        }
+    }
+}
+
+/// Pause before retrying after a page-source failure under `VM_SLEEP`.
+fn pause() {
+    #[cfg(feature = "std")]
+    std::thread::sleep(core::time::Duration::from_millis(1));
+    #[cfg(not(feature = "std"))]
+    for _ in 0..10_000 {
+        core::hint::spin_loop();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backing {
+    Wired,
+    Pageable,
+    Entered,
+}

@@ -1,0 +1,56 @@
+//! `uvm_km_kmem_alloc` / `uvm_km_kmem_free` as a vmem import/release pair.
+
+use core::fmt;
+
+use bsdalloc_vmem::{Arena, SpanSource, VmFlags, VmemError};
+
+use crate::map::KernelMap;
+
+/// A [`SpanSource`] that imports backed memory: address space from `va`
+/// and wired pages from `map` — what NetBSD passes as `importfn =
+/// uvm_km_kmem_alloc, releasefn = uvm_km_kmem_free, arg = va arena` when
+/// it builds `kmem_meta_arena` and the `kmem_va_arena`'s consumers.
+///
+/// ```
+/// use bsdalloc_uvm_pages::{KernelMap, KmConfig, KmemSource};
+/// use bsdalloc_vmem::{Arena, ArenaConfig, VmFlags};
+///
+/// let map = KernelMap::bootstrap(KmConfig { size: 1 << 30, ..KmConfig::new() }).unwrap();
+/// let src: &'static KmemSource = Box::leak(Box::new(KmemSource::new(map, map.kmem_arena())));
+/// let meta = Arena::with_config(ArenaConfig { source: Some(src), ..ArenaConfig::new("vmem-meta", 64) }, 0, 0).unwrap();
+/// let p = meta.alloc(200, VmFlags::NOSLEEP | VmFlags::INSTANTFIT).unwrap();
+/// unsafe { (p as *mut u8).write_bytes(0xA5, 200) }; // backed memory
+/// meta.free(p, 200);
+/// ```
+pub struct KmemSource {
+    map: &'static KernelMap,
+    va: &'static Arena,
+}
+
+impl fmt::Debug for KmemSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KmemSource")
+            .field("va", &self.va.name())
+            .finish()
+    }
+}
+
+impl KmemSource {
+    /// Import from `va` (an arena of `map`'s kmem addresses), backed by
+    /// `map`'s pages.
+    pub const fn new(map: &'static KernelMap, va: &'static Arena) -> KmemSource {
+        KmemSource { map, va }
+    }
+}
+
+impl SpanSource for KmemSource {
+    fn import(&self, size: usize, flags: VmFlags) -> Result<(usize, usize), VmemError> {
+        let size = size.next_multiple_of(self.map.page_size());
+        let va = self.map.uvm_km_kmem_alloc(self.va, size, flags)?;
+        Ok((va, size))
+    }
+
+    fn release(&self, addr: usize, size: usize) {
+        self.map.uvm_km_kmem_free(self.va, addr, size);
+    }
+}

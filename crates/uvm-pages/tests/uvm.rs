@@ -1,0 +1,483 @@
+//! uvm_km behaviour: every flag, alignment and zeroing, the budget and the
+//! pagedaemon (the rump `uvmwait` shape), drain hooks, arena stacking on
+//! `uvm_km_kmem_alloc`, guard pages, and each bad input.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bsdalloc_platform::{
+    Delivery, Ipl, OS_PAGES, curcpu, intr_establish, intr_trigger, splvm, splx,
+};
+use bsdalloc_uvm_pages::{KernelMap, KmConfig, KmemSource, UvmFlags};
+use bsdalloc_vmem::{Arena, ArenaConfig, SizeType, VmFlags, VmemError};
+
+const W: UvmFlags = UvmFlags::WIRED;
+const P: UvmFlags = UvmFlags::PAGEABLE;
+const V: UvmFlags = UvmFlags::VAONLY;
+
+fn map(limit_pages: usize, free_target_pages: usize) -> &'static KernelMap {
+    KernelMap::bootstrap(KmConfig {
+        size: 1 << 30,
+        limit_pages,
+        free_target_pages,
+        pages: &OS_PAGES,
+    })
+    .unwrap()
+}
+
+fn leak<T>(t: T) -> &'static T {
+    Box::leak(Box::new(t))
+}
+
+#[test]
+fn wired_memory_is_resident_aligned_and_zeroed() {
+    let m = map(0, 1024);
+    let ps = m.page_size();
+    for align in [0, ps, 16 * ps, 64 * ps] {
+        let p = m
+            .uvm_km_alloc(5 * ps + 1, align, W | UvmFlags::ZERO)
+            .unwrap();
+        let a = p.as_ptr().addr();
+        assert_eq!(a % align.max(ps), 0, "aligned to {align:#x}");
+        // SAFETY: 6 pages (5*ps+1 rounded up) of wired memory.
+        let s = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), 6 * ps) };
+        assert!(s.iter().all(|&b| b == 0));
+        s.fill(0x5A);
+        assert_eq!(m.stats().wired_pages, 6);
+        m.uvm_km_free(p, 5 * ps + 1, W);
+    }
+    let st = m.stats();
+    assert_eq!(st.wired_pages, 0);
+    assert_eq!(st.va_in_use, [0; 4]);
+}
+
+#[test]
+fn reused_pages_make_no_os_call_and_zero_clears_them() {
+    let m = map(0, 1024);
+    let ps = m.page_size();
+    let p = m.uvm_km_alloc(4 * ps, 0, W).unwrap();
+    // SAFETY: 4 wired pages.
+    unsafe { p.as_ptr().write_bytes(0xEE, 4 * ps) };
+    m.uvm_km_free(p, 4 * ps, W);
+    assert_eq!(
+        m.stats().cached_pages,
+        4,
+        "freed pages stay committed within the free target"
+    );
+    let calls = m.stats().os_calls;
+    let q = m.uvm_km_alloc(4 * ps, 0, W | UvmFlags::ZERO).unwrap();
+    assert_eq!(m.stats().os_calls, calls, "steady state: no OS call");
+    assert_eq!(m.stats().cached_pages, 0);
+    // SAFETY: 4 wired pages.
+    let s = unsafe { std::slice::from_raw_parts(q.as_ptr(), 4 * ps) };
+    assert!(
+        s.iter().all(|&b| b == 0),
+        "UVM_KMF_ZERO clears reused pages"
+    );
+    m.uvm_km_free(q, 4 * ps, W);
+    assert_eq!(m.pagedaemon(), 4, "the pagedaemon gives cached pages back");
+    assert_eq!(m.stats().committed_pages, 0);
+}
+
+#[test]
+fn pageable_memory_is_demand_zero() {
+    let m = map(0, 1024);
+    let ps = m.page_size();
+    let p = m.uvm_km_alloc(16 * ps, 0, P).unwrap();
+    // SAFETY: 16 pageable pages, readable and writable.
+    let s = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), 16 * ps) };
+    assert!(s.iter().all(|&b| b == 0));
+    s[3 * ps] = 1;
+    assert_eq!(m.stats().pageable_pages, 16);
+    m.uvm_km_free(p, 16 * ps, P);
+    // Pageable pages never stay cached: the next ones read as zero again.
+    assert_eq!(m.stats().cached_pages, 0);
+    let q = m.uvm_km_alloc(16 * ps, 0, P).unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { *q.as_ptr().add(3 * ps) }, 0);
+    m.uvm_km_free(q, 16 * ps, P);
+}
+
+#[test]
+fn vaonly_is_address_space_until_entered() {
+    let m = map(0, 0);
+    let ps = m.page_size();
+    let before = m.stats().committed_pages;
+    let p = m.uvm_km_alloc(8 * ps, 0, V | UvmFlags::COLORMATCH).unwrap();
+    assert_eq!(m.stats().committed_pages, before, "no pages");
+    assert_eq!(m.stats().va_in_use[2], 8 * ps);
+    let q = NonNull::new(p.as_ptr().wrapping_add(2 * ps)).unwrap();
+    m.enter(q, 2 * ps, UvmFlags(0)).unwrap();
+    // SAFETY: two entered pages.
+    unsafe { q.as_ptr().add(ps).write(9) };
+    assert_eq!(m.stats().committed_pages, before + 2);
+    m.remove(q, 2 * ps);
+    m.enter(q, ps, UvmFlags(0)).unwrap(); // left entered: freed with the range
+    m.uvm_km_free(p, 8 * ps, V);
+    assert_eq!(m.stats().committed_pages, before);
+    assert_eq!(m.stats().wired_pages, 0);
+}
+
+#[test]
+fn exec_trylock_and_waitva_are_accepted() {
+    let m = map(0, 0);
+    let ps = m.page_size();
+    let p = m
+        .uvm_km_alloc(
+            ps,
+            0,
+            W | UvmFlags::EXEC | UvmFlags::TRYLOCK | UvmFlags::WAITVA,
+        )
+        .unwrap();
+    m.uvm_km_free(p, ps, W);
+}
+
+#[test]
+fn address_space_shortage_fails_or_waits_with_waitva() {
+    let m = KernelMap::bootstrap(KmConfig {
+        size: 96 * 4096,
+        limit_pages: 0,
+        free_target_pages: 0,
+        pages: &OS_PAGES,
+    })
+    .unwrap();
+    let ps = m.page_size();
+    // The VA-only region of a 96-page map holds 16 pages.
+    let all = m.uvm_km_alloc(16 * ps, 0, V).unwrap();
+    assert!(m.uvm_km_alloc(ps, 0, V).is_none(), "no address space: 0");
+    let waiter = std::thread::spawn(move || {
+        m.uvm_km_alloc(ps, 0, V | UvmFlags::WAITVA)
+            .map(|p| p.as_ptr() as usize)
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        !waiter.is_finished(),
+        "UVM_KMF_WAITVA sleeps for address space"
+    );
+    m.uvm_km_free(all, 16 * ps, V);
+    let got = waiter.join().unwrap().expect("woken by the free");
+    m.uvm_km_free(NonNull::new(got as *mut u8).unwrap(), ps, V);
+}
+
+/// The rump `uvmwait` shape at this layer: a 1 MiB budget; hold 32 pages,
+/// exhaust the rest with NOWAIT (failing before the limit is passed), then
+/// a sleeping allocation blocks until another thread frees the 32 pages.
+#[test]
+fn budget_sleep_until_memory_comes_back() {
+    let m = map(256, 0);
+    let ps = m.page_size();
+    let held: Vec<usize> = (0..32)
+        .map(|_| m.uvm_km_alloc(ps, 0, W).unwrap().as_ptr() as usize)
+        .collect();
+    let mut rest = vec![];
+    while let Some(p) = m.uvm_km_alloc(ps, 0, W | UvmFlags::NOWAIT) {
+        rest.push(p);
+        assert!(m.stats().committed_pages <= 256, "never past the limit");
+    }
+    assert_eq!(held.len() + rest.len(), 256);
+    assert!(
+        m.uvm_km_alloc(ps, 0, W | UvmFlags::CANFAIL).is_none(),
+        "CANFAIL fails after a pagedaemon pass"
+    );
+    let runs = m.stats().pagedaemon_runs;
+    assert!(runs >= 1);
+    let sleeper =
+        std::thread::spawn(move || m.uvm_km_alloc(2 * ps, 0, W).unwrap().as_ptr() as usize);
+    while m.stats().sleeps == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        !sleeper.is_finished(),
+        "the WAITOK allocation waits for memory"
+    );
+    let freer = std::thread::spawn(move || {
+        for a in held {
+            m.uvm_km_free(NonNull::new(a as *mut u8).unwrap(), ps, W);
+        }
+    });
+    freer.join().unwrap();
+    let got = sleeper.join().unwrap();
+    m.uvm_km_free(NonNull::new(got as *mut u8).unwrap(), 2 * ps, W);
+    for p in rest {
+        m.uvm_km_free(p, ps, W);
+    }
+    let st = m.stats();
+    assert_eq!((st.wired_pages, st.committed_pages), (0, 0));
+}
+
+static HOOK_MAP: AtomicUsize = AtomicUsize::new(0);
+static HOOK_HELD: AtomicUsize = AtomicUsize::new(0);
+static HOOK_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+fn drain_hook(_arg: usize, flags: UvmFlags) {
+    assert!(flags.contains(UvmFlags::NOWAIT));
+    HOOK_CALLS.fetch_add(1, Ordering::SeqCst);
+    let held = HOOK_HELD.swap(0, Ordering::SeqCst);
+    if held != 0 {
+        // SAFETY: set below to a leaked &'static KernelMap.
+        let m = unsafe { &*(HOOK_MAP.load(Ordering::SeqCst) as *const KernelMap) };
+        m.uvm_km_free(NonNull::new(held as *mut u8).unwrap(), 8 * m.page_size(), W);
+    }
+}
+
+#[test]
+fn pagedaemon_runs_drain_hooks_on_shortage() {
+    let m = map(16, 16);
+    let ps = m.page_size();
+    HOOK_MAP.store(m as *const KernelMap as usize, Ordering::SeqCst);
+    m.register_drain_hook(drain_hook, 0);
+    // A "pool" holds 8 pages it would give back if asked.
+    HOOK_HELD.store(
+        m.uvm_km_alloc(8 * ps, 0, W).unwrap().as_ptr() as usize,
+        Ordering::SeqCst,
+    );
+    let a = m.uvm_km_alloc(8 * ps, 0, W).unwrap();
+    // 16 of 16 pages in use: the next NOWAIT request needs the pool's pages.
+    let b = m
+        .uvm_km_alloc(4 * ps, 0, W | UvmFlags::NOWAIT)
+        .expect("the drain hook freed memory");
+    assert_eq!(HOOK_CALLS.load(Ordering::SeqCst), 1);
+    assert!(m.stats().pagedaemon_runs >= 1);
+    m.uvm_km_free(a, 8 * ps, W);
+    m.uvm_km_free(b, 4 * ps, W);
+}
+
+#[test]
+fn arenas_stack_on_kmem_alloc_like_netbsds_kmem_arenas() {
+    let m = map(0, 64);
+    let ps = m.page_size();
+    // kmem_arena → kmem_va_arena ("kva", quantum cache of 16 pages) and
+    // vmem-va (16x imports) → vmem-meta (backed through uvm_km_kmem_alloc).
+    let kmem: &'static Arena = m.kmem_arena();
+    let kva: &'static Arena = leak(
+        Arena::with_config(
+            ArenaConfig {
+                source: Some(kmem),
+                qcache_max: 16 * ps,
+                ipl: Ipl::Vm,
+                ..ArenaConfig::new("kva", ps)
+            },
+            0,
+            0,
+        )
+        .unwrap(),
+    );
+    let vmem_va: &'static Arena = leak(
+        Arena::with_config(
+            ArenaConfig {
+                source: Some(kmem),
+                flags: VmFlags::NOSLEEP | VmFlags::LARGEIMPORT,
+                ipl: Ipl::Vm,
+                ..ArenaConfig::new("vmem-va", ps)
+            },
+            0,
+            0,
+        )
+        .unwrap(),
+    );
+    let src: &'static KmemSource = leak(KmemSource::new(m, vmem_va));
+    let meta = Arena::with_config(
+        ArenaConfig {
+            source: Some(src),
+            ipl: Ipl::Vm,
+            ..ArenaConfig::new("vmem-meta", 64)
+        },
+        0,
+        0,
+    )
+    .unwrap();
+    let x = meta
+        .alloc(1000, VmFlags::NOSLEEP | VmFlags::INSTANTFIT)
+        .unwrap();
+    // SAFETY: backed memory from the stack.
+    unsafe { (x as *mut u8).write_bytes(0xC3, 1000) };
+    assert!(
+        vmem_va.size(SizeType::ALL) >= 16 * ps,
+        "vmem-va imported 16x"
+    );
+    assert!(m.stats().wired_pages >= 1);
+    let k = m.uvm_km_kmem_alloc(kva, 3 * ps, VmFlags::SLEEP).unwrap();
+    // SAFETY: 3 backed pages.
+    unsafe { (k as *mut u8).add(2 * ps).write(1) };
+    m.uvm_km_kmem_free(kva, k, 3 * ps);
+    meta.free(x, 1000);
+    assert_eq!(meta.stats().nspans, 0, "vmem-meta released its span");
+    assert_eq!(m.stats().wired_pages, 0);
+    assert_eq!(m.stats().va_in_use[3], 0);
+    kva.assert_sane();
+    vmem_va.assert_sane();
+    assert!(!m.va_starved());
+}
+
+#[test]
+fn kmem_alloc_nosleep_fails_cleanly_on_shortage() {
+    let m = map(4, 0);
+    let ps = m.page_size();
+    let kmem = m.kmem_arena();
+    let a = m.uvm_km_kmem_alloc(kmem, 4 * ps, VmFlags::NOSLEEP).unwrap();
+    let va_before = kmem.size(SizeType::ALLOC);
+    assert_eq!(
+        m.uvm_km_kmem_alloc(kmem, ps, VmFlags::NOSLEEP),
+        Err(VmemError::NoMemory)
+    );
+    assert_eq!(
+        kmem.size(SizeType::ALLOC),
+        va_before,
+        "the address space went back"
+    );
+    m.uvm_km_kmem_free(kmem, a, 4 * ps);
+}
+
+#[test]
+fn stats_display() {
+    let m = map(100, 8);
+    let s = m.stats().to_string();
+    assert!(
+        s.contains("kernel VA reserved")
+            && s.contains("limit 100")
+            && s.contains("pagedaemon runs"),
+        "{s}"
+    );
+}
+
+// ---- guard pages: the page after the object faults ----
+
+#[test]
+fn guard_page_faults_on_overrun() {
+    if std::env::var_os("BSDALLOC_GUARD_CHILD").is_some() {
+        let m = map(0, 0);
+        let ps = m.page_size();
+        let p = m.uvm_km_alloc_guarded(ps, 1, W).unwrap();
+        // SAFETY: the last byte of the object.
+        unsafe { p.as_ptr().add(ps - 1).write(1) };
+        // SAFETY: not safe, on purpose: one byte past the object, into the
+        // guard page; this child process must die of SIGSEGV here.
+        unsafe { std::ptr::write_volatile(p.as_ptr().add(ps), 1) };
+        std::process::exit(0); // not reached: the write faults
+    }
+    let m = map(0, 0);
+    let ps = m.page_size();
+    let p = m.uvm_km_alloc_guarded(2 * ps, 1, W).unwrap();
+    // SAFETY: inside the object.
+    unsafe { p.as_ptr().add(2 * ps - 1).write(1) };
+    m.uvm_km_free_guarded(p, 2 * ps, 1, W);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "guard_page_faults_on_overrun",
+            "--test-threads=1",
+        ])
+        .env("BSDALLOC_GUARD_CHILD", "1")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc_sigsegv()),
+        "the overrun must fault: {:?}",
+        out.status
+    );
+}
+
+fn libc_sigsegv() -> i32 {
+    11
+}
+
+// ---- bad input ----
+
+#[test]
+#[should_panic(expected = "uvm_km_alloc: size 0")]
+fn alloc_size_zero() {
+    map(0, 0).uvm_km_alloc(0, 0, W);
+}
+
+#[test]
+#[should_panic(expected = "must contain exactly one type")]
+fn alloc_two_types() {
+    map(0, 0).uvm_km_alloc(4096, 0, W | P);
+}
+
+#[test]
+#[should_panic(expected = "alignment 0x3000 is not a power-of-two multiple of the page size")]
+fn alloc_bad_alignment() {
+    map(0, 0).uvm_km_alloc(4096, 0x3000, W);
+}
+
+#[test]
+#[should_panic(expected = "UVM_KMF_COLORMATCH is for UVM_KMF_VAONLY only")]
+fn colormatch_with_wired() {
+    map(0, 0).uvm_km_alloc(4096, 1, W | UvmFlags::COLORMATCH);
+}
+
+#[test]
+#[should_panic(expected = "is not allocated")]
+fn free_not_allocated() {
+    let m = map(0, 0);
+    let p = m.uvm_km_alloc(4096, 0, W).unwrap();
+    m.uvm_km_free(p, 4096, W);
+    m.uvm_km_free(p, 4096, W);
+}
+
+#[test]
+#[should_panic(expected = "size 0x2000 does not match the allocation's 0x1000")]
+fn free_wrong_size() {
+    let m = map(0, 0);
+    let p = m.uvm_km_alloc(4096, 0, W).unwrap();
+    m.uvm_km_free(p, 8192, W);
+}
+
+#[test]
+#[should_panic(expected = "was allocated as UVM_KMF_WIRED, freed as UVM_KMF_PAGEABLE")]
+fn free_wrong_type() {
+    let m = map(0, 0);
+    let p = m.uvm_km_alloc(4096, 0, W).unwrap();
+    m.uvm_km_free(p, 4096, P);
+}
+
+#[test]
+#[should_panic(expected = "is not in the kernel map")]
+fn free_foreign_pointer() {
+    let m = map(0, 0);
+    let mut x = [0u8; 4096];
+    let p = NonNull::new(x.as_mut_ptr().map_addr(|a| a & !4095)).unwrap();
+    m.uvm_km_free(p, 4096, W);
+}
+
+#[test]
+#[should_panic(expected = "is already mapped")]
+fn enter_twice() {
+    let m = map(0, 0);
+    let p = m.uvm_km_alloc(4096, 0, V).unwrap();
+    m.enter(p, 4096, UvmFlags(0)).unwrap();
+    m.enter(p, 4096, UvmFlags(0));
+}
+
+#[test]
+#[should_panic(expected = "is not allocated in arena 'kmem'")]
+fn kmem_free_not_allocated() {
+    let m = map(0, 0);
+    let a = m
+        .uvm_km_kmem_alloc(m.kmem_arena(), 4096, VmFlags::NOSLEEP)
+        .unwrap();
+    m.uvm_km_kmem_free(m.kmem_arena(), a, 4096);
+    m.uvm_km_kmem_free(m.kmem_arena(), a, 4096);
+}
+
+static INTR_MAP: AtomicUsize = AtomicUsize::new(0);
+
+fn waitok_in_interrupt(_: usize) {
+    // SAFETY: a leaked &'static KernelMap stored below.
+    let m = unsafe { &*(INTR_MAP.load(Ordering::SeqCst) as *const KernelMap) };
+    m.uvm_km_alloc(4096, 0, W);
+}
+
+#[test]
+#[should_panic(expected = "uvm_km_alloc (without UVM_KMF_NOWAIT): sleeping in interrupt context")]
+fn waitok_from_interrupt_context() {
+    INTR_MAP.store(map(0, 0) as *const KernelMap as usize, Ordering::SeqCst);
+    let src = intr_establish(Ipl::Vm, waitok_in_interrupt, 0).unwrap();
+    let s = splvm();
+    assert_eq!(intr_trigger(curcpu(), src), Delivery::Delivered);
+    splx(s);
+}
