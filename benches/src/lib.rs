@@ -49,6 +49,11 @@ pub const GOALS: &[Goal] = &[
         goal: "<= 2x plain alloc",
     },
     Goal {
+        case: "K5",
+        what: "large allocations 16 KiB-4 MiB, every page touched (page layer: uvm_km_alloc WIRED)",
+        goal: "no OS call per op in steady state; <= 1.5x mimalloc",
+    },
+    Goal {
         case: "V5",
         what: "fragmentation after a phase change (fill 90%, free every other, ask large)",
         goal: "report largest allocatable and free-segment count",

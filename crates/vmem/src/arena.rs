@@ -970,8 +970,7 @@ impl Arena {
     /// If allocations are still live ("vmem_destroy: … still allocated").
     #[track_caller]
     pub fn destroy(&self) {
-        crate::debug::unregister(self);
-        let mut g = self.lock.lock();
+        let g = self.lock.lock();
         self.check_alive(&g);
         if g.hash.nbusy != 0 {
             let (n, b) = (g.hash.nbusy, g.inuse);
@@ -981,6 +980,11 @@ impl Arena {
                 self.name
             );
         }
+        drop(g);
+        // Only once the arena is known to be idle: a refused destroy changes
+        // nothing. (The arena list ranks above arena locks.)
+        crate::debug::unregister(self);
+        let mut g = self.lock.lock();
         g.destroyed = true;
         let mut released: [(usize, usize); 8] = [(0, 0); 8];
         loop {

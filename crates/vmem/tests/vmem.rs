@@ -769,6 +769,24 @@ fn destroy_with_live_allocations() {
 }
 
 #[test]
+fn refused_destroy_leaves_the_arena_intact() {
+    let a: &'static Arena = leak(Arena::create("kept", 0, 0x1000, 0x10).unwrap());
+    a.register();
+    let x = a.alloc(0x10, NS | IF).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.destroy()));
+    assert!(r.is_err(), "destroy with a live allocation panics");
+    let mut out = String::new();
+    vmem_whatis(x, &mut out).unwrap();
+    assert!(
+        out.contains("in VMEM 'kept' (allocated)"),
+        "still registered and usable: {out}"
+    );
+    a.free(x, 0x10);
+    a.assert_sane();
+    a.destroy();
+}
+
+#[test]
 #[should_panic(expected = "vmem_size: bad type mask 0x4")]
 fn size_with_bad_mask() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
