@@ -607,6 +607,12 @@ impl KernelMap {
                 }
             }
         }
+        if overflow && zero && !failed {
+            // The fragmented path recommitted without telling reused pages
+            // from fresh ones: clear all of them.
+            // SAFETY: committed, writable pages this allocation owns.
+            unsafe { self.va_of(first).as_ptr().write_bytes(0, n << self.pshift) };
+        }
         if failed {
             self.unback(va, len, kind, true);
             let mut s = self.state.lock();

@@ -81,6 +81,56 @@ fn reused_pages_make_no_os_call_and_zero_clears_them() {
 }
 
 #[test]
+fn zero_holds_over_a_fragmented_mix_of_cached_and_fresh_pages() {
+    let m = map(0, 4096);
+    let ps = m.page_size();
+    // Cache every other page of a 64-page range: 32 runs of each kind.
+    let big = m.uvm_km_alloc(64 * ps, 0, W).unwrap();
+    // SAFETY: 64 wired pages.
+    unsafe { big.as_ptr().write_bytes(0xAB, 64 * ps) };
+    m.uvm_km_free(big, 64 * ps, W);
+    m.pagedaemon(); // all back to the OS
+    let singles: Vec<_> = (0..64).map(|_| m.uvm_km_alloc(ps, 0, W).unwrap()).collect();
+    for (i, p) in singles.iter().enumerate() {
+        // SAFETY: one wired page each.
+        unsafe { p.as_ptr().write_bytes(0xCD, ps) };
+        if i % 2 == 1 {
+            m.uvm_km_free(*p, ps, W); // cached, dirty
+        }
+    }
+    for (i, p) in singles.iter().enumerate() {
+        if i % 2 == 0 {
+            m.uvm_km_free(*p, ps, W);
+        }
+    }
+    m.pagedaemon();
+    let again: Vec<_> = (0..64).map(|_| m.uvm_km_alloc(ps, 0, W).unwrap()).collect();
+    for (i, p) in again.iter().enumerate() {
+        // SAFETY: one wired page each.
+        unsafe { p.as_ptr().write_bytes(0xEF, ps) };
+        if i % 2 == 0 {
+            m.uvm_km_free(*p, ps, W);
+        }
+    }
+    // Now every other page of the region is cached and dirty; ask for a
+    // range spanning both kinds, zeroed.
+    let z = m.uvm_km_alloc(32 * ps, 0, W | UvmFlags::ZERO).unwrap();
+    // SAFETY: 32 wired pages.
+    let s = unsafe { std::slice::from_raw_parts(z.as_ptr(), 32 * ps) };
+    assert!(
+        s.iter().all(|&b| b == 0),
+        "UVM_KMF_ZERO over a fragmented range"
+    );
+    m.uvm_km_free(z, 32 * ps, W);
+    for (i, p) in again.iter().enumerate() {
+        if i % 2 == 1 {
+            m.uvm_km_free(*p, ps, W);
+        }
+    }
+    assert_eq!(m.stats().wired_pages, 0);
+}
+
+#[test]
 fn pageable_memory_is_demand_zero() {
     let m = map(0, 1024);
     let ps = m.page_size();
