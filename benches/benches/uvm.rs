@@ -100,17 +100,7 @@ fn k5(c: &mut Criterion) {
         after.pages_returned - before.pages_returned,
         after
     );
-    if let Ok(path) = std::env::var("BSDALLOC_BENCH_EXTRA") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        f.write_all(out.as_bytes()).unwrap();
-    } else {
-        eprintln!("{out}");
-    }
+    bsdalloc_benches::append_extra(&out);
 }
 
 criterion_group!(benches, k5);

@@ -372,7 +372,7 @@ fn v3(c: &mut Criterion) {
                 refused += u64::from(live[i].is_none());
             })
         });
-        extra(&format!(
+        bsdalloc_benches::append_extra(&format!(
             "### V3 peer refusals\n\nThe `vmem` crate's xalloc refused {refused} of {tries} constrained requests \
              (bsdalloc-vmem refused none of the same requests: each fits in the 64 GiB span).\n\n"
         ));
@@ -470,22 +470,7 @@ fn v5(_c: &mut Criterion) {
         tags.chunks,
         tags.from_pages
     );
-    extra(&out);
-}
-
-/// Append non-timing figures to the report (see `cargo xtask bench`).
-fn extra(text: &str) {
-    if let Ok(path) = std::env::var("BSDALLOC_BENCH_EXTRA") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        f.write_all(text.as_bytes()).unwrap();
-    } else {
-        eprintln!("{text}");
-    }
+    bsdalloc_benches::append_extra(&out);
 }
 
 criterion_group!(benches, v5, v1, v2, v3);

@@ -104,3 +104,20 @@ pub fn machine_description() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
 }
+
+/// Append non-timing figures (counters, fragmentation, OS calls) to the
+/// report: `cargo xtask bench` sets `BSDALLOC_BENCH_EXTRA` to the file the
+/// `report` binary includes; without it, print them.
+pub fn append_extra(text: &str) {
+    if let Ok(path) = std::env::var("BSDALLOC_BENCH_EXTRA") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open extra");
+        f.write_all(text.as_bytes()).expect("write extra");
+    } else {
+        eprintln!("{text}");
+    }
+}

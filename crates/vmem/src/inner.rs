@@ -15,6 +15,44 @@ use crate::flags::VMEM_MAXORDER;
 
 type Bt = BoundaryTag;
 
+/// Push `bt` at the head of the doubly linked `link_*` list at `*head`.
+///
+/// # Safety
+/// `head` points at a valid list head; `bt` is a valid tag on no link list.
+unsafe fn link_push(head: *mut *mut Bt, bt: *mut Bt) {
+    // SAFETY: caller's contract.
+    unsafe {
+        (*bt).link_prev = ptr::null_mut();
+        (*bt).link_next = *head;
+        if !(*head).is_null() {
+            (**head).link_prev = bt;
+        }
+        *head = bt;
+    }
+}
+
+/// Unlink `bt` from the doubly linked `link_*` list at `*head`.
+///
+/// # Safety
+/// `bt` is on the list whose head `head` points at.
+unsafe fn link_unlink(head: *mut *mut Bt, bt: *mut Bt) {
+    // SAFETY: caller's contract.
+    unsafe {
+        let next = (*bt).link_next;
+        let prev = (*bt).link_prev;
+        if prev.is_null() {
+            *head = next;
+        } else {
+            (*prev).link_next = next;
+        }
+        if !next.is_null() {
+            (*next).link_prev = prev;
+        }
+        (*bt).link_next = ptr::null_mut();
+        (*bt).link_prev = ptr::null_mut();
+    }
+}
+
 /// The busy-tag hash: chains of BUSY tags keyed by start address.
 pub(crate) struct BusyHash {
     /// `size` bucket heads, or null while the embedded bucket is in use.
@@ -62,15 +100,7 @@ impl BusyHash {
     /// `bt` is a valid tag not on any link list.
     pub(crate) unsafe fn insert(&mut self, bt: *mut Bt) {
         // SAFETY: caller's contract; the head pointer is valid.
-        unsafe {
-            let head = self.head((*bt).start);
-            (*bt).link_prev = ptr::null_mut();
-            (*bt).link_next = *head;
-            if !(*head).is_null() {
-                (**head).link_prev = bt;
-            }
-            *head = bt;
-        }
+        unsafe { link_push(self.head((*bt).start), bt) };
         self.nbusy += 1;
         if self.nbusy > self.maxbusy {
             self.maxbusy = self.nbusy;
@@ -82,21 +112,8 @@ impl BusyHash {
     /// # Safety
     /// `bt` is on this hash.
     pub(crate) unsafe fn remove(&mut self, bt: *mut Bt) {
-        // SAFETY: caller's contract.
-        unsafe {
-            let next = (*bt).link_next;
-            let prev = (*bt).link_prev;
-            if prev.is_null() {
-                *self.head((*bt).start) = next;
-            } else {
-                (*prev).link_next = next;
-            }
-            if !next.is_null() {
-                (*next).link_prev = prev;
-            }
-            (*bt).link_next = ptr::null_mut();
-            (*bt).link_prev = ptr::null_mut();
-        }
+        // SAFETY: caller's contract: `bt` is on the chain of its bucket.
+        unsafe { link_unlink(self.head((*bt).start), bt) };
         self.nbusy -= 1;
     }
 
@@ -428,16 +445,10 @@ impl Inner {
     }
 
     pub(crate) fn fl_insert(&mut self, bt: *mut Bt, qshift: u32) {
-        // SAFETY: `bt` is a FREE tag on no free list.
+        // SAFETY: `bt` is a FREE tag on no free list; the head is ours.
         unsafe {
             let i = Self::list_floor((*bt).size >> qshift);
-            let head = self.freelist[i];
-            (*bt).link_prev = ptr::null_mut();
-            (*bt).link_next = head;
-            if !head.is_null() {
-                (*head).link_prev = bt;
-            }
-            self.freelist[i] = bt;
+            link_push(&mut self.freelist[i], bt);
         }
         self.nfree_segs += 1;
     }
@@ -445,19 +456,8 @@ impl Inner {
     pub(crate) fn fl_remove(&mut self, bt: *mut Bt, qshift: u32) {
         // SAFETY: `bt` is on the free list of its size class.
         unsafe {
-            let next = (*bt).link_next;
-            let prev = (*bt).link_prev;
-            if prev.is_null() {
-                let i = Self::list_floor((*bt).size >> qshift);
-                self.freelist[i] = next;
-            } else {
-                (*prev).link_next = next;
-            }
-            if !next.is_null() {
-                (*next).link_prev = prev;
-            }
-            (*bt).link_next = ptr::null_mut();
-            (*bt).link_prev = ptr::null_mut();
+            let i = Self::list_floor((*bt).size >> qshift);
+            link_unlink(&mut self.freelist[i], bt);
         }
         self.nfree_segs -= 1;
     }
