@@ -220,21 +220,31 @@ fn v2(c: &mut Criterion) {
         let order = shuffled(l, 9);
         let mut g = c.benchmark_group(format!("V2/bulk/L={l}"));
         g.sample_size(10);
-        g.bench_function("ours", |b| {
-            b.iter_batched(
-                ours_arena,
-                |arena| {
-                    let v: Vec<usize> = (0..l)
-                        .map(|_| arena.alloc(Q, NS | VmFlags::INSTANTFIT).unwrap())
-                        .collect();
-                    for &i in &order {
-                        arena.free(v[i], Q);
-                    }
-                    arena
-                },
-                BatchSize::PerIteration,
-            )
-        });
+        let variants: Variants = if l >= 100_000 {
+            &[
+                ("ours", ours_arena),
+                ("ours-largehash", ours_arena_largehash),
+            ]
+        } else {
+            &[("ours", ours_arena)]
+        };
+        for &(name, make) in variants {
+            g.bench_function(name, |b| {
+                b.iter_batched(
+                    make,
+                    |arena| {
+                        let v: Vec<usize> = (0..l)
+                            .map(|_| arena.alloc(Q, NS | VmFlags::INSTANTFIT).unwrap())
+                            .collect();
+                        for &i in &order {
+                            arena.free(v[i], Q);
+                        }
+                        arena
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
         if l <= 10_000 {
             g.bench_function("vmem-crate", |b| {
                 b.iter_batched(
