@@ -34,6 +34,8 @@ impl Fit {
 #[derive(Arbitrary, Debug)]
 enum Op {
     AddSpan { base: u16, quanta: u16 },
+    /// A span that ends at the very top of the address type.
+    AddTopSpan { quanta: u16 },
     Alloc { quanta: u8, fit: Fit },
     XAlloc { quanta: u8, align_log: u8, phase: u16, nocross_log: u8, min: u16, span: u16, fit: Fit },
     XAllocAddr { at: u16, quanta: u8 },
@@ -62,18 +64,23 @@ impl Model {
     fn gaps(&self) -> Vec<(usize, usize)> {
         let mut out = vec![];
         for &(s, z) in &self.spans {
-            let mut inside: Vec<(usize, usize)> =
-                self.live.iter().filter(|l| l.addr >= s && l.addr < s + z).map(|l| (l.addr, l.size)).collect();
+            let end = s as u128 + z as u128;
+            let mut inside: Vec<(usize, usize)> = self
+                .live
+                .iter()
+                .filter(|l| l.addr >= s && (l.addr as u128) < end)
+                .map(|l| (l.addr, l.size))
+                .collect();
             inside.sort_unstable();
-            let mut at = s;
+            let mut at = s as u128;
             for (a, sz) in inside {
-                if a > at {
-                    out.push((at, a - at));
+                if a as u128 > at {
+                    out.push((at as usize, (a as u128 - at) as usize));
                 }
-                at = a + sz;
+                at = a as u128 + sz as u128;
             }
-            if at < s + z {
-                out.push((at, s + z - at));
+            if at < end {
+                out.push((at as usize, (end - at) as usize));
             }
         }
         out
@@ -82,9 +89,11 @@ impl Model {
     /// Is there any start satisfying the constraints inside a gap?
     /// (A brute-force walk over candidates, independent of vmem's fit test.)
     fn can_fit(&self, size: usize, align: usize, phase: usize, nocross: usize, min: usize, max: usize) -> bool {
+        // In u128, so that nothing wraps at the top of the address type.
+        let (size, align, phase, nocross) = (size as u128, align as u128, phase as u128, nocross as u128);
         for (s, z) in self.gaps() {
-            let lo = s.max(min);
-            let hi = (s + z - 1).min(max);
+            let lo = (s as u128).max(min as u128);
+            let hi = (s as u128 + z as u128 - 1).min(max as u128);
             if lo > hi || hi - lo + 1 < size {
                 continue;
             }
@@ -110,9 +119,10 @@ impl Model {
     }
 
     fn record(&mut self, addr: usize, size: usize, x: bool) {
-        assert!(self.spans.iter().any(|&(s, z)| addr >= s && addr + size <= s + z), "outside every span");
+        let (a, e) = (addr as u128, addr as u128 + size as u128);
+        assert!(self.spans.iter().any(|&(s, z)| a >= s as u128 && e <= s as u128 + z as u128), "outside every span");
         for l in &self.live {
-            assert!(addr + size <= l.addr || l.addr + l.size <= addr, "overlap");
+            assert!(e <= l.addr as u128 || l.addr as u128 + l.size as u128 <= a, "overlap");
         }
         self.live.push(Live { addr, size, x });
     }
@@ -130,8 +140,17 @@ fuzz_target!(|ops: Vec<Op>| {
         match op {
             Op::AddSpan { base, quanta } => {
                 let (s, z) = ((base as usize) * Q * 4, (quanta as usize % 512 + 1) * Q);
-                if m.spans.iter().any(|&(a, b)| s < a + b && a < s + z) {
+                if m.spans.iter().any(|&(a, b)| (s as u128) < a as u128 + b as u128 && a < s + z) {
                     continue; // vmem does not check overlapping spans; the model forbids them
+                }
+                arena.add(s, z, NS).unwrap();
+                m.spans.push((s, z));
+            }
+            Op::AddTopSpan { quanta } => {
+                let z = (quanta as usize % 4096 + 1) * Q;
+                let s = usize::MAX - z + 1;
+                if m.spans.iter().any(|&(a, _)| a == s || a > usize::MAX / 2) {
+                    continue;
                 }
                 arena.add(s, z, NS).unwrap();
                 m.spans.push((s, z));
@@ -154,13 +173,18 @@ fuzz_target!(|ops: Vec<Op>| {
                 if nocross != 0 && (phase ^ (phase + size - 1)) & nocross.wrapping_neg() != 0 {
                     nocross = 0;
                 }
-                let min = min as usize * Q;
-                let max = min + span as usize * Q;
+                // Windows near the bottom, or (top bit of `span`) reaching up
+                // to the top of the address type.
+                let (min, max) = if span & 0x8000 != 0 {
+                    (usize::MAX - (min as usize * Q), usize::MAX)
+                } else {
+                    (min as usize * Q, min as usize * Q + span as usize * Q)
+                };
                 match arena.xalloc(size, align, phase, nocross, min, max, NS | fit.flag()) {
                     Ok(a) => {
                         assert_eq!(a % align, phase);
-                        assert!(a >= min && a + size - 1 <= max);
-                        assert!(nocross == 0 || a / nocross == (a + size - 1) / nocross);
+                        assert!(a >= min && a as u128 + size as u128 - 1 <= max as u128);
+                        assert!(nocross == 0 || a / nocross == (a + (size - 1)) / nocross);
                         m.record(a, size, true);
                     }
                     Err(_) => assert!(!m.can_fit(size, align, phase, nocross, min, max), "xalloc failed with room"),
@@ -168,6 +192,9 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::XAllocAddr { at, quanta } => {
                 let (a, size) = (at as usize * Q, (quanta as usize % 16 + 1) * Q);
+                if a.checked_add(size).is_none() {
+                    continue;
+                }
                 match arena.xalloc_addr(a, size, NS) {
                     Ok(()) => m.record(a, size, true),
                     Err(_) => assert!(!m.can_fit(size, Q, 0, 0, a, a + size - 1)),

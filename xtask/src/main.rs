@@ -328,8 +328,9 @@ fn ci(full: bool) -> ExitCode {
 }
 
 fn full_tier(run: &mut Run) {
-    // Miri on the platform's pure logic (the machine itself calls into the
-    // OS, which Miri cannot run).
+    // Miri on pure logic (the fit test, free lists, hash chains over static
+    // tags); the machine and the page source call into the OS, which Miri
+    // cannot run.
     let miri = Command::new("rustup")
         .args([
             "component",

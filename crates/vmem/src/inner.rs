@@ -247,12 +247,6 @@ pub(crate) fn crosses(a: usize, b: usize, boundary: usize) -> bool {
     boundary != 0 && (a ^ b) & boundary.wrapping_neg() != 0
 }
 
-/// Round `x` up to a multiple of `align` (a power of two), wrapping.
-#[inline]
-pub(crate) fn align_up(x: usize, align: usize) -> usize {
-    x.wrapping_add(align - 1) & align.wrapping_neg()
-}
-
 /// The constraints of one request, sizes already quantum-rounded.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Request {
@@ -270,28 +264,34 @@ impl Request {
     }
 
     /// The fit test of spec §1.4 for one free segment: the chosen start.
+    ///
+    /// NetBSD computes the aligned start with wrapping arithmetic, which near
+    /// the top of the address type can wrap past zero and yield an address
+    /// below the segment; here every step is checked, so a segment without
+    /// a suitable address simply does not fit.
     pub(crate) fn fit(&self, bt: &Bt) -> Option<usize> {
-        let mut start = bt.start.max(self.minaddr);
+        let lo = bt.start.max(self.minaddr);
         let end = bt.end().min(self.maxaddr);
-        if start > end {
+        if lo > end {
             return None;
         }
-        start = align_up(start.wrapping_sub(self.phase), self.align).wrapping_add(self.phase);
-        if start < bt.start {
-            start = start.checked_add(self.align)?;
-        }
+        // The smallest start >= lo with start ≡ phase (mod align).
+        let mut start = if lo <= self.phase {
+            self.phase
+        } else {
+            (lo - self.phase)
+                .checked_next_multiple_of(self.align)?
+                .checked_add(self.phase)?
+        };
         let last = start.checked_add(self.size - 1)?;
         if crosses(start, last, self.nocross) {
-            start = align_up(start.wrapping_sub(self.phase), self.nocross).wrapping_add(self.phase);
-            if start < bt.start {
-                return None;
-            }
+            // The next nocross boundary, plus the phase (align < nocross).
+            start = (start - self.phase)
+                .checked_next_multiple_of(self.nocross)?
+                .checked_add(self.phase)?;
         }
-        if start <= end && end - start >= self.size - 1 {
-            Some(start)
-        } else {
-            None
-        }
+        let last = start.checked_add(self.size - 1)?;
+        (start >= lo && last <= end).then_some(start)
     }
 }
 
@@ -686,5 +686,126 @@ impl Inner {
     /// Whether `t` is a span type.
     pub(crate) fn is_span_type(t: u8) -> bool {
         t == BT_TYPE_SPAN || t == BT_TYPE_SPAN_STATIC
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Pure logic, no OS pages: runs under Miri (`cargo xtask ci --full`).
+    use super::*;
+
+    fn free_tag(start: usize, size: usize) -> BoundaryTag {
+        let mut t = BoundaryTag::new();
+        t.start = start;
+        t.size = size;
+        t.typ = BT_TYPE_FREE;
+        t
+    }
+
+    fn req(
+        size: usize,
+        align: usize,
+        phase: usize,
+        nocross: usize,
+        minaddr: usize,
+        maxaddr: usize,
+    ) -> Request {
+        Request {
+            size,
+            align,
+            phase,
+            nocross,
+            minaddr,
+            maxaddr,
+        }
+    }
+
+    #[test]
+    fn fit_obeys_every_constraint() {
+        let t = free_tag(0x1000, 0x10000);
+        assert_eq!(req(0x100, 1, 0, 0, 0, usize::MAX).fit(&t), Some(0x1000));
+        assert_eq!(
+            req(0x100, 0x4000, 0, 0, 0, usize::MAX).fit(&t),
+            Some(0x4000)
+        );
+        assert_eq!(
+            req(0x100, 0x4000, 0x10, 0, 0, usize::MAX).fit(&t),
+            Some(0x4010)
+        );
+        // [0x1f80, 0x2080) would cross 0x2000: moved to the boundary.
+        assert_eq!(
+            req(0x100, 0x80, 0, 0x1000, 0x1f80, usize::MAX).fit(&t),
+            Some(0x2000)
+        );
+        // Inclusive max: exactly the last byte is allowed, one less is not.
+        assert_eq!(req(0x100, 1, 0, 0, 0x10f00, 0x10fff).fit(&t), Some(0x10f00));
+        assert_eq!(req(0x100, 1, 0, 0, 0x10f00, 0x10ffe).fit(&t), None);
+        assert_eq!(
+            req(0x20000, 1, 0, 0, 0, usize::MAX).fit(&t),
+            None,
+            "too small"
+        );
+        // At the top of the address type, no wrap.
+        let top = free_tag(usize::MAX - 0xfff, 0x1000);
+        assert_eq!(
+            req(0x1000, 1, 0, 0, 0, usize::MAX).fit(&top),
+            Some(usize::MAX - 0xfff)
+        );
+        assert_eq!(req(0x10, 0x2000, 0, 0, 0, usize::MAX).fit(&top), None);
+    }
+
+    #[test]
+    fn crossing_a_boundary() {
+        assert!(crosses(0x0ff0, 0x1010, 0x1000));
+        assert!(!crosses(0x1000, 0x1fff, 0x1000));
+        assert!(!crosses(0, usize::MAX, 0), "nocross 0 never crosses");
+    }
+
+    #[test]
+    fn free_list_classes() {
+        assert_eq!(Inner::list_floor(1), 0);
+        assert_eq!(Inner::list_floor(3), 1);
+        assert_eq!(Inner::list_floor(4), 2);
+        assert_eq!(
+            Inner::list_ceil(3),
+            2,
+            "every member of list 2 has at least 4 >= 3 quanta"
+        );
+        assert_eq!(Inner::list_ceil(4), 2);
+        assert_eq!(Inner::list_ceil(5), 3);
+        assert_eq!(Inner::list_floor(usize::MAX), VMEM_MAXORDER - 1);
+    }
+
+    #[test]
+    fn hash_and_free_lists_link_and_unlink() {
+        let mut tags: [BoundaryTag; 8] = core::array::from_fn(|i| free_tag(i * 16, 16));
+        let mut inner = Inner::new();
+        let mut table = [ptr::null_mut::<BoundaryTag>(); 4];
+        let p: [*mut BoundaryTag; 8] = core::array::from_fn(|i| &mut tags[i] as *mut BoundaryTag);
+        for &t in &p[..4] {
+            inner.fl_insert(t, 4);
+        }
+        assert_eq!(inner.nfree_segs, 4);
+        inner.fl_remove(p[1], 4);
+        inner.fl_remove(p[3], 4);
+        assert_eq!(inner.nfree_segs, 2);
+        for &t in &p[4..] {
+            // SAFETY: valid tags on no list.
+            unsafe { inner.hash.insert(t) };
+        }
+        // SAFETY: a 4-bucket table, then back to the embedded bucket.
+        unsafe { inner.hash.rehash(table.as_mut_ptr(), 4) };
+        assert_eq!(inner.hash.nbusy, 4);
+        for &t in &p[4..] {
+            // SAFETY: `t` is a valid tag.
+            assert_eq!(inner.hash.lookup(unsafe { (*t).start }), t);
+        }
+        // SAFETY: p[5] is on the hash.
+        unsafe { inner.hash.remove(p[5]) };
+        assert!(inner.hash.lookup(5 * 16).is_null());
+        // SAFETY: back to the embedded bucket.
+        unsafe { inner.hash.rehash(ptr::null_mut(), 1) };
+        assert_eq!(inner.hash.lookup(6 * 16), p[6]);
+        assert_eq!(inner.hash.nbusy, 3);
     }
 }

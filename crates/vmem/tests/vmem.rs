@@ -144,6 +144,40 @@ fn xalloc_constraints_hold_for_every_strategy() {
 }
 
 #[test]
+fn alignment_near_the_top_of_the_address_space_never_wraps() {
+    // Rounding up to 0x2000 from usize::MAX - 0xfff wraps past zero; the
+    // request must fail, not return an address outside the span.
+    let a = Arena::create("top", usize::MAX - 0xfff, 0x1000, 0x10).unwrap();
+    for fit in [IF, BF, VmFlags::NEXTFIT] {
+        assert_eq!(
+            a.xalloc(0x10, 0x2000, 0, 0, 0, VMEM_ADDR_MAX, NS | fit),
+            Err(VmemError::NoMemory)
+        );
+        // With phase 0x1000 the span's start is itself ≡ phase (mod 0x2000).
+        let p = a
+            .xalloc(0x10, 0x2000, 0x1000, 0, 0, VMEM_ADDR_MAX, NS | fit)
+            .unwrap();
+        assert_eq!(p, usize::MAX - 0xfff);
+        a.xfree(p, 0x10);
+    }
+    let x = a
+        .xalloc(0x800, 0x800, 0, 0x1000, 0, VMEM_ADDR_MAX, NS | BF)
+        .unwrap();
+    assert_eq!(x, usize::MAX - 0xfff);
+    let y = a
+        .xalloc(0x800, 0x800, 0, 0x1000, 0, VMEM_ADDR_MAX, NS | BF)
+        .unwrap();
+    assert_eq!(
+        y,
+        usize::MAX - 0x7ff,
+        "the last aligned block, ending exactly at the top"
+    );
+    a.xfree(x, 0x800);
+    a.xfree(y, 0x800);
+    a.assert_sane();
+}
+
+#[test]
 fn xalloc_addr_takes_exactly_the_range_or_fails() {
     let a = Arena::create("exact", 0, 0x10000, 0x10).unwrap();
     a.xalloc_addr(0x1230, 0x40, NS).unwrap();
