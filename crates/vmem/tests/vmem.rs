@@ -9,7 +9,7 @@ use bsdalloc_platform::Ipl;
 use bsdalloc_vmem::{
     Arena, ArenaConfig, BoundaryTag, IdAllocator, IdPolicy, QuantumCache, SizeType, SpanSource,
     VMEM_ADDR_MAX, VmFlags, VmemError, vmem_create, vmem_descriptors_live, vmem_destroy,
-    vmem_est_btcount, vmem_whatis, vmem_xcreate,
+    vmem_est_btcount, vmem_init, vmem_rehash_all, vmem_whatis, vmem_xcreate,
 };
 
 const NS: VmFlags = VmFlags::NOSLEEP;
@@ -666,6 +666,75 @@ fn names_are_truncated_to_sixteen_bytes() {
     assert!(d.contains("freelist[4]"), "{d}");
     let s = a.stats().to_string();
     assert!(s.contains("vmem 'a-very-long-aren'"), "{s}");
+}
+
+#[test]
+fn vmem_init_on_caller_storage_registers_the_arena() {
+    let storage: &'static mut std::mem::MaybeUninit<Arena> =
+        Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
+    let a = vmem_init(
+        storage,
+        "static",
+        0x4000,
+        0x1000,
+        0x10,
+        None,
+        0,
+        NS,
+        Ipl::Vm,
+    )
+    .unwrap();
+    let x = a.alloc(0x20, NS | IF).unwrap();
+    let mut out = String::new();
+    vmem_whatis(x, &mut out).unwrap();
+    assert!(out.contains("in VMEM 'static' (allocated)"), "{out}");
+    a.free(x, 0x20);
+}
+
+#[test]
+fn bootstrap_flag_fills_the_tag_reserve_at_creation() {
+    let cfg = ArenaConfig {
+        flags: NS | VmFlags::BOOTSTRAP,
+        ..ArenaConfig::new("boot", 1)
+    };
+    let a = Arena::with_config(cfg, 0, 0).unwrap();
+    assert!(
+        a.stats().spare_tags > bsdalloc_vmem::BT_MINRESERVE,
+        "reserve filled before any request"
+    );
+    let plain = Arena::with_config(ArenaConfig::new("noboot", 1), 0, 0).unwrap();
+    assert_eq!(plain.stats().spare_tags, 0);
+}
+
+#[test]
+fn rehash_all_resizes_registered_arenas() {
+    let a = vmem_create("rehash-all", 0, 1 << 20, 1, None, 0, NS, Ipl::None).unwrap();
+    let xs: Vec<usize> = (0..5000).map(|_| a.alloc(1, NS | IF).unwrap()).collect();
+    let grown = a.hash_size();
+    for &x in &xs {
+        a.free(x, 1);
+    }
+    for _ in 0..30 {
+        vmem_rehash_all();
+    }
+    assert!(a.hash_size() < grown, "{} -> {}", grown, a.hash_size());
+    vmem_destroy(a);
+}
+
+#[test]
+fn id_allocator_waits_for_a_free_id() {
+    let ids: &'static IdAllocator = leak(IdAllocator::new("one", 7..8, IdPolicy::Reuse).unwrap());
+    let only = ids.alloc().unwrap();
+    assert!(ids.alloc().is_none());
+    let t = std::thread::spawn(move || ids.alloc_wait().into_raw());
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(
+        !t.is_finished(),
+        "alloc_wait sleeps while every id is taken"
+    );
+    drop(only);
+    assert_eq!(t.join().unwrap(), 7);
+    ids.free_raw(7);
 }
 
 // ---- bad input ----
