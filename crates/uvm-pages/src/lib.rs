@@ -74,7 +74,7 @@
 //! | `uvm_km_alloc(kernel_map, size, align, flags)` | [`KernelMap::uvm_km_alloc`] |
 //! | `uvm_km_free(kernel_map, va, size, type)` | [`KernelMap::uvm_km_free`] |
 //! | `uvm_km_kmem_alloc`, `uvm_km_kmem_free` | [`KernelMap::uvm_km_kmem_alloc`], [`KernelMap::uvm_km_kmem_free`], [`KmemSource`] as vmem import/release |
-//! | `kmem_arena` | [`KernelMap::kmem_arena`] |
+//! | `kmem_arena` | [`KernelMap::kmem_arena`], with its import source [`KernelMap::kmem_source`] |
 //! | `uvm_km_va_starved_p` | [`KernelMap::va_starved`] |
 //! | `pmap_kenter_pa`, `pmap_kremove` (for VA-only) | [`KernelMap::enter`], [`KernelMap::remove`] |
 //! | `uvm_kick_pdaemon`, pagedaemon | [`KernelMap::pagedaemon`] |

@@ -176,6 +176,9 @@ pub struct KernelMap {
     budget_cv: WaitChannel,
     os_calls: AtomicU64,
     va_in_use: [AtomicUsize; 4],
+    /// A `SpanSource` over `kmem`, pointing back at this map; set once the
+    /// map has its final address.
+    own_source: core::mem::MaybeUninit<crate::KmemSource>,
 }
 
 // SAFETY: the bitmaps are atomics in memory the map owns; everything else
@@ -299,14 +302,27 @@ impl KernelMap {
             budget_cv: WaitChannel::new("uvmwait"),
             os_calls: AtomicU64::new(0),
             va_in_use: [const { AtomicUsize::new(0) }; 4],
+            own_source: core::mem::MaybeUninit::uninit(),
         };
-        // SAFETY: the meta area starts with room for the descriptor.
+        // SAFETY: the meta area starts with room for the descriptor, which
+        // lives there until `destroy`; the source is written before the
+        // first shared reference to the map is handed out.
         let map: &'static KernelMap = unsafe {
             let p = m.cast::<KernelMap>();
             p.write(map);
+            let src = crate::KmemSource::new(&*p, &(*p).kmem);
+            (*p).own_source.write(src);
             &*p
         };
         Ok(map)
+    }
+
+    /// A vmem import source over [`KernelMap::kmem_arena`]: backed memory
+    /// for arenas stacked directly on the kmem arena (NetBSD's
+    /// `uvm_km_kmem_alloc` with `kmem_arena`).
+    pub fn kmem_source(&self) -> &crate::KmemSource {
+        // SAFETY: written by `bootstrap` before the map was handed out.
+        unsafe { self.own_source.assume_init_ref() }
     }
 
     /// The page size.

@@ -16,7 +16,9 @@ use crate::map::KernelMap;
 /// use bsdalloc_vmem::{Arena, ArenaConfig, VmFlags};
 ///
 /// let map = KernelMap::bootstrap(KmConfig { size: 1 << 30, ..KmConfig::new() }).unwrap();
-/// let src: &'static KmemSource = Box::leak(Box::new(KmemSource::new(map, map.kmem_arena())));
+/// // The map's own source over its kmem arena; build a `KmemSource` (kept in
+/// // a static) to import from another arena of the map.
+/// let src: &'static KmemSource = map.kmem_source();
 /// let meta = Arena::with_config(ArenaConfig { source: Some(src), ..ArenaConfig::new("vmem-meta", 64) }, 0, 0).unwrap();
 /// let p = meta.alloc(200, VmFlags::NOSLEEP | VmFlags::INSTANTFIT).unwrap();
 /// unsafe { (p as *mut u8).write_bytes(0xA5, 200) }; // backed memory
