@@ -23,6 +23,19 @@ const NS: VmFlags = VmFlags::NOSLEEP;
 /// Named arena constructors measured side by side.
 type Variants = &'static [(&'static str, fn() -> Arena)];
 
+/// Our arenas for a live-set size: NetBSD's hash limit, plus the
+/// `VM_LARGEHASH` extension where it matters (100k live and more).
+fn variants_for(l: usize) -> Variants {
+    if l >= 100_000 {
+        &[
+            ("ours", ours_arena),
+            ("ours-largehash", ours_arena_largehash),
+        ]
+    } else {
+        &[("ours", ours_arena)]
+    }
+}
+
 /// Boundary tags for the `vmem` crate, from the global allocator (its design).
 struct BoxTags;
 // SAFETY: hands out fresh, properly laid out allocations and frees them.
@@ -140,14 +153,7 @@ fn v1(c: &mut Criterion) {
     ] {
         for &l in &sizes {
             let mut g = c.benchmark_group(format!("V1/{fit_name}/L={l}"));
-            let variants: Variants = if l >= 100_000 {
-                &[
-                    ("ours", ours_arena),
-                    ("ours-largehash", ours_arena_largehash),
-                ]
-            } else {
-                &[("ours", ours_arena)]
-            };
+            let variants = variants_for(l);
             for &(name, make) in variants {
                 let arena = make();
                 let mut rng = Xorshift::new(1);
@@ -220,14 +226,7 @@ fn v2(c: &mut Criterion) {
         let order = shuffled(l, 9);
         let mut g = c.benchmark_group(format!("V2/bulk/L={l}"));
         g.sample_size(10);
-        let variants: Variants = if l >= 100_000 {
-            &[
-                ("ours", ours_arena),
-                ("ours-largehash", ours_arena_largehash),
-            ]
-        } else {
-            &[("ours", ours_arena)]
-        };
+        let variants = variants_for(l);
         for &(name, make) in variants {
             g.bench_function(name, |b| {
                 b.iter_batched(

@@ -92,6 +92,9 @@ fn create(
     ipl: Ipl,
 ) -> Option<&'static Arena> {
     assert_not_in_interrupt("vmem_create");
+    if flags.contains(VmFlags::PRIVTAGS) && size != 0 {
+        panic!("vmem_init: a VM_PRIVTAGS arena must be created without an initial span");
+    }
     let cfg = ArenaConfig {
         name,
         quantum,
@@ -136,9 +139,6 @@ pub fn vmem_create(
 ) -> Option<&'static Arena> {
     if flags.contains(VmFlags::XIMPORT) {
         panic!("vmem_create: VM_XIMPORT is set by vmem_xcreate only");
-    }
-    if flags.contains(VmFlags::PRIVTAGS) && size != 0 {
-        panic!("vmem_init: a VM_PRIVTAGS arena must be created without an initial span");
     }
     create(name, base, size, quantum, source, qcache_max, flags, ipl)
 }

@@ -923,6 +923,12 @@ fn privtags_with_initial_span() {
 }
 
 #[test]
+#[should_panic(expected = "a VM_PRIVTAGS arena must be created without an initial span")]
+fn xcreate_privtags_with_initial_span() {
+    let _ = vmem_xcreate("px", 0, 16, 1, None, 0, NS | VmFlags::PRIVTAGS, Ipl::None);
+}
+
+#[test]
 #[should_panic(expected = "vmem_add: arena 'z': span 0xfffffffffffffff0+0x20 wraps around")]
 fn add_wrapping_span() {
     let a = Arena::create("z", 0, 0x10, 0x10).unwrap();
