@@ -91,6 +91,7 @@ extern crate std;
 
 mod flags;
 mod map;
+mod pages;
 mod source;
 
 pub use flags::{BootError, KmType, UvmFlags};

@@ -12,6 +12,7 @@ use bsdalloc_vmem::{
 };
 
 use crate::flags::{BootError, KmType, UvmFlags};
+use crate::pages::Backing;
 
 /// How to set up the kernel map.
 #[derive(Clone, Copy)]
@@ -136,49 +137,49 @@ impl fmt::Display for KmStats {
     }
 }
 
-struct State {
-    committed: usize,
-    wired: usize,
-    pageable: usize,
-    cached: usize,
-    pages_returned: u64,
-    pagedaemon_runs: u64,
-    sleeps: u64,
-    failures: u64,
-    hooks: [Option<(DrainHook, usize)>; NHOOKS],
+pub(crate) struct State {
+    pub(crate) committed: usize,
+    pub(crate) wired: usize,
+    pub(crate) pageable: usize,
+    pub(crate) cached: usize,
+    pub(crate) pages_returned: u64,
+    pub(crate) pagedaemon_runs: u64,
+    pub(crate) sleeps: u64,
+    pub(crate) failures: u64,
+    pub(crate) hooks: [Option<(DrainHook, usize)>; NHOOKS],
 }
 
 /// NetBSD's `kernel_map` with its `kmem_arena`, in user space.
 pub struct KernelMap {
-    pages: &'static dyn PageSource,
-    ps: usize,
-    pshift: u32,
-    base: usize,
-    size: usize,
+    pub(crate) pages: &'static dyn PageSource,
+    pub(crate) ps: usize,
+    pub(crate) pshift: u32,
+    pub(crate) base: usize,
+    pub(crate) size: usize,
     /// Per type (wired, pageable, VA-only): an arena over its own region, so
     /// that a free can tell what type an address was allocated as.
-    regions: [Arena; 3],
-    region_base: [usize; 3],
-    region_size: usize,
+    pub(crate) regions: [Arena; 3],
+    pub(crate) region_base: [usize; 3],
+    pub(crate) region_size: usize,
     /// `kmem_arena`: the region `uvm_km_kmem_alloc` arenas stack on.
-    kmem: Arena,
-    kmem_base: usize,
+    pub(crate) kmem: Arena,
+    pub(crate) kmem_base: usize,
     /// Page bitmaps over the whole reservation.
-    committed_bits: *const AtomicU64,
-    wired_bits: *const AtomicU64,
-    inuse_bits: *const AtomicU64,
-    nwords: usize,
-    meta: NonNull<u8>,
-    meta_len: usize,
-    limit: usize,
-    free_target: usize,
-    state: SpinMutex<State>,
-    budget_cv: WaitChannel,
-    os_calls: AtomicU64,
-    va_in_use: [AtomicUsize; 4],
+    pub(crate) committed_bits: *const AtomicU64,
+    pub(crate) wired_bits: *const AtomicU64,
+    pub(crate) inuse_bits: *const AtomicU64,
+    pub(crate) nwords: usize,
+    pub(crate) meta: NonNull<u8>,
+    pub(crate) meta_len: usize,
+    pub(crate) limit: usize,
+    pub(crate) free_target: usize,
+    pub(crate) state: SpinMutex<State>,
+    pub(crate) budget_cv: WaitChannel,
+    pub(crate) os_calls: AtomicU64,
+    pub(crate) va_in_use: [AtomicUsize; 4],
     /// A `SpanSource` over `kmem`, pointing back at this map; set once the
     /// map has its final address.
-    own_source: core::mem::MaybeUninit<crate::KmemSource>,
+    pub(crate) own_source: core::mem::MaybeUninit<crate::KmemSource>,
 }
 
 // SAFETY: the bitmaps are atomics in memory the map owns; everything else
@@ -198,7 +199,7 @@ impl fmt::Debug for KernelMap {
 
 /// Which part of the map an address is in.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Where {
+pub(crate) enum Where {
     Region(KmType),
     Kmem,
 }
@@ -341,18 +342,18 @@ impl KernelMap {
         &self.kmem
     }
 
-    fn bitword(&self, which: *const AtomicU64, w: usize) -> &AtomicU64 {
+    pub(crate) fn bitword(&self, which: *const AtomicU64, w: usize) -> &AtomicU64 {
         debug_assert!(w < self.nwords);
         // SAFETY: w < nwords and the bitmap lives as long as the map.
         unsafe { &*which.add(w) }
     }
 
-    fn page_index(&self, va: usize) -> usize {
+    pub(crate) fn page_index(&self, va: usize) -> usize {
         (va - self.base) >> self.pshift
     }
 
     /// Set (or clear) bits [first, first+n) of a bitmap.
-    fn set_bits(&self, which: *const AtomicU64, first: usize, n: usize, on: bool) {
+    pub(crate) fn set_bits(&self, which: *const AtomicU64, first: usize, n: usize, on: bool) {
         let mut i = first;
         let end = first + n;
         while i < end {
@@ -373,17 +374,17 @@ impl KernelMap {
         }
     }
 
-    fn bit(&self, which: *const AtomicU64, i: usize) -> bool {
+    pub(crate) fn bit(&self, which: *const AtomicU64, i: usize) -> bool {
         self.bitword(which, i / 64).load(Ordering::Acquire) & (1 << (i % 64)) != 0
     }
 
     /// Count set bits of [first, first+n).
-    fn count_bits(&self, which: *const AtomicU64, first: usize, n: usize) -> usize {
+    pub(crate) fn count_bits(&self, which: *const AtomicU64, first: usize, n: usize) -> usize {
         (first..first + n).filter(|&i| self.bit(which, i)).count()
     }
 
     /// Call `f(first, len, set)` for each maximal run of equal bits.
-    fn runs(
+    pub(crate) fn runs(
         &self,
         which: *const AtomicU64,
         first: usize,
@@ -403,13 +404,13 @@ impl KernelMap {
         }
     }
 
-    fn va_of(&self, page: usize) -> NonNull<u8> {
+    pub(crate) fn va_of(&self, page: usize) -> NonNull<u8> {
         let a = self.base + (page << self.pshift);
         // SAFETY: inside our non-null reservation.
         unsafe { NonNull::new_unchecked(a as *mut u8) }
     }
 
-    fn locate(&self, va: usize, len: usize) -> Option<Where> {
+    pub(crate) fn locate(&self, va: usize, len: usize) -> Option<Where> {
         if va < self.base || va.checked_add(len)? > self.base + self.size {
             return None;
         }
@@ -419,269 +420,6 @@ impl KernelMap {
         let r = (va - self.base) / self.region_size;
         let t = [KmType::Wired, KmType::Pageable, KmType::VaOnly].get(r)?;
         (va + len <= self.region_base[r] + self.region_size).then_some(Where::Region(*t))
-    }
-
-    // ---- budget and the pagedaemon ----
-
-    /// Register a drain hook for the pagedaemon.
-    ///
-    /// # Panics
-    /// If all 16 slots are taken.
-    pub fn register_drain_hook(&self, hook: DrainHook, arg: usize) {
-        let mut s = self.state.lock();
-        let slot = s
-            .hooks
-            .iter_mut()
-            .find(|h| h.is_none())
-            .expect("uvm_km: all 16 drain hooks are in use");
-        *slot = Some((hook, arg));
-    }
-
-    /// `uvm_kick_pdaemon` and one pass of the pagedaemon, in the caller:
-    /// give cached free pages back to the OS, call every drain hook, give
-    /// back what they freed, and wake sleepers. Returns pages given back.
-    pub fn pagedaemon(&self) -> usize {
-        let hooks = {
-            let mut s = self.state.lock();
-            s.pagedaemon_runs += 1;
-            s.hooks
-        };
-        let mut freed = self.trim_cache(0);
-        for (hook, arg) in hooks.iter().flatten() {
-            hook(*arg, UvmFlags::NOWAIT);
-        }
-        freed += self.trim_cache(0);
-        self.budget_cv.broadcast();
-        freed
-    }
-
-    /// Give cached free pages back until at most `keep` remain.
-    fn trim_cache(&self, keep: usize) -> usize {
-        let mut s = self.state.lock();
-        if s.cached <= keep {
-            return 0;
-        }
-        let mut freed = 0;
-        // Only the wired region and the kmem half cache pages.
-        let spans = [
-            (
-                self.page_index(self.region_base[0]),
-                self.region_size >> self.pshift,
-            ),
-            (
-                self.page_index(self.kmem_base),
-                (self.size - (self.kmem_base - self.base)) >> self.pshift,
-            ),
-        ];
-        'outer: for (first, n) in spans {
-            let (w0, w1) = (first / 64, (first + n).div_ceil(64));
-            for w in w0..w1 {
-                // Only this span's pages of the word.
-                let lo_bit = first.max(w * 64) - w * 64;
-                let hi_bit = (first + n).min(w * 64 + 64) - w * 64;
-                let span_mask = if hi_bit - lo_bit == 64 {
-                    u64::MAX
-                } else {
-                    ((1u64 << (hi_bit - lo_bit)) - 1) << lo_bit
-                };
-                let c = self.bitword(self.committed_bits, w).load(Ordering::Acquire);
-                let u = self.bitword(self.inuse_bits, w).load(Ordering::Acquire);
-                let mut free = c & !u & span_mask;
-                while free != 0 {
-                    if s.cached <= keep {
-                        break 'outer;
-                    }
-                    let lo = free.trailing_zeros() as usize;
-                    let len = (!(free >> lo)).trailing_zeros().min(64 - lo as u32) as usize;
-                    let len = len.min(s.cached - keep);
-                    let page = w * 64 + lo;
-                    // Under the state lock: no allocator can claim these
-                    // pages (it marks them in use under the same lock).
-                    // SAFETY: committed pages of our reservation, unused.
-                    unsafe { self.pages.decommit(self.va_of(page), len << self.pshift) };
-                    self.os_calls.fetch_add(1, Ordering::Relaxed);
-                    self.set_bits(self.committed_bits, page, len, false);
-                    self.set_bits(self.wired_bits, page, len, false);
-                    s.cached -= len;
-                    s.committed -= len;
-                    s.pages_returned += len as u64;
-                    freed += len;
-                    let mask = if len == 64 {
-                        u64::MAX
-                    } else {
-                        ((1u64 << len) - 1) << lo
-                    };
-                    free &= !mask;
-                }
-            }
-        }
-        freed
-    }
-
-    /// Claim pages [first, first+n) for an allocation and reserve budget for
-    /// those not committed yet. Sleeps for memory unless `nowait`/`canfail`.
-    fn claim(
-        &self,
-        first: usize,
-        n: usize,
-        cacheable: bool,
-        nowait: bool,
-        canfail: bool,
-    ) -> Result<usize, ()> {
-        let mut tried_daemon = false;
-        let mut s = self.state.lock();
-        loop {
-            let have = self.count_bits(self.committed_bits, first, n);
-            let need = n - have;
-            if self.limit == 0 || s.committed + need <= self.limit {
-                s.committed += need;
-                if cacheable {
-                    s.cached -= have;
-                }
-                self.set_bits(self.inuse_bits, first, n, true);
-                return Ok(need);
-            }
-            if !tried_daemon || !(nowait || canfail) {
-                drop(s);
-                self.pagedaemon();
-                tried_daemon = true;
-                s = self.state.lock();
-                let have = self.count_bits(self.committed_bits, first, n);
-                if self.limit == 0 || s.committed + (n - have) <= self.limit {
-                    continue;
-                }
-            }
-            if nowait || canfail {
-                s.failures += 1;
-                return Err(());
-            }
-            s.sleeps += 1;
-            s = self.budget_cv.wait(s);
-        }
-    }
-
-    /// Back [va, va+len) with pages: commit what is not committed (wiring
-    /// if asked), wire what was committed unwired, zero reused pages if asked.
-    fn back(&self, va: usize, len: usize, kind: Backing, flags: UvmFlags) -> Result<(), ()> {
-        let first = self.page_index(va);
-        let n = len >> self.pshift;
-        let nowait = flags.contains(UvmFlags::NOWAIT);
-        let canfail = flags.contains(UvmFlags::CANFAIL);
-        let cacheable = kind != Backing::Pageable;
-        let need = self.claim(first, n, cacheable, nowait, canfail)?;
-        let wire = kind != Backing::Pageable;
-        let zero = flags.contains(UvmFlags::ZERO);
-        let mut failed = false;
-        let mut committed_new = 0usize;
-        // Runs of the pre-existing committed state; we own these pages now.
-        let mut todo: [(usize, usize, bool); 16] = [(0, 0, false); 16];
-        let mut ntodo = 0;
-        let mut overflow = false;
-        self.runs(self.committed_bits, first, n, |p, l, set| {
-            if ntodo < todo.len() {
-                todo[ntodo] = (p, l, set);
-                ntodo += 1;
-            } else {
-                overflow = true;
-            }
-        });
-        if overflow {
-            // Too fragmented to list: recommit the whole range (idempotent).
-            todo[0] = (first, n, false);
-            ntodo = 1;
-        }
-        for &(p, l, was) in &todo[..ntodo] {
-            if !was || overflow {
-                // SAFETY: pages of our reservation that this allocation owns.
-                let r = unsafe { self.pages.commit(self.va_of(p), l << self.pshift, wire) };
-                self.os_calls.fetch_add(1, Ordering::Relaxed);
-                match r {
-                    Ok(_) => {
-                        self.set_bits(self.committed_bits, p, l, true);
-                        if wire {
-                            self.set_bits(self.wired_bits, p, l, true);
-                        }
-                        if !was {
-                            committed_new += l;
-                        }
-                    }
-                    Err(_) => {
-                        failed = true;
-                        break;
-                    }
-                }
-            } else {
-                if wire && self.count_bits(self.wired_bits, p, l) != l {
-                    // SAFETY: as above; recommitting committed pages wires them.
-                    let _ = unsafe { self.pages.commit(self.va_of(p), l << self.pshift, true) };
-                    self.os_calls.fetch_add(1, Ordering::Relaxed);
-                    self.set_bits(self.wired_bits, p, l, true);
-                }
-                if zero {
-                    // SAFETY: committed, writable pages this allocation owns.
-                    unsafe { self.va_of(p).as_ptr().write_bytes(0, l << self.pshift) };
-                }
-            }
-        }
-        if overflow && zero && !failed {
-            // The fragmented path recommitted without telling reused pages
-            // from fresh ones: clear all of them.
-            // SAFETY: committed, writable pages this allocation owns.
-            unsafe { self.va_of(first).as_ptr().write_bytes(0, n << self.pshift) };
-        }
-        if failed {
-            self.unback(va, len, kind, true);
-            let mut s = self.state.lock();
-            // The pages never committed were reserved but not used.
-            s.committed -= need - committed_new;
-            s.failures += 1;
-            return Err(());
-        }
-        let mut s = self.state.lock();
-        match kind {
-            Backing::Pageable => s.pageable += n,
-            _ => s.wired += n,
-        }
-        Ok(())
-    }
-
-    /// Undo `back`: keep the pages committed as cache if within the free
-    /// target, else give them back to the OS.
-    fn unback(&self, va: usize, len: usize, kind: Backing, rollback: bool) {
-        let first = self.page_index(va);
-        let n = len >> self.pshift;
-        let committed = self.count_bits(self.committed_bits, first, n);
-        let mut s = self.state.lock();
-        if !rollback {
-            match kind {
-                Backing::Pageable => s.pageable -= n,
-                _ => s.wired -= n,
-            }
-        }
-        self.set_bits(self.inuse_bits, first, n, false);
-        let keep =
-            kind != Backing::Pageable && !rollback && s.cached + committed <= self.free_target;
-        if keep {
-            s.cached += committed;
-            drop(s);
-        } else {
-            // Give back every committed run, under the lock (see trim_cache).
-            let mut returned = 0;
-            self.runs(self.committed_bits, first, n, |p, l, set| {
-                if set {
-                    // SAFETY: committed pages this allocation owned.
-                    unsafe { self.pages.decommit(self.va_of(p), l << self.pshift) };
-                    self.os_calls.fetch_add(1, Ordering::Relaxed);
-                    returned += l;
-                }
-            });
-            self.set_bits(self.committed_bits, first, n, false);
-            self.set_bits(self.wired_bits, first, n, false);
-            s.committed -= returned;
-            s.pages_returned += returned as u64;
-            drop(s);
-        }
-        self.budget_cv.broadcast();
     }
 
     // ---- uvm_km_alloc / uvm_km_free ----
@@ -1048,11 +786,4 @@ fn pause() {
     for _ in 0..10_000 {
         core::hint::spin_loop();
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Backing {
-    Wired,
-    Pageable,
-    Entered,
 }

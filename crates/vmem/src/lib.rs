@@ -121,6 +121,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+mod alloc;
 mod arena;
 mod bt;
 mod debug;

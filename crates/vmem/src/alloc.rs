@@ -1,0 +1,407 @@
+//! Allocation and free: `vmem_alloc`, `vmem_xalloc` (with refill, import
+//! and sleep), `vmem_xalloc_addr`, `vmem_free`, `vmem_xfree`,
+//! `vmem_xfreeall` (spec §1.5, §1.6).
+
+use core::ptr;
+
+use bsdalloc_platform::{SpinMutexGuard, assert_sleepable};
+
+use crate::arena::{Arena, SpanSource, check_fit_flags, check_sleep_flags};
+use crate::bt::{BT_F_XALLOC, BT_TYPE_CURSOR, BT_TYPE_SPAN};
+use crate::flags::{BT_MAXFREE, BT_MINRESERVE, VMEM_ADDR_MAX, VMEM_ADDR_MIN, VmFlags, VmemError};
+use crate::inner::{Inner, Request, crosses};
+
+type Bt = crate::bt::BoundaryTag;
+
+impl Arena {
+    // ---- allocation ----
+
+    /// `vmem_alloc`: `size` bytes, quantum aligned. Sizes up to
+    /// `qcache_max` go to the quantum cache if one is plugged in.
+    ///
+    /// With `VM_SLEEP` it does not fail: it waits for frees or imports.
+    ///
+    /// # Panics
+    /// If `size` is 0 or the flags lack exactly one sleep flag and one fit.
+    #[track_caller]
+    pub fn alloc(&self, size: usize, flags: VmFlags) -> Result<usize, VmemError> {
+        if size == 0 {
+            panic!("vmem_alloc: arena '{}': size 0", self.name);
+        }
+        check_sleep_flags("vmem_alloc", flags);
+        check_fit_flags("vmem_alloc", flags);
+        if size <= self.qcache_max
+            && let Some(qc) = self.quantum_cache()
+        {
+            return qc.qc_alloc(self, self.roundup_size(size), flags);
+        }
+        self.xalloc_core(
+            Request {
+                size: self.roundup_size(size),
+                align: self.quantum,
+                phase: 0,
+                nocross: 0,
+                minaddr: VMEM_ADDR_MIN,
+                maxaddr: VMEM_ADDR_MAX,
+            },
+            flags,
+            false,
+        )
+    }
+
+    /// `vmem_xalloc`: a constrained allocation (spec §1.4), never from the
+    /// quantum cache.
+    ///
+    /// - `align`: 0 (quantum) or a power of two multiple of the quantum;
+    /// - `phase`: the result is `phase` modulo `align`;
+    /// - `nocross`: 0 or a power of two ≥ `size` that `[a, a+size)` must not
+    ///   cross;
+    /// - `minaddr ..= maxaddr` (both inclusive) must contain the result.
+    ///
+    /// Restricted requests (align, phase or nocross) do not import, so they
+    /// may fail even with `VM_SLEEP`.
+    ///
+    /// # Panics
+    /// With NetBSD's assertion text when the arguments break these rules.
+    #[track_caller]
+    #[allow(clippy::too_many_arguments)]
+    pub fn xalloc(
+        &self,
+        size: usize,
+        align: usize,
+        phase: usize,
+        nocross: usize,
+        minaddr: usize,
+        maxaddr: usize,
+        flags: VmFlags,
+    ) -> Result<usize, VmemError> {
+        let name = self.name;
+        if size == 0 {
+            panic!("vmem_xalloc: arena '{name}': size 0");
+        }
+        check_sleep_flags("vmem_xalloc", flags);
+        check_fit_flags("vmem_xalloc", flags);
+        let q = self.quantum;
+        if align != 0 && (!align.is_power_of_two() || align & (q - 1) != 0) {
+            panic!(
+                "vmem_xalloc: arena '{name}': align {align:#x} is not a power of two multiple of the quantum {q:#x}"
+            );
+        }
+        if phase & (q - 1) != 0 {
+            panic!(
+                "vmem_xalloc: arena '{name}': phase {phase:#x} is not a multiple of the quantum {q:#x}"
+            );
+        }
+        if align == 0 && phase != 0 {
+            panic!("vmem_xalloc: arena '{name}': phase {phase:#x} without align");
+        }
+        if align != 0 && phase >= align {
+            panic!("vmem_xalloc: arena '{name}': phase {phase:#x} >= align {align:#x}");
+        }
+        if nocross != 0 && (!nocross.is_power_of_two() || nocross & (q - 1) != 0) {
+            panic!(
+                "vmem_xalloc: arena '{name}': nocross {nocross:#x} is not a power of two multiple of the quantum"
+            );
+        }
+        let rsize = self.roundup_size(size);
+        if nocross != 0 && nocross < rsize {
+            panic!("vmem_xalloc: arena '{name}': nocross {nocross:#x} < size {rsize:#x}");
+        }
+        if nocross != 0 && crosses(phase, phase + rsize - 1, nocross) {
+            panic!(
+                "vmem_xalloc: arena '{name}': [phase, phase+size) itself crosses nocross {nocross:#x}"
+            );
+        }
+        if minaddr > maxaddr {
+            panic!("vmem_xalloc: arena '{name}': minaddr {minaddr:#x} > maxaddr {maxaddr:#x}");
+        }
+        self.xalloc_core(
+            Request {
+                size: rsize,
+                align: if align == 0 { q } else { align },
+                phase,
+                nocross,
+                minaddr,
+                maxaddr,
+            },
+            flags,
+            true,
+        )
+    }
+
+    /// `vmem_xalloc_addr`: allocate exactly `[addr, addr+size)`.
+    #[track_caller]
+    pub fn xalloc_addr(&self, addr: usize, size: usize, flags: VmFlags) -> Result<(), VmemError> {
+        if size == 0 {
+            panic!("vmem_xalloc_addr: arena '{}': size 0", self.name);
+        }
+        if addr & (self.quantum - 1) != 0 {
+            panic!(
+                "vmem_xalloc_addr: arena '{}': address {addr:#x} is not quantum aligned",
+                self.name
+            );
+        }
+        let size = self.roundup_size(size);
+        let Some(max) = addr.checked_add(size - 1) else {
+            return Err(VmemError::NoMemory);
+        };
+        let flags = (flags & VmFlags::SLEEP_MASK) | VmFlags::BESTFIT;
+        self.xalloc(size, 0, 0, 0, addr, max, flags)
+            .inspect(|&a| debug_assert_eq!(a, addr))
+            .map(|_| ())
+    }
+
+    fn xalloc_core(&self, req: Request, flags: VmFlags, xalloc: bool) -> Result<usize, VmemError> {
+        if flags.contains(VmFlags::SLEEP) {
+            assert_sleepable("vmem_xalloc(VM_SLEEP)");
+        }
+        let strat = flags & VmFlags::FIT_MASK;
+        let restricted = req.restricted(self.quantum);
+        let mut g = self.lock.lock();
+        self.check_alive(&g);
+        loop {
+            // Two tags: a leading fragment and the split (spec §1.5).
+            let want = if flags.contains(VmFlags::POPULATING) {
+                2
+            } else {
+                BT_MINRESERVE + 1
+            };
+            g = match self.refill(g, flags, want) {
+                Ok(g) => g,
+                Err(e) => {
+                    self.lock.lock().stats.failures += 1;
+                    return Err(e);
+                }
+            };
+            let found = match strat {
+                VmFlags::NEXTFIT => g.find_nextfit(&req),
+                VmFlags::INSTANTFIT => match g.find_instantfit(&req, self.qshift) {
+                    Some(x) => Some(x),
+                    None => {
+                        g.stats.instantfit_fallbacks += 1;
+                        g.find_bestfit(&req, self.qshift)
+                    }
+                },
+                _ => g.find_bestfit(&req, self.qshift),
+            };
+            if let Some((bt, a)) = found {
+                let busy = g.carve(bt, a, req.size, self.qshift, self.quantum, xalloc);
+                if strat == VmFlags::NEXTFIT {
+                    self.ensure_cursor(&mut g);
+                    g.cursor_unlink();
+                    g.cursor_place_after(busy);
+                }
+                g.stats.allocs += 1;
+                let grow = g.hash.maxbusy > 2 * g.hash.size && g.hash.size < self.hash_max();
+                self.trim(&mut g, BT_MAXFREE);
+                drop(g);
+                if grow {
+                    self.rehash_to_max_busy(false);
+                }
+                return Ok(a);
+            }
+            if !restricted && let Some(src) = self.source {
+                drop(g);
+                let imported = self.import_span(src, req.size, flags);
+                g = self.lock.lock();
+                if imported {
+                    continue;
+                }
+            }
+            if restricted || flags.contains(VmFlags::NOSLEEP) {
+                g.stats.failures += 1;
+                return Err(VmemError::NoMemory);
+            }
+            // VM_SLEEP: wait for a free (or a span) and search again.
+            g.stats.sleeps += 1;
+            g = self.cv.wait(g);
+            self.check_alive(&g);
+        }
+    }
+
+    fn ensure_cursor(&self, g: &mut Inner) {
+        if g.cursor.is_null() {
+            let c = g.spare_pop();
+            // SAFETY: a fresh spare tag.
+            unsafe { (*c).typ = BT_TYPE_CURSOR };
+            g.cursor = c;
+            g.seg_insert_before(ptr::null_mut(), c);
+        }
+    }
+
+    /// Import a span for `size` bytes and add it. Lock not held.
+    fn import_span(&self, src: &'static dyn SpanSource, size: usize, flags: VmFlags) -> bool {
+        let ask = if self.flags.contains(VmFlags::LARGEIMPORT) {
+            size.saturating_mul(16)
+        } else {
+            size
+        };
+        let sflags = flags & (VmFlags::SLEEP_MASK | VmFlags::FIT_MASK);
+        let (addr, got) = match src.import(ask, sflags) {
+            Ok((a, s)) => (
+                a,
+                if self.flags.contains(VmFlags::XIMPORT) {
+                    s.max(ask)
+                } else {
+                    ask
+                },
+            ),
+            Err(_) => {
+                self.lock.lock().stats.import_failures += 1;
+                return false;
+            }
+        };
+        let g = self.lock.lock();
+        match self.refill(g, flags, 2) {
+            Ok(mut g) => {
+                g.add_span(addr, got, BT_TYPE_SPAN, self.qshift);
+                g.stats.imports += 1;
+                true
+            }
+            Err(_) => {
+                // No tags to describe it: give it straight back.
+                let mut g = self.lock.lock();
+                g.stats.import_failures += 1;
+                drop(g);
+                if src.can_release() {
+                    src.release(addr, got);
+                }
+                false
+            }
+        }
+    }
+
+    // ---- free ----
+
+    /// `vmem_free`: free what [`Arena::alloc`] returned, with the same size.
+    ///
+    /// # Panics
+    /// If `addr` is not allocated or `size` does not match.
+    #[track_caller]
+    pub fn free(&self, addr: usize, size: usize) {
+        if size == 0 {
+            panic!("vmem_free: arena '{}': size 0", self.name);
+        }
+        if size <= self.qcache_max
+            && let Some(qc) = self.quantum_cache()
+        {
+            qc.qc_free(self, addr, self.roundup_size(size));
+            return;
+        }
+        self.xfree_impl("vmem_free", addr, size, false);
+    }
+
+    /// `vmem_xfree`: free what [`Arena::xalloc`] (or `xalloc_addr`)
+    /// returned, with the same size.
+    ///
+    /// # Panics
+    /// If `addr` is not allocated or `size` does not match.
+    #[track_caller]
+    pub fn xfree(&self, addr: usize, size: usize) {
+        if size == 0 {
+            panic!("vmem_xfree: arena '{}': size 0", self.name);
+        }
+        self.xfree_impl("vmem_xfree", addr, size, true);
+    }
+
+    #[track_caller]
+    fn xfree_impl(&self, what: &str, addr: usize, size: usize, xfree: bool) {
+        if addr & (self.quantum - 1) != 0 {
+            panic!(
+                "{what}: arena '{}': address {addr:#x} is not quantum aligned",
+                self.name
+            );
+        }
+        let size = self.roundup_size(size);
+        let mut g = self.lock.lock();
+        self.check_alive(&g);
+        let bt = g.hash.lookup(addr);
+        if bt.is_null() {
+            drop(g);
+            panic!(
+                "{what}: arena '{}': address {addr:#x} is not allocated (freed twice, or never allocated)",
+                self.name
+            );
+        }
+        // SAFETY: a BUSY tag of this arena.
+        let bsize = unsafe { (*bt).size };
+        if bsize != size {
+            drop(g);
+            panic!(
+                "{what}: arena '{}': size mismatch at {addr:#x}: freeing {size:#x}, allocated {bsize:#x}",
+                self.name
+            );
+        }
+        // SAFETY: as above.
+        let by_xalloc = unsafe { (*bt).flags } & BT_F_XALLOC != 0;
+        if by_xalloc != xfree {
+            drop(g);
+            let (by, with) = if by_xalloc {
+                ("vmem_xalloc", "vmem_xfree")
+            } else {
+                ("vmem_alloc", "vmem_free")
+            };
+            panic!(
+                "{what}: arena '{}': segment {addr:#x} was allocated by {by}; free it with {with}",
+                self.name
+            );
+        }
+        self.free_busy(g, bt);
+    }
+
+    /// Free BUSY tag `bt` (spec §1.6), consuming the lock.
+    fn free_busy(&self, mut g: SpinMutexGuard<'_, Inner>, bt: *mut Bt) {
+        // SAFETY: `bt` is a BUSY tag on the hash.
+        unsafe { g.hash.remove(bt) };
+        g.stats.frees += 1;
+        let had_cursor = g.cursor_unlink();
+        let (seg, whole_span) = g.free_coalesce(bt, self.qshift);
+        let release = match (whole_span, self.source) {
+            (Some(span), Some(src)) if src.can_release() => Some((span, src)),
+            _ => None,
+        };
+        match release {
+            Some((span, src)) => {
+                let (start, size) = g.remove_span(span, seg);
+                if had_cursor {
+                    g.cursor_place_after(ptr::null_mut());
+                }
+                g.stats.releases += 1;
+                self.trim(&mut g, BT_MAXFREE);
+                self.cv.broadcast();
+                drop(g);
+                src.release(start, size);
+            }
+            None => {
+                g.fl_insert(seg, self.qshift);
+                if had_cursor {
+                    g.cursor_place_after(seg);
+                }
+                self.trim(&mut g, BT_MAXFREE);
+                self.cv.broadcast();
+            }
+        }
+    }
+
+    /// `vmem_xfreeall`: free every outstanding allocation.
+    ///
+    /// # Panics
+    /// On an arena with a quantum cache (`qcache_max > 0`).
+    #[track_caller]
+    pub fn xfreeall(&self) {
+        if self.qcache_max > 0 {
+            panic!(
+                "vmem_xfreeall: arena '{}' has a quantum cache (qcache_max {:#x})",
+                self.name, self.qcache_max
+            );
+        }
+        loop {
+            let g = self.lock.lock();
+            let bt = g.first_busy();
+            if bt.is_null() {
+                return;
+            }
+            self.free_busy(g, bt);
+        }
+    }
+}
