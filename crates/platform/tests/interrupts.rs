@@ -205,11 +205,18 @@ fn cross_cpu_drain_racing_cpu_local_increments_loses_nothing() {
     const PER_THREAD: u64 = 200_000;
     let drained = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
+    let rounds_done = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..THREADS)
         .map(|_| {
-            let finished = finished.clone();
+            let (finished, rounds_done) = (finished.clone(), rounds_done.clone());
             std::thread::spawn(move || {
-                for _ in 0..PER_THREAD {
+                for i in 0..PER_THREAD {
+                    if i == PER_THREAD / 2 {
+                        // Make sure drains really overlap the increments.
+                        while rounds_done.load(Ordering::SeqCst) < 2 {
+                            std::thread::yield_now();
+                        }
+                    }
                     COUNTERS.with(|n| *n += 1);
                 }
                 finished.fetch_add(1, Ordering::SeqCst);
@@ -229,6 +236,7 @@ fn cross_cpu_drain_racing_cpu_local_increments_loses_nothing() {
             *n = 0;
         });
         rounds += 1;
+        rounds_done.store(rounds, Ordering::SeqCst);
         if all_done {
             break;
         }
