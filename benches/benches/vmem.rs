@@ -296,29 +296,22 @@ fn v3(c: &mut Criterion) {
     {
         let arena = ours_arena();
         let mut rng = Xorshift::new(3);
-        let mut live: Vec<(usize, usize)> = (0..L)
-            .map(|_| {
-                let (s, al, ph, nc, mi, ma) = xparams(&mut rng);
-                (
-                    arena
-                        .xalloc(s, al, ph, nc, mi, ma, NS | VmFlags::INSTANTFIT)
-                        .unwrap(),
-                    s,
-                )
-            })
-            .collect();
+        let xa = |rng: &mut Xorshift| {
+            let (s, al, ph, nc, mi, ma) = xparams(rng);
+            (
+                arena
+                    .xalloc(s, al, ph, nc, mi, ma, NS | VmFlags::INSTANTFIT)
+                    .unwrap(),
+                s,
+            )
+        };
+        let mut live: Vec<(usize, usize)> = (0..L).map(|_| xa(&mut rng)).collect();
         g.bench_function("ours", |b| {
             b.iter(|| {
                 let i = rng.below(L as u64) as usize;
                 let (a, s) = live[i];
                 arena.xfree(a, s);
-                let (s, al, ph, nc, mi, ma) = xparams(&mut rng);
-                live[i] = (
-                    arena
-                        .xalloc(s, al, ph, nc, mi, ma, NS | VmFlags::INSTANTFIT)
-                        .unwrap(),
-                    s,
-                );
+                live[i] = xa(&mut rng);
             })
         });
     }

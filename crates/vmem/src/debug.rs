@@ -268,15 +268,7 @@ impl Arena {
         while !bt.is_null() {
             // SAFETY: walking our own list under the lock.
             let t = unsafe { &*bt };
-            writeln!(
-                w,
-                "\t{:p}: {:#x}, {:#x}, {}({})",
-                bt,
-                t.start,
-                t.size,
-                t.typ,
-                type_name(t.typ)
-            )?;
+            write_tag(w, bt, t)?;
             bt = t.seg_next;
         }
         for (i, &head) in g.freelist.iter().enumerate() {
@@ -288,15 +280,7 @@ impl Arena {
             while !bt.is_null() {
                 // SAFETY: as above.
                 let t = unsafe { &*bt };
-                writeln!(
-                    w,
-                    "\t{:p}: {:#x}, {:#x}, {}({})",
-                    bt,
-                    t.start,
-                    t.size,
-                    t.typ,
-                    type_name(t.typ)
-                )?;
+                write_tag(w, bt, t)?;
                 bt = t.link_next;
             }
         }
@@ -337,6 +321,19 @@ impl Arena {
             panic!("{e} (arena '{}')", self.name());
         }
     }
+}
+
+/// One tag as `vmem_dump` prints it: `<tagptr>: <start>, <size>, <type#>(<name>)`.
+fn write_tag(w: &mut dyn Write, bt: *const BoundaryTag, t: &BoundaryTag) -> fmt::Result {
+    writeln!(
+        w,
+        "\t{:p}: {:#x}, {:#x}, {}({})",
+        bt,
+        t.start,
+        t.size,
+        t.typ,
+        type_name(t.typ)
+    )
 }
 
 fn on_list(head: *mut BoundaryTag, bt: *const BoundaryTag) -> bool {
