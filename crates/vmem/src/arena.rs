@@ -643,10 +643,21 @@ impl Arena {
 
     /// Whether `addr` is the start of a busy segment (for wrappers/tests).
     pub fn is_allocated(&self, addr: usize) -> bool {
+        self.busy_size(addr).is_some()
+    }
+
+    /// The size of the busy segment that starts at `addr`, if there is one:
+    /// one busy-hash lookup, constant expected time. Segments a quantum
+    /// cache hands out live inside the cache's own larger segments and are
+    /// not seen here.
+    pub fn busy_size(&self, addr: usize) -> Option<usize> {
         let mut g = self.lock.lock();
         let bt = g.hash.lookup(addr);
         // SAFETY: a tag on the hash is valid.
-        !bt.is_null() && unsafe { (*bt).typ } == BT_TYPE_BUSY
+        (!bt.is_null() && unsafe { (*bt).typ } == BT_TYPE_BUSY).then(|| {
+            // SAFETY: as above.
+            unsafe { (*bt).size }
+        })
     }
 }
 
