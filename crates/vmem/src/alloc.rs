@@ -4,6 +4,7 @@
 
 use core::ptr;
 
+use bsdalloc_platform::sync::atomic::Ordering;
 use bsdalloc_platform::{SpinMutexGuard, assert_sleepable};
 
 use crate::arena::{Arena, SpanSource, check_fit_flags, check_sleep_flags};
@@ -25,6 +26,9 @@ impl Arena {
     /// If `size` is 0 or the flags lack exactly one sleep flag and one fit.
     #[track_caller]
     pub fn alloc(&self, size: usize, flags: VmFlags) -> Result<usize, VmemError> {
+        // First, so that the quantum-cache path, which never takes the
+        // arena lock, cannot reach a destroyed arena's cache either.
+        self.assert_alive();
         if size == 0 {
             panic!("vmem_alloc: arena '{}': size 0", self.name);
         }
@@ -75,6 +79,7 @@ impl Arena {
         maxaddr: usize,
         flags: VmFlags,
     ) -> Result<usize, VmemError> {
+        self.assert_alive();
         let name = self.name;
         if size == 0 {
             panic!("vmem_xalloc: arena '{name}': size 0");
@@ -132,6 +137,7 @@ impl Arena {
     /// `vmem_xalloc_addr`: allocate exactly `[addr, addr+size)`.
     #[track_caller]
     pub fn xalloc_addr(&self, addr: usize, size: usize, flags: VmFlags) -> Result<(), VmemError> {
+        self.assert_alive();
         if size == 0 {
             panic!("vmem_xalloc_addr: arena '{}': size 0", self.name);
         }
@@ -157,8 +163,7 @@ impl Arena {
         }
         let strat = flags & VmFlags::FIT_MASK;
         let restricted = req.restricted(self.quantum);
-        let mut g = self.lock.lock();
-        self.check_alive(&g);
+        let mut g = self.check_alive(self.lock.lock());
         loop {
             // Two tags: a leading fragment and the split (spec §1.5).
             let want = if flags.contains(VmFlags::POPULATING) {
@@ -167,9 +172,10 @@ impl Arena {
                 BT_MINRESERVE + 1
             };
             g = match self.refill(g, flags, want) {
-                Ok(g) => g,
+                // The refill may have dropped the lock: re-check.
+                Ok(g) => self.check_alive(g),
                 Err(e) => {
-                    self.lock.lock().stats.failures += 1;
+                    self.check_alive(self.lock.lock()).stats.failures += 1;
                     return Err(e);
                 }
             };
@@ -203,7 +209,7 @@ impl Arena {
             if !restricted && let Some(src) = self.source {
                 drop(g);
                 let imported = self.import_span(src, req.size, flags);
-                g = self.lock.lock();
+                g = self.check_alive(self.lock.lock());
                 if imported {
                     continue;
                 }
@@ -214,8 +220,7 @@ impl Arena {
             }
             // VM_SLEEP: wait for a free (or a span) and search again.
             g.stats.sleeps += 1;
-            g = self.cv.wait(g);
-            self.check_alive(&g);
+            g = self.check_alive(self.cv.wait(g));
         }
     }
 
@@ -253,6 +258,15 @@ impl Arena {
         };
         let g = self.lock.lock();
         match self.refill(g, flags, 2) {
+            Ok(g) if self.destroyed.load(Ordering::Relaxed) => {
+                // Destroyed while the lock was dropped (a caller bug): the
+                // span must not land in a dead arena.
+                drop(g);
+                if src.can_release() {
+                    src.release(addr, got);
+                }
+                self.used_after_destroy();
+            }
             Ok(mut g) => {
                 g.add_span(addr, got, BT_TYPE_SPAN, self.qshift);
                 g.stats.imports += 1;
@@ -279,6 +293,8 @@ impl Arena {
     /// If `addr` is not allocated or `size` does not match.
     #[track_caller]
     pub fn free(&self, addr: usize, size: usize) {
+        // First: the quantum-cache path never takes the arena lock.
+        self.assert_alive();
         if size == 0 {
             panic!("vmem_free: arena '{}': size 0", self.name);
         }
@@ -298,6 +314,7 @@ impl Arena {
     /// If `addr` is not allocated or `size` does not match.
     #[track_caller]
     pub fn xfree(&self, addr: usize, size: usize) {
+        self.assert_alive();
         if size == 0 {
             panic!("vmem_xfree: arena '{}': size 0", self.name);
         }
@@ -313,8 +330,7 @@ impl Arena {
             );
         }
         let size = self.roundup_size(size);
-        let mut g = self.lock.lock();
-        self.check_alive(&g);
+        let mut g = self.check_alive(self.lock.lock());
         let bt = g.hash.lookup(addr);
         if bt.is_null() {
             drop(g);
@@ -389,6 +405,7 @@ impl Arena {
     /// On an arena with a quantum cache (`qcache_max > 0`).
     #[track_caller]
     pub fn xfreeall(&self) {
+        self.assert_alive();
         if self.qcache_max > 0 {
             panic!(
                 "vmem_xfreeall: arena '{}' has a quantum cache (qcache_max {:#x})",
@@ -396,7 +413,7 @@ impl Arena {
             );
         }
         loop {
-            let g = self.lock.lock();
+            let g = self.check_alive(self.lock.lock());
             let bt = g.first_busy();
             if bt.is_null() {
                 return;

@@ -87,6 +87,10 @@ pub struct Arena {
     pub(crate) registered: AtomicBool,
     /// The descriptor came from `vmem_create` (meta memory), not the caller.
     pub(crate) descriptor: AtomicBool,
+    /// Set (under the arena lock) by `destroy`. Every entry point that
+    /// changes state checks it, under the lock where it takes the lock, and
+    /// with a plain load on the quantum-cache paths, which do not.
+    pub(crate) destroyed: AtomicBool,
 }
 
 // SAFETY: all mutable state is behind the arena's spin mutex, except the
@@ -228,6 +232,7 @@ impl Arena {
             next: AtomicPtr::new(ptr::null_mut()),
             registered: AtomicBool::new(false),
             descriptor: AtomicBool::new(false),
+            destroyed: AtomicBool::new(false),
         }
     }
 
@@ -322,22 +327,26 @@ impl Arena {
     /// If the arena has no `qcache_max`, already has a cache, or has live
     /// allocations.
     pub fn set_quantum_cache(&self, qc: &'static dyn QuantumCache) {
+        self.assert_alive();
         assert!(
             self.qcache_max > 0,
             "vmem '{}': no qcache_max, nothing to cache",
             self.name
         );
-        let g = self.lock.lock();
-        assert!(
-            g.hash.nbusy == 0,
-            "vmem '{}': quantum cache plugged in after allocations",
-            self.name
-        );
-        assert!(
-            !self.qcache_set.load(Ordering::Relaxed),
-            "vmem '{}': quantum cache already set",
-            self.name
-        );
+        let g = self.check_alive(self.lock.lock());
+        // The panics below run the panic hook (unknown code): never with
+        // the arena's spin mutex held.
+        if g.hash.nbusy != 0 {
+            drop(g);
+            panic!(
+                "vmem '{}': quantum cache plugged in after allocations",
+                self.name
+            );
+        }
+        if self.qcache_set.load(Ordering::Relaxed) {
+            drop(g);
+            panic!("vmem '{}': quantum cache already set", self.name);
+        }
         // SAFETY: written once, under the lock, before `qcache_set` is
         // published with Release; readers load it with Acquire first.
         self.qcache.with_mut(|p| unsafe { *p = Some(qc) });
@@ -416,8 +425,13 @@ impl Arena {
     }
 
     /// `vmem_add_bts`: donate tags to this arena (private: never trimmed).
+    ///
+    /// # Panics
+    /// On a destroyed arena, before the tags are touched.
+    #[track_caller]
     pub fn add_bts(&self, tags: &'static mut [BoundaryTag]) {
-        let mut g = self.lock.lock();
+        self.assert_alive();
+        let mut g = self.check_alive(self.lock.lock());
         for t in tags.iter_mut() {
             *t = BoundaryTag::new();
             t.flags = BT_F_PRIVATE;
@@ -434,6 +448,7 @@ impl Arena {
     /// `addr`/`size` are not quantum aligned.
     #[track_caller]
     pub fn add(&self, addr: usize, size: usize, flags: VmFlags) -> Result<(), VmemError> {
+        self.assert_alive();
         check_sleep_flags("vmem_add", flags);
         if size == 0 {
             panic!("vmem_add: arena '{}': size 0", self.name);
@@ -450,19 +465,50 @@ impl Arena {
                 self.name, self.quantum
             );
         }
-        let g = self.lock.lock();
-        self.check_alive(&g);
-        let mut g = self.refill(g, flags, 2)?;
+        let g = self.check_alive(self.lock.lock());
+        let g = self.refill(g, flags, 2)?;
+        // `refill` may have dropped the lock: a destroy may have run since.
+        let mut g = self.check_alive(g);
         g.add_span(addr, size, BT_TYPE_SPAN_STATIC, self.qshift);
         self.cv.broadcast();
         Ok(())
     }
 
+    /// Whether [`Arena::destroy`] has run.
+    pub fn is_destroyed(&self) -> bool {
+        self.destroyed.load(Ordering::Acquire)
+    }
+
+    /// The use-after-destroy check of the entry points that do not take the
+    /// lock first (or not at all: the quantum-cache paths).
+    #[inline]
     #[track_caller]
-    pub(crate) fn check_alive(&self, g: &Inner) {
-        if g.destroyed {
-            panic!("vmem: arena '{}' used after vmem_destroy", self.name);
+    pub(crate) fn assert_alive(&self) {
+        if self.destroyed.load(Ordering::Acquire) {
+            self.used_after_destroy();
         }
+    }
+
+    /// The authoritative check, under the lock (`destroyed` is written
+    /// under it). Consumes the guard so that the panic, which runs the panic
+    /// hook, never runs with the arena's spin mutex held.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn check_alive<'a>(
+        &self,
+        g: SpinMutexGuard<'a, Inner>,
+    ) -> SpinMutexGuard<'a, Inner> {
+        if self.destroyed.load(Ordering::Relaxed) {
+            drop(g);
+            self.used_after_destroy();
+        }
+        g
+    }
+
+    #[cold]
+    #[track_caller]
+    pub(crate) fn used_after_destroy(&self) -> ! {
+        panic!("vmem: arena '{}' used after vmem_destroy", self.name);
     }
 
     // ---- sizes, rehash, destroy ----
@@ -497,6 +543,11 @@ impl Arena {
     pub(crate) fn rehash_to_max_busy(&self, decay: bool) {
         let (desired, cur) = {
             let g = self.lock.lock();
+            // A destroyed arena has nothing to rehash, and a table installed
+            // now would never be freed.
+            if self.destroyed.load(Ordering::Relaxed) {
+                return;
+            }
             (g.hash.maxbusy.clamp(1, self.hash_max()), g.hash.size)
         };
         if !(desired > 2 * cur || 2 * desired < cur) {
@@ -519,6 +570,15 @@ impl Arena {
             }
         };
         let mut g = self.lock.lock();
+        if self.destroyed.load(Ordering::Relaxed) {
+            // Destroyed while the lock was dropped: the new table is unused.
+            drop(g);
+            if let (Some(t), Some(meta)) = (table, bt::meta_source()) {
+                // SAFETY: allocated above with this size, never published.
+                unsafe { meta.free_meta(t, table_bytes(newsize)) };
+            }
+            return;
+        }
         // SAFETY: the table has room for `newsize` bucket heads (or is the
         // embedded bucket when newsize is 1).
         let (old, oldsize) = unsafe {
@@ -546,6 +606,9 @@ impl Arena {
 
     fn decay(&self) {
         let mut g = self.lock.lock();
+        if self.destroyed.load(Ordering::Relaxed) {
+            return;
+        }
         let h = &mut g.hash;
         h.maxbusy = if h.maxbusy < 2 {
             h.nbusy
@@ -576,8 +639,7 @@ impl Arena {
     /// If allocations are still live ("vmem_destroy: … still allocated").
     #[track_caller]
     pub fn destroy(&self) {
-        let g = self.lock.lock();
-        self.check_alive(&g);
+        let g = self.check_alive(self.lock.lock());
         if g.hash.nbusy != 0 {
             let (n, b) = (g.hash.nbusy, g.inuse);
             drop(g);
@@ -591,7 +653,7 @@ impl Arena {
         // nothing. (The arena list ranks above arena locks.)
         crate::debug::unregister(self);
         let mut g = self.lock.lock();
-        g.destroyed = true;
+        self.destroyed.store(true, Ordering::Release);
         let mut released: [(usize, usize); 8] = [(0, 0); 8];
         loop {
             // Tear down span by span; release imported ones unlocked.

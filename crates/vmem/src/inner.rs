@@ -211,7 +211,6 @@ pub(crate) struct Inner {
     pub(crate) nimported: usize,
     pub(crate) nfree_segs: usize,
     pub(crate) stats: Counters,
-    pub(crate) destroyed: bool,
 }
 
 /// Event counters.
@@ -321,7 +320,6 @@ impl Inner {
                 rehashes: 0,
                 instantfit_fallbacks: 0,
             },
-            destroyed: false,
         }
     }
 

@@ -19,8 +19,14 @@ struct Slots {
     free: *mut u8,
     chunks: usize,
     live: usize,
+    /// Slots freed by `vmem_destroy` and not yet reusable, oldest first (a
+    /// ring of `quarantined` entries starting at `qhead`).
+    quarantine: [*mut u8; DESC_QUARANTINE],
+    qhead: usize,
+    quarantined: usize,
 }
-// SAFETY: the free list is memory owned by the slab, used under its lock.
+// SAFETY: the free list and the quarantine are memory owned by the slab,
+// used under its lock.
 unsafe impl Send for Slots {}
 
 static DESCRIPTORS: SpinMutex<Slots> = SpinMutex::new(
@@ -29,13 +35,45 @@ static DESCRIPTORS: SpinMutex<Slots> = SpinMutex::new(
         free: ptr::null_mut(),
         chunks: 0,
         live: 0,
+        quarantine: [ptr::null_mut(); DESC_QUARANTINE],
+        qhead: 0,
+        quarantined: 0,
     },
 );
 
 const DESC_CHUNK: usize = 64 * 1024;
 
+/// How many destroyed descriptors wait before their slot is reused.
+///
+/// Using an arena after `vmem_destroy` breaks that function's contract;
+/// nothing can make it safe. But the common form of the bug, a stale
+/// `&'static Arena` used soon after the destroy, would otherwise act on
+/// whichever arena `vmem_create` put in the slot next: it would allocate
+/// from a stranger's span. While the slot waits here its destroyed arena
+/// stays in place, so the stale use panics with "used after
+/// vmem_destroy" instead. Best effort: after `DESC_QUARANTINE` more
+/// destroys the slot is reused.
+const DESC_QUARANTINE: usize = 16;
+
+/// A slot holds an `Arena` and, after it, the free-list link: a free slot's
+/// arena is left intact (destroyed) until the slot is reused, for the
+/// quarantine above.
 fn slot_size() -> usize {
-    core::mem::size_of::<Arena>().next_multiple_of(64)
+    (core::mem::size_of::<Arena>() + core::mem::size_of::<*mut u8>())
+        .next_multiple_of(core::mem::align_of::<Arena>().max(64))
+}
+
+/// The free-list link of slot `p`.
+///
+/// # Safety
+/// `p` is the start of a descriptor slot.
+unsafe fn slot_link(p: *mut u8) -> *mut *mut u8 {
+    // SAFETY: the link word is the last pointer-sized word of the slot,
+    // past the arena; slots are 64-byte aligned, so it is aligned.
+    unsafe {
+        p.add(slot_size() - core::mem::size_of::<*mut u8>())
+            .cast::<*mut u8>()
+    }
 }
 
 fn alloc_descriptor(flags: VmFlags) -> Option<NonNull<Arena>> {
@@ -44,9 +82,8 @@ fn alloc_descriptor(flags: VmFlags) -> Option<NonNull<Arena>> {
             let mut s = DESCRIPTORS.lock();
             if !s.free.is_null() {
                 let p = s.free;
-                // SAFETY: free slots store the next free slot in their
-                // first word.
-                s.free = unsafe { p.cast::<*mut u8>().read() };
+                // SAFETY: free slots store the next free slot in their link.
+                s.free = unsafe { slot_link(p).read() };
                 s.live += 1;
                 return NonNull::new(p.cast());
             }
@@ -59,7 +96,7 @@ fn alloc_descriptor(flags: VmFlags) -> Option<NonNull<Arena>> {
             // SAFETY: slot i lies inside the fresh chunk, 64-byte aligned.
             unsafe {
                 let p = chunk.as_ptr().add(i * slot_size());
-                p.cast::<*mut u8>().write(s.free);
+                slot_link(p).write(s.free);
                 s.free = p;
             }
         }
@@ -69,9 +106,18 @@ fn alloc_descriptor(flags: VmFlags) -> Option<NonNull<Arena>> {
 
 fn free_descriptor(p: NonNull<Arena>) {
     let mut s = DESCRIPTORS.lock();
-    // SAFETY: the slot is no longer used; its first word links it.
-    unsafe { p.as_ptr().cast::<*mut u8>().write(s.free) };
-    s.free = p.as_ptr().cast();
+    if s.quarantined == DESC_QUARANTINE {
+        // The oldest quarantined slot becomes reusable.
+        let old = s.quarantine[s.qhead];
+        // SAFETY: a quarantined slot is unused; its link word is ours.
+        unsafe { slot_link(old).write(s.free) };
+        s.free = old;
+        s.qhead = (s.qhead + 1) % DESC_QUARANTINE;
+        s.quarantined -= 1;
+    }
+    let tail = (s.qhead + s.quarantined) % DESC_QUARANTINE;
+    s.quarantine[tail] = p.as_ptr().cast();
+    s.quarantined += 1;
     s.live -= 1;
 }
 
@@ -204,8 +250,19 @@ pub fn vmem_init(
 
 /// `vmem_destroy`: see [`Arena::destroy`]; a `vmem_create` descriptor goes
 /// back to the descriptor slab.
+///
+/// # Panics
+/// As [`Arena::destroy`] (live allocations, or an arena already
+/// destroyed); nothing is freed then.
+///
+/// # Safety
+/// As in C, the arena is gone afterwards: no reference to it may be used
+/// again, by anyone (`vmem_create` may put another arena at the same
+/// address). A reused reference is caught, best effort only, while the
+/// descriptor waits in a short quarantine: such a use panics with "used
+/// after vmem_destroy" instead of acting on another arena.
 #[track_caller]
-pub fn vmem_destroy(arena: &'static Arena) {
+pub unsafe fn vmem_destroy(arena: &'static Arena) {
     arena.destroy();
     if arena.descriptor.load(Ordering::Relaxed) {
         free_descriptor(NonNull::from(arena));

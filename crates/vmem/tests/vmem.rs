@@ -349,7 +349,8 @@ fn largeimport_asks_sixteen_times_and_ximport_keeps_the_real_size() {
     );
     b.free(y, 0x100);
     assert_eq!(bigger.outstanding.load(Ordering::SeqCst), 0);
-    vmem_destroy(b);
+    // SAFETY: `b` is not used after this.
+    unsafe { vmem_destroy(b) };
 }
 
 #[test]
@@ -625,7 +626,8 @@ fn created_arenas_come_from_meta_memory_and_go_back() {
     out.clear();
     vmem_whatis(x + 4, &mut out).unwrap();
     assert!(out.contains("in VMEM 'created' (free)"), "{out}");
-    vmem_destroy(a);
+    // SAFETY: `a` is not used after this.
+    unsafe { vmem_destroy(a) };
     assert_eq!(vmem_descriptors_live(), before);
 }
 
@@ -718,7 +720,8 @@ fn rehash_all_resizes_registered_arenas() {
         vmem_rehash_all();
     }
     assert!(a.hash_size() < grown, "{} -> {}", grown, a.hash_size());
-    vmem_destroy(a);
+    // SAFETY: `a` is not used after this.
+    unsafe { vmem_destroy(a) };
 }
 
 #[test]

@@ -1,0 +1,210 @@
+//! Regression tests for the hostile-user report on `bsdalloc-vmem`: each
+//! test is named after what it checks and failed before its fix.
+//!
+//! The tests of this file run one at a time (`serial()`): some count the
+//! global boundary-tag supply, which any concurrently running test would
+//! disturb, and one churns arenas on purpose for seconds.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use bsdalloc_platform::Ipl;
+use bsdalloc_vmem::{
+    Arena, ArenaConfig, BoundaryTag, QuantumCache, VMEM_ADDR_MAX, VmFlags, VmemError, vmem_create,
+    vmem_destroy,
+};
+
+const NS: VmFlags = VmFlags::NOSLEEP;
+const IF: VmFlags = VmFlags::INSTANTFIT;
+
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    // A test that failed poisons the lock; the others still run.
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn leak<T>(t: T) -> &'static T {
+    Box::leak(Box::new(t))
+}
+
+fn panic_text(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else {
+        "<non-string panic>".to_string()
+    }
+}
+
+/// Runs `f`, which must panic with a message containing `want`.
+#[track_caller]
+fn must_panic(what: &str, want: &str, f: impl FnOnce()) {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => panic!("{what}: did not panic (wanted \"{want}\")"),
+        Err(p) => {
+            let text = panic_text(&*p);
+            assert!(
+                text.contains(want),
+                "{what}: panicked with \"{text}\", wanted \"{want}\""
+            );
+        }
+    }
+}
+
+// ---- item 1: destruction is sound ----
+
+#[derive(Default)]
+struct CountingCache {
+    calls: AtomicUsize,
+}
+
+impl QuantumCache for CountingCache {
+    fn qc_alloc(&self, arena: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        arena.xalloc(size, 0, 0, 0, 0, VMEM_ADDR_MAX, flags.sleep_part() | IF)
+    }
+    fn qc_free(&self, arena: &Arena, addr: usize, size: usize) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        arena.xfree(addr, size);
+    }
+}
+
+#[test]
+fn every_state_changing_entry_point_panics_after_destroy() {
+    let _s = serial();
+    const GONE: &str = "vmem: arena 'gone' used after vmem_destroy";
+    let a = Arena::create("gone", 0x1000, 0x1000, 0x10).unwrap();
+    let x = a.alloc(0x10, NS | IF).unwrap();
+    let y = a.xalloc(0x10, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | IF).unwrap();
+    a.free(x, 0x10);
+    a.xfree(y, 0x10);
+    a.destroy();
+    assert!(a.is_destroyed());
+    let before = a.stats();
+    must_panic("alloc", GONE, || {
+        let _ = a.alloc(0x10, NS | IF);
+    });
+    must_panic("xalloc", GONE, || {
+        let _ = a.xalloc(0x10, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | IF);
+    });
+    must_panic("xalloc_addr", GONE, || {
+        let _ = a.xalloc_addr(0x1000, 0x10, NS);
+    });
+    must_panic("free", GONE, || a.free(x, 0x10));
+    must_panic("xfree", GONE, || a.xfree(y, 0x10));
+    must_panic("xfreeall", GONE, || a.xfreeall());
+    must_panic("add", GONE, || {
+        let _ = a.add(0x4000, 0x100, NS);
+    });
+    let tags: &'static mut [BoundaryTag] = Box::leak(
+        (0..4)
+            .map(|_| BoundaryTag::new())
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    must_panic("add_bts", GONE, || a.add_bts(tags));
+    must_panic("destroy twice", GONE, || a.destroy());
+    // Rehash on a destroyed arena does nothing (and does not panic: the
+    // periodic rehash may meet an arena being destroyed).
+    a.rehash();
+    assert_eq!(a.stats(), before, "nothing changed");
+    assert_eq!(a.hash_size(), 1);
+}
+
+#[test]
+fn quantum_cache_paths_panic_after_destroy_without_calling_the_cache() {
+    let _s = serial();
+    const GONE: &str = "vmem: arena 'qgone' used after vmem_destroy";
+    let qc: &'static CountingCache = leak(CountingCache::default());
+    let a = Arena::with_config(
+        ArenaConfig {
+            qcache_max: 4 * 16,
+            ..ArenaConfig::new("qgone", 16)
+        },
+        0x1000,
+        0x1000,
+    )
+    .unwrap();
+    a.set_quantum_cache(qc);
+    let x = a.alloc(16, NS | IF).unwrap();
+    a.free(x, 16);
+    assert_eq!(qc.calls.load(Ordering::SeqCst), 2);
+    a.destroy();
+    must_panic("cached alloc", GONE, || {
+        let _ = a.alloc(16, NS | IF);
+    });
+    must_panic("cached free", GONE, || a.free(x, 16));
+    assert_eq!(
+        qc.calls.load(Ordering::SeqCst),
+        2,
+        "the cache was not reached"
+    );
+
+    let b = Arena::with_config(
+        ArenaConfig {
+            qcache_max: 16,
+            ..ArenaConfig::new("qgone", 16)
+        },
+        0,
+        0,
+    )
+    .unwrap();
+    b.destroy();
+    must_panic("set_quantum_cache", GONE, || b.set_quantum_cache(qc));
+}
+
+#[test]
+fn stale_vmem_create_reference_panics_instead_of_using_the_next_arena() {
+    let _s = serial();
+    let a = vmem_create("first", 0x1000, 0x1000, 16, None, 0, NS, Ipl::None).unwrap();
+    let stale: &'static Arena = a;
+    // SAFETY: contract broken on purpose below, to check the best-effort
+    // quarantine: the descriptor memory stays mapped (slabs are never
+    // returned), so the stale reference reads a destroyed arena.
+    unsafe { vmem_destroy(a) };
+    let b = vmem_create("second", 0x9000, 0x1000, 16, None, 0, NS, Ipl::None).unwrap();
+    assert!(!std::ptr::eq(stale, b), "the destroyed slot is quarantined");
+    must_panic(
+        "stale alloc",
+        "vmem: arena 'first' used after vmem_destroy",
+        || {
+            let _ = stale.alloc(16, NS | IF);
+        },
+    );
+    assert_eq!(b.stats().counters.allocs, 0, "b untouched");
+    assert_eq!(b.stats().inuse, 0);
+    // SAFETY: `b` is not used after this.
+    unsafe { vmem_destroy(b) };
+}
+
+#[test]
+fn vmem_destroy_quarantines_sixteen_descriptors_before_reuse() {
+    let _s = serial();
+    // Destroy 16 arenas: none of their slots may come back while they sit
+    // in the quarantine.
+    let gone: Vec<usize> = (0..16)
+        .map(|_| {
+            let a = vmem_create("q", 0, 0x100, 16, None, 0, NS, Ipl::None).unwrap();
+            let p = a as *const Arena as usize;
+            // SAFETY: `a` is not used after this.
+            unsafe { vmem_destroy(a) };
+            p
+        })
+        .collect();
+    let fresh: Vec<&'static Arena> = (0..8)
+        .map(|_| vmem_create("q", 0, 0x100, 16, None, 0, NS, Ipl::None).unwrap())
+        .collect();
+    for f in &fresh {
+        assert!(
+            !gone.contains(&(*f as *const Arena as usize)),
+            "a quarantined descriptor was reused"
+        );
+    }
+    for f in fresh {
+        // SAFETY: not used after this.
+        unsafe { vmem_destroy(f) };
+    }
+}
