@@ -3,7 +3,7 @@
 use core::fmt;
 use core::ptr::{self, NonNull};
 
-use bsdalloc_platform::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use bsdalloc_platform::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use bsdalloc_platform::sync::cell::UnsafeCell;
 use bsdalloc_platform::{Ipl, SpinMutex, SpinMutexGuard, WaitChannel};
 
@@ -85,6 +85,14 @@ pub struct Arena {
     /// Global arena list link (registered arenas only).
     pub(crate) next: AtomicPtr<Arena>,
     pub(crate) registered: AtomicBool,
+    /// Registration serial number, unique and increasing (written under the
+    /// arena-list lock); the list is in descending serial order, which is
+    /// how `for_each_arena` resumes between batches.
+    pub(crate) serial: AtomicU64,
+    /// `for_each_arena` walkers holding this arena (pinned under the list
+    /// lock, unpinned under the arena lock). `destroy` unregisters, then
+    /// waits for 0 before tearing down.
+    pub(crate) walkers: AtomicUsize,
     /// The descriptor came from `vmem_create` (meta memory), not the caller.
     pub(crate) descriptor: AtomicBool,
     /// Set (under the arena lock) by `destroy`. Every entry point that
@@ -231,6 +239,8 @@ impl Arena {
             cv: WaitChannel::new("vmem"),
             next: AtomicPtr::new(ptr::null_mut()),
             registered: AtomicBool::new(false),
+            serial: AtomicU64::new(0),
+            walkers: AtomicUsize::new(0),
             descriptor: AtomicBool::new(false),
             destroyed: AtomicBool::new(false),
         }
@@ -635,8 +645,13 @@ impl Arena {
     /// back to the supply (donated ones are dropped with the arena), the
     /// hash table back to the meta source. The arena is unusable afterwards.
     ///
+    /// A destroy waits (sleeping) for [`crate::for_each_arena`] walkers
+    /// that hold the arena, so it must not be called from such a walker's
+    /// callback on the same arena.
+    ///
     /// # Panics
-    /// If allocations are still live ("vmem_destroy: … still allocated").
+    /// If allocations are still live ("vmem_destroy: … still allocated"), or
+    /// if the arena was already destroyed; nothing changes then.
     #[track_caller]
     pub fn destroy(&self) {
         let g = self.check_alive(self.lock.lock());
@@ -650,9 +665,16 @@ impl Arena {
         }
         drop(g);
         // Only once the arena is known to be idle: a refused destroy changes
-        // nothing. (The arena list ranks above arena locks.)
+        // nothing. (The arena list ranks above arena locks.) Walkers pin
+        // only registered arenas, under the list lock: once unregistered, no
+        // new pin appears, and the ones taken before go away when their
+        // callbacks return.
         crate::debug::unregister(self);
-        let mut g = self.lock.lock();
+        let mut g = self.check_alive(self.lock.lock());
+        while self.walkers.load(Ordering::Relaxed) != 0 {
+            // Unpinning happens under this lock and broadcasts `cv`.
+            g = self.cv.wait(g);
+        }
         self.destroyed.store(true, Ordering::Release);
         let mut released: [(usize, usize); 8] = [(0, 0); 8];
         loop {

@@ -12,23 +12,41 @@ use crate::bt::{BT_TYPE_BUSY, BT_TYPE_CURSOR, BT_TYPE_FREE, BT_TYPE_SPAN, Bounda
 use crate::flags::VMEM_MAXORDER;
 use crate::inner::{Counters, Inner};
 
-struct List(*const Arena);
+/// The global arena list: registered arenas, newest first.
+struct List {
+    head: *const Arena,
+    /// The serial number the next registered arena gets.
+    next_serial: u64,
+}
 // SAFETY: the list holds only `&'static Arena`s, which are Sync.
 unsafe impl Send for List {}
 
-static ARENAS: SpinMutex<List> = SpinMutex::new(Ipl::High, List(ptr::null()));
+static ARENAS: SpinMutex<List> = SpinMutex::new(
+    Ipl::High,
+    List {
+        head: ptr::null(),
+        next_serial: 0,
+    },
+);
 
 impl Arena {
     /// Put the arena on the global list (for `vmem_whatis`,
     /// `vmem_printall` and `vmem_rehash_all`). Done by `vmem_init` and
     /// `vmem_create`; call it for other `'static` arenas.
+    ///
+    /// # Panics
+    /// On a destroyed arena.
+    #[track_caller]
     pub fn register(&'static self) {
+        self.assert_alive();
         let mut l = ARENAS.lock();
         if self.registered.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.next.store(l.0 as *mut Arena, Ordering::Relaxed);
-        l.0 = self;
+        self.serial.store(l.next_serial, Ordering::Relaxed);
+        l.next_serial += 1;
+        self.next.store(l.head as *mut Arena, Ordering::Relaxed);
+        l.head = self;
     }
 }
 
@@ -38,13 +56,13 @@ pub(crate) fn unregister(a: &Arena) {
         return;
     }
     let me = a as *const Arena;
-    if l.0 == me {
-        l.0 = a.next.load(Ordering::Relaxed);
+    if l.head == me {
+        l.head = a.next.load(Ordering::Relaxed);
         return;
     }
-    let mut p = l.0;
+    let mut p = l.head;
     while !p.is_null() {
-        // SAFETY: list members are registered 'static arenas.
+        // SAFETY: list members are registered arenas, alive while listed.
         let pa = unsafe { &*p };
         let n = pa.next.load(Ordering::Relaxed);
         if core::ptr::eq(n, me) {
@@ -56,35 +74,91 @@ pub(crate) fn unregister(a: &Arena) {
     }
 }
 
+/// Arenas of one `for_each_arena` batch, pinned; whatever is still pinned
+/// is unpinned on drop, so a panicking callback cannot leave an arena's
+/// destroy waiting forever.
+struct Pinned {
+    arenas: [*const Arena; WALK_BATCH],
+    /// `arenas[done..n]` are still pinned.
+    done: usize,
+    n: usize,
+}
+
+const WALK_BATCH: usize = 64;
+
+fn unpin(a: &Arena) {
+    // Under the arena lock, so that `destroy`, which checks the count
+    // under it before sleeping, cannot miss the wakeup.
+    let g = a.lock.lock();
+    let left = a.walkers.fetch_sub(1, Ordering::Relaxed) - 1;
+    drop(g);
+    if left == 0 {
+        a.cv.broadcast();
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        while self.done < self.n {
+            let a = self.arenas[self.done];
+            self.done += 1;
+            // SAFETY: still pinned: its destroy waits for us.
+            unpin(unsafe { &*a });
+        }
+    }
+}
+
 /// Call `f` on every registered arena.
-pub fn for_each_arena(mut f: impl FnMut(&'static Arena)) {
-    // Collect first: `f` may take arena locks, which rank below the list.
-    let mut batch: [*const Arena; 64] = [ptr::null(); 64];
-    let mut skip = 0;
+///
+/// Every arena registered for the whole walk is visited exactly once; one
+/// registered or destroyed meanwhile may or may not be. `f` runs with no
+/// vmem lock held.
+///
+/// Arenas are pinned in batches of up to 64 while the walk runs over them:
+/// a destroy of a pinned arena waits until `f` returned for it. So `f` must
+/// not destroy a registered arena (that could wait on its own walk).
+pub fn for_each_arena(mut f: impl FnMut(&Arena)) {
+    // Collect a batch under the list lock, pinning each arena, then call `f`
+    // without it: `f` may take arena locks, which rank below the list, and
+    // may run unknown code. The list is in descending serial order, so the
+    // next batch starts below the last serial visited, whatever was
+    // registered at the head or destroyed meanwhile.
+    let mut below = u64::MAX;
     loop {
-        let mut n = 0;
+        let mut pins = Pinned {
+            arenas: [ptr::null(); WALK_BATCH],
+            done: 0,
+            n: 0,
+        };
         {
             let l = ARENAS.lock();
-            let mut p = l.0;
-            let mut i = 0;
-            while !p.is_null() && n < batch.len() {
-                if i >= skip {
-                    batch[n] = p;
-                    n += 1;
+            let mut p = l.head;
+            while !p.is_null() && pins.n < WALK_BATCH {
+                // SAFETY: listed arenas are alive: destroy unregisters (under
+                // this lock) before it tears anything down.
+                let a = unsafe { &*p };
+                let serial = a.serial.load(Ordering::Relaxed);
+                if serial < below {
+                    a.walkers.fetch_add(1, Ordering::Relaxed);
+                    pins.arenas[pins.n] = p;
+                    pins.n += 1;
+                    below = serial;
                 }
-                i += 1;
-                // SAFETY: registered arenas are 'static.
-                p = unsafe { (*p).next.load(Ordering::Relaxed) };
+                p = a.next.load(Ordering::Relaxed);
             }
         }
-        for &a in &batch[..n] {
-            // SAFETY: registered arenas are 'static.
-            f(unsafe { &*a });
+        let full = pins.n == WALK_BATCH;
+        while pins.done < pins.n {
+            let p = pins.arenas[pins.done];
+            // SAFETY: pinned: its destroy waits until we unpin.
+            let a = unsafe { &*p };
+            f(a);
+            pins.done += 1;
+            unpin(a);
         }
-        if n < batch.len() {
+        if !full {
             return;
         }
-        skip += n;
     }
 }
 

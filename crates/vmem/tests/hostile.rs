@@ -208,3 +208,113 @@ fn vmem_destroy_quarantines_sixteen_descriptors_before_reuse() {
         unsafe { vmem_destroy(f) };
     }
 }
+
+// ---- item 2: walking the arena list while arenas come and go ----
+
+struct Discard;
+
+impl std::fmt::Write for Discard {
+    fn write_str(&mut self, _: &str) -> std::fmt::Result {
+        Ok(())
+    }
+}
+
+#[test]
+fn debug_walkers_survive_arenas_created_and_destroyed_on_other_threads() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    let _s = serial();
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn: Vec<_> = (0..3)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut cycles = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let base = 0x10_0000 * (t + 1);
+                    let a = vmem_create("churn", base, 0x1000, 16, None, 0, NS, Ipl::Vm).unwrap();
+                    let x = a.alloc(0x40, NS | IF).unwrap();
+                    a.free(x, 0x40);
+                    // SAFETY: `a` is not used after this.
+                    unsafe { vmem_destroy(a) };
+                    cycles += 1;
+                }
+                cycles
+            })
+        })
+        .collect();
+    let walkers: Vec<_> = (0..3)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut walks = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    match t {
+                        0 => bsdalloc_vmem::vmem_printall(&mut Discard).unwrap(),
+                        1 => bsdalloc_vmem::vmem_whatis(0x10_0040, &mut Discard).unwrap(),
+                        _ => bsdalloc_vmem::vmem_rehash_all(),
+                    }
+                    walks += 1;
+                }
+                walks
+            })
+        })
+        .collect();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let cycles: u64 = churn.into_iter().map(|h| h.join().unwrap()).sum();
+    let walks: u64 = walkers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(
+        cycles > 100 && walks > 100,
+        "{cycles} create/destroy cycles, {walks} walks"
+    );
+}
+
+#[test]
+fn for_each_arena_visits_each_arena_once_while_arenas_are_registered_between_batches() {
+    use std::collections::HashMap;
+
+    let _s = serial();
+    // More than one batch (64) of arenas that stay registered for the
+    // whole walk.
+    let keep: Vec<&'static Arena> = (0..150)
+        .map(|i| vmem_create("keep", i * 0x1000, 0x1000, 16, None, 0, NS, Ipl::None).unwrap())
+        .collect();
+    let mut visits: HashMap<usize, usize> = HashMap::new();
+    let mut added: Vec<&'static Arena> = Vec::new();
+    let mut calls = 0;
+    bsdalloc_vmem::for_each_arena(|a| {
+        calls += 1;
+        *visits.entry(a as *const Arena as usize).or_default() += 1;
+        // Between the first and second batch, and again later: new arenas
+        // go to the head of the list, which shifted a position-based resume.
+        if calls == 10 || calls == 100 {
+            for _ in 0..70 {
+                added.push(vmem_create("added", 0, 0x100, 16, None, 0, NS, Ipl::None).unwrap());
+            }
+        }
+        // And an arena registered during the walk disappears.
+        if calls == 20 {
+            let last = added.pop().unwrap();
+            // SAFETY: not used after this (and not pinned: it was
+            // registered after the first batch was taken).
+            unsafe { vmem_destroy(last) };
+        }
+    });
+    for k in &keep {
+        assert_eq!(
+            visits.get(&(*k as *const Arena as usize)).copied(),
+            Some(1),
+            "an arena registered for the whole walk is visited exactly once"
+        );
+    }
+    for a in keep.into_iter().chain(added) {
+        // SAFETY: not used after this.
+        unsafe { vmem_destroy(a) };
+    }
+}
