@@ -676,6 +676,7 @@ impl Arena {
             g = self.cv.wait(g);
         }
         self.destroyed.store(true, Ordering::Release);
+        g.generation = g.generation.wrapping_add(1);
         let mut released: [(usize, usize); 8] = [(0, 0); 8];
         loop {
             // Tear down span by span; release imported ones unlocked.

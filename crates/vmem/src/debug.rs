@@ -335,30 +335,96 @@ impl Arena {
 
     /// `vmem_dump`: the arena header, every tag in segment-list order, then
     /// every non-empty free list.
+    ///
+    /// The writer is unknown code (it may allocate, block, or take this
+    /// arena's lock), so it is never called with the arena lock held: tags
+    /// are copied in batches of 64 under the lock and written after it is
+    /// dropped. Between batches the walk resumes after the last tag copied
+    /// if the arena did not change, else by position, after a line saying
+    /// that it changed (the dump is then not one consistent snapshot).
     pub fn dump(&self, w: &mut dyn Write) -> fmt::Result {
-        let g = self.lock.lock();
         writeln!(w, "vmem {:p} '{}'", self, self.name())?;
-        let mut bt = g.seg_head;
-        while !bt.is_null() {
-            // SAFETY: walking our own list under the lock.
-            let t = unsafe { &*bt };
-            write_tag(w, bt, t)?;
-            bt = t.seg_next;
-        }
-        for (i, &head) in g.freelist.iter().enumerate() {
-            if head.is_null() {
-                continue;
-            }
-            writeln!(w, "freelist[{i}]")?;
-            let mut bt = head;
-            while !bt.is_null() {
-                // SAFETY: as above.
-                let t = unsafe { &*bt };
-                write_tag(w, bt, t)?;
-                bt = t.link_next;
-            }
+        self.dump_list(w, None)?;
+        for i in 0..VMEM_MAXORDER {
+            self.dump_list(w, Some(i))?;
         }
         Ok(())
+    }
+
+    /// Dump the segment list (`None`) or free list `i`, batch by batch.
+    fn dump_list(&self, w: &mut dyn Write, list: Option<usize>) -> fmt::Result {
+        let next_of = |t: &BoundaryTag| match list {
+            None => t.seg_next,
+            Some(_) => t.link_next,
+        };
+        let mut batch = [TagSnap::EMPTY; DUMP_BATCH];
+        // Where the last batch ended: its last tag, the arena generation
+        // then, and how many tags of the list were written.
+        let mut last: *mut BoundaryTag = ptr::null_mut();
+        let mut seen = 0;
+        let mut written = 0usize;
+        loop {
+            let mut changed = false;
+            let mut n = 0;
+            {
+                let g = self.lock.lock();
+                let head = match list {
+                    None => g.seg_head,
+                    Some(i) => g.freelist[i],
+                };
+                let mut bt = if written == 0 {
+                    head
+                } else if g.generation == seen {
+                    // SAFETY: unchanged since the last batch: `last` is
+                    // still on this list.
+                    next_of(unsafe { &*last })
+                } else {
+                    // O(n), but only after a change.
+                    changed = true;
+                    let mut p = head;
+                    let mut k = 0;
+                    while !p.is_null() && k < written {
+                        // SAFETY: walking our own list under the lock.
+                        p = next_of(unsafe { &*p });
+                        k += 1;
+                    }
+                    p
+                };
+                while !bt.is_null() && n < DUMP_BATCH {
+                    // SAFETY: as above.
+                    let t = unsafe { &*bt };
+                    batch[n] = TagSnap {
+                        ptr: bt,
+                        start: t.start,
+                        size: t.size,
+                        typ: t.typ,
+                    };
+                    n += 1;
+                    last = bt;
+                    bt = next_of(t);
+                }
+                seen = g.generation;
+            }
+            if changed {
+                writeln!(
+                    w,
+                    "\t(arena changed while being dumped; resuming at tag {written})"
+                )?;
+            }
+            if written == 0
+                && n > 0
+                && let Some(i) = list
+            {
+                writeln!(w, "freelist[{i}]")?;
+            }
+            for s in &batch[..n] {
+                write_tag(w, s)?;
+            }
+            written += n;
+            if n < DUMP_BATCH {
+                return Ok(());
+            }
+        }
     }
 
     /// The segment (not span) containing `addr`: (start, size, busy).
@@ -397,12 +463,33 @@ impl Arena {
     }
 }
 
+/// Tags `dump` copies per hold of the arena lock.
+const DUMP_BATCH: usize = 64;
+
+/// What `dump` prints of a tag, copied under the lock.
+#[derive(Clone, Copy)]
+struct TagSnap {
+    ptr: *const BoundaryTag,
+    start: usize,
+    size: usize,
+    typ: u8,
+}
+
+impl TagSnap {
+    const EMPTY: TagSnap = TagSnap {
+        ptr: ptr::null(),
+        start: 0,
+        size: 0,
+        typ: 0,
+    };
+}
+
 /// One tag as `vmem_dump` prints it: `<tagptr>: <start>, <size>, <type#>(<name>)`.
-fn write_tag(w: &mut dyn Write, bt: *const BoundaryTag, t: &BoundaryTag) -> fmt::Result {
+fn write_tag(w: &mut dyn Write, t: &TagSnap) -> fmt::Result {
     writeln!(
         w,
         "\t{:p}: {:#x}, {:#x}, {}({})",
-        bt,
+        t.ptr,
         t.start,
         t.size,
         t.typ,

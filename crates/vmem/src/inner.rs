@@ -211,6 +211,11 @@ pub(crate) struct Inner {
     pub(crate) nimported: usize,
     pub(crate) nfree_segs: usize,
     pub(crate) stats: Counters,
+    /// Bumped by every change to the segment list or a free list (carve,
+    /// coalesce, span add/remove, cursor moves, destroy), so that a walk
+    /// that dropped the lock (`dump`) knows whether its place is still
+    /// valid.
+    pub(crate) generation: u64,
 }
 
 /// Event counters.
@@ -320,6 +325,7 @@ impl Inner {
                 rehashes: 0,
                 instantfit_fallbacks: 0,
             },
+            generation: 0,
         }
     }
 
@@ -374,6 +380,7 @@ impl Inner {
 
     /// Insert `bt` before `next` (null: at the tail).
     pub(crate) fn seg_insert_before(&mut self, next: *mut Bt, bt: *mut Bt) {
+        self.generation = self.generation.wrapping_add(1);
         // SAFETY: `next` is on the list (or null) and `bt` is not.
         unsafe {
             let prev = if next.is_null() {
@@ -408,6 +415,7 @@ impl Inner {
     }
 
     pub(crate) fn seg_remove(&mut self, bt: *mut Bt) {
+        self.generation = self.generation.wrapping_add(1);
         // SAFETY: `bt` is on the list.
         unsafe {
             let prev = (*bt).seg_prev;
@@ -443,6 +451,7 @@ impl Inner {
     }
 
     pub(crate) fn fl_insert(&mut self, bt: *mut Bt, qshift: u32) {
+        self.generation = self.generation.wrapping_add(1);
         // SAFETY: `bt` is a FREE tag on no free list; the head is ours.
         unsafe {
             let i = Self::list_floor((*bt).size >> qshift);
@@ -452,6 +461,7 @@ impl Inner {
     }
 
     pub(crate) fn fl_remove(&mut self, bt: *mut Bt, qshift: u32) {
+        self.generation = self.generation.wrapping_add(1);
         // SAFETY: `bt` is on the free list of its size class.
         unsafe {
             let i = Self::list_floor((*bt).size >> qshift);

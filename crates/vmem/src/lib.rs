@@ -80,9 +80,22 @@
 //!
 //! **Locks.** The arena lock is the platform's IPL spin mutex at the arena's
 //! level, so an arena created at `IPL_VM` can be used from interrupt
-//! handlers up to that level. Order: arena lock → global tag supply
-//! (`IPL_HIGH`). Import, release, quantum-cache and meta-source calls are
-//! made with the arena lock dropped.
+//! handlers up to that level. Order: arena list → arena lock → global tag
+//! supply (`IPL_HIGH`).
+//!
+//! The workspace rule: *never call out to unknown code while holding a spin
+//! mutex* — no writer, callback, trait object or anything else that may
+//! allocate, block or take locks of its own. Snapshot under the lock, drop
+//! it, then call out. Code that allocates may re-enter this very arena (the
+//! global allocator may be built on it) and spin on a lock its own CPU
+//! holds; code that blocks stalls every CPU spinning for the lock, with
+//! interrupts up to its level held off.
+//! Here: [`SpanSource`] import and release, [`QuantumCache`] and
+//! [`MetaSource`] calls run with no vmem lock held; [`Arena::dump`] copies
+//! tags in batches and writes them with the lock dropped;
+//! [`for_each_arena`] calls its closure with no lock held (arenas are pinned
+//! instead); and panics, whose hook is unknown code too, are raised after
+//! the lock is released.
 //!
 //! ## NetBSD ↔ Rust
 //!
@@ -120,6 +133,14 @@
 
 #[cfg(feature = "std")]
 extern crate std;
+
+// Lock rules (see "Locks" above): the arena lock and the global locks (arena
+// list, tag supply, descriptor slab) are IPL spin mutexes. While one is held,
+// run only this crate's own code and the platform's (other spin mutexes in
+// the documented order, wait-channel broadcasts). Writers, `SpanSource`,
+// `QuantumCache`, `MetaSource`, user closures and panics come after the guard
+// is dropped: copy what they need first (`Arena::dump` shows how to walk a
+// long list that way: batches, a generation counter to resume).
 
 mod alloc;
 mod arena;

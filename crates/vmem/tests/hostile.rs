@@ -318,3 +318,155 @@ fn for_each_arena_visits_each_arena_once_while_arenas_are_registered_between_bat
         unsafe { vmem_destroy(a) };
     }
 }
+
+// ---- item 3: no unknown code under a spin mutex ----
+
+/// A writer that, like one that allocates from a stack built on the arena,
+/// takes the arena's lock from inside `write_str`.
+struct Reentrant<'a> {
+    arena: &'a Arena,
+    out: String,
+    /// Change the arena on every write (allocate, then free the previous).
+    mutate: bool,
+    held: Option<usize>,
+}
+
+impl std::fmt::Write for Reentrant<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let st = self.arena.stats();
+        assert!(st.size > 0);
+        if self.mutate {
+            let x = self.arena.alloc(0x10, NS | IF).unwrap();
+            if let Some(old) = self.held.replace(x) {
+                self.arena.free(old, 0x10);
+            }
+        }
+        self.out.push_str(s);
+        Ok(())
+    }
+}
+
+/// An arena with `n` static spans `[i * 0x1000, +0x100)`, each cut into
+/// free 0x20, busy 0x10, free 0xd0: 4n tags.
+fn striped_arena(name: &'static str, n: usize) -> Arena {
+    let a = Arena::with_config(
+        ArenaConfig {
+            ipl: Ipl::Vm,
+            ..ArenaConfig::new(name, 0x10)
+        },
+        0,
+        0,
+    )
+    .unwrap();
+    for i in 0..n {
+        a.add(0x10_0000 + i * 0x1000, 0x100, NS).unwrap();
+        a.xalloc_addr(0x10_0000 + i * 0x1000 + 0x20, 0x10, NS)
+            .unwrap();
+    }
+    a
+}
+
+#[test]
+fn dump_does_not_hold_the_arena_lock_while_calling_the_writer() {
+    let _s = serial();
+    let a = striped_arena("reenter", 40);
+    let mut w = Reentrant {
+        arena: &a,
+        out: String::new(),
+        mutate: false,
+        held: None,
+    };
+    a.dump(&mut w).unwrap();
+    assert!(w.out.starts_with("vmem 0x"), "{}", w.out);
+    assert_eq!(w.out.matches("(busy)").count(), 40);
+    a.xfreeall();
+}
+
+/// `(pointer, start, size, type)` of a dump line `\t<p>: <s>, <z>, <t>(<name>)`.
+fn parse_tag_line(l: &str) -> (String, usize, usize, String) {
+    let l = l
+        .strip_prefix('\t')
+        .unwrap_or_else(|| panic!("no tab: {l:?}"));
+    let (p, rest) = l.split_once(": ").unwrap();
+    let mut f = rest.split(", ");
+    let hex = |s: &str| usize::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+    let start = hex(f.next().unwrap());
+    let size = hex(f.next().unwrap());
+    let t = f.next().unwrap().to_string();
+    assert!(f.next().is_none(), "{l:?}");
+    (p.to_string(), start, size, t)
+}
+
+#[test]
+fn dump_format_is_unchanged_for_a_quiet_arena() {
+    let _s = serial();
+    const N: usize = 40; // 160 tags: several batches
+    let a = striped_arena("quiet", N);
+    let mut out = String::new();
+    a.dump(&mut out).unwrap();
+    let mut lines = out.lines();
+    assert_eq!(lines.next().unwrap(), format!("vmem {:p} 'quiet'", &a));
+    let lines: Vec<&str> = lines.collect();
+    assert!(!out.contains("changed"), "{out}");
+    // The segment list, in order: per span its tag, then its segments.
+    let mut want = Vec::new();
+    for i in 0..N {
+        let s = 0x10_0000 + i * 0x1000;
+        want.push((s, 0x100, "2(static span)".to_string()));
+        want.push((s, 0x20, "3(free)".to_string()));
+        want.push((s + 0x20, 0x10, "4(busy)".to_string()));
+        want.push((s + 0x30, 0xd0, "3(free)".to_string()));
+    }
+    let segs: Vec<_> = lines[..4 * N].iter().map(|l| parse_tag_line(l)).collect();
+    let got: Vec<_> = segs
+        .iter()
+        .map(|(_, s, z, t)| (*s, *z, t.clone()))
+        .collect();
+    assert_eq!(got, want);
+    // Then the non-empty free lists: 0x20 is 2 quanta (list 1), 0xd0 is 13
+    // (list 3), each entry one of the free tags above, by pointer.
+    assert_eq!(lines[4 * N], "freelist[1]");
+    assert_eq!(lines[4 * N + 1 + N], "freelist[3]");
+    assert_eq!(lines.len(), 4 * N + 2 + 2 * N, "nothing else");
+    for (k, size) in [(4 * N + 1, 0x20), (4 * N + 2 + N, 0xd0)] {
+        let mut ptrs: Vec<String> = Vec::new();
+        for l in &lines[k..k + N] {
+            let (p, _, z, t) = parse_tag_line(l);
+            assert_eq!((z, t.as_str()), (size, "3(free)"));
+            assert!(segs.iter().any(|(q, _, zz, _)| *q == p && *zz == size));
+            ptrs.push(p);
+        }
+        ptrs.sort();
+        ptrs.dedup();
+        assert_eq!(ptrs.len(), N, "each free tag once");
+    }
+    // A second dump of the quiet arena is identical.
+    let mut again = String::new();
+    a.dump(&mut again).unwrap();
+    assert_eq!(again, out);
+    a.xfreeall();
+}
+
+#[test]
+fn dump_of_an_arena_changing_under_the_writer_says_so_and_ends() {
+    let _s = serial();
+    let a = striped_arena("busy-dump", 40);
+    let mut w = Reentrant {
+        arena: &a,
+        out: String::new(),
+        mutate: true,
+        held: None,
+    };
+    a.dump(&mut w).unwrap();
+    assert!(
+        w.out
+            .contains("(arena changed while being dumped; resuming at tag 64)"),
+        "{}",
+        w.out
+    );
+    if let Some(x) = w.held {
+        a.free(x, 0x10);
+    }
+    a.assert_sane();
+    a.xfreeall();
+}
