@@ -34,14 +34,19 @@ impl Arena {
         }
         check_sleep_flags("vmem_alloc", flags);
         check_fit_flags("vmem_alloc", flags);
+        // A size that cannot be rounded is larger than any arena: a plain
+        // ENOMEM, never a shorter segment than asked.
+        let Some(rsize) = self.checked_roundup_size(size) else {
+            return Err(self.fail_early());
+        };
         if size <= self.qcache_max
             && let Some(qc) = self.quantum_cache()
         {
-            return qc.qc_alloc(self, self.roundup_size(size), flags);
+            return qc.qc_alloc(self, rsize, flags);
         }
         self.xalloc_core(
             Request {
-                size: self.roundup_size(size),
+                size: rsize,
                 align: self.quantum,
                 phase: 0,
                 nocross: 0,
@@ -108,11 +113,17 @@ impl Arena {
                 "vmem_xalloc: arena '{name}': nocross {nocross:#x} is not a power of two multiple of the quantum"
             );
         }
-        let rsize = self.roundup_size(size);
-        if nocross != 0 && nocross < rsize {
-            panic!("vmem_xalloc: arena '{name}': nocross {nocross:#x} < size {rsize:#x}");
+        let rsize = self.checked_roundup_size(size);
+        if nocross != 0 && rsize.is_none_or(|r| nocross < r) {
+            let shown = rsize.unwrap_or(size);
+            panic!("vmem_xalloc: arena '{name}': nocross {nocross:#x} < size {shown:#x}");
         }
-        if nocross != 0 && crosses(phase, phase + rsize - 1, nocross) {
+        if let Some(r) = rsize
+            && nocross != 0
+            && phase
+                .checked_add(r - 1)
+                .is_none_or(|last| crosses(phase, last, nocross))
+        {
             panic!(
                 "vmem_xalloc: arena '{name}': [phase, phase+size) itself crosses nocross {nocross:#x}"
             );
@@ -120,6 +131,10 @@ impl Arena {
         if minaddr > maxaddr {
             panic!("vmem_xalloc: arena '{name}': minaddr {minaddr:#x} > maxaddr {maxaddr:#x}");
         }
+        // Arguments are valid; a size that cannot be rounded fits nowhere.
+        let Some(rsize) = rsize else {
+            return Err(self.fail_early());
+        };
         self.xalloc_core(
             Request {
                 size: rsize,
@@ -141,15 +156,19 @@ impl Arena {
         if size == 0 {
             panic!("vmem_xalloc_addr: arena '{}': size 0", self.name);
         }
+        check_sleep_flags("vmem_xalloc_addr", flags);
         if addr & (self.quantum - 1) != 0 {
             panic!(
                 "vmem_xalloc_addr: arena '{}': address {addr:#x} is not quantum aligned",
                 self.name
             );
         }
-        let size = self.roundup_size(size);
-        let Some(max) = addr.checked_add(size - 1) else {
-            return Err(VmemError::NoMemory);
+        // The window ends past the top of the address type: nothing there.
+        let Some((size, max)) = self
+            .checked_roundup_size(size)
+            .and_then(|r| Some((r, addr.checked_add(r - 1)?)))
+        else {
+            return Err(self.fail_early());
         };
         let flags = (flags & VmFlags::SLEEP_MASK) | VmFlags::BESTFIT;
         self.xalloc(size, 0, 0, 0, addr, max, flags)
@@ -236,8 +255,11 @@ impl Arena {
 
     /// Import a span for `size` bytes and add it. Lock not held.
     fn import_span(&self, src: &'static dyn SpanSource, size: usize, flags: VmFlags) -> bool {
+        // LARGEIMPORT is a hint: when 16 times the size does not fit, ask
+        // for the size itself (a saturated ask would not be a multiple of
+        // the quantum, and means nothing to the source).
         let ask = if self.flags.contains(VmFlags::LARGEIMPORT) {
-            size.saturating_mul(16)
+            size.checked_mul(16).unwrap_or(size)
         } else {
             size
         };
@@ -256,6 +278,15 @@ impl Arena {
                 return false;
             }
         };
+        // The source's answer is input too: a span that wraps past the top
+        // of the address type, or is not quantum aligned, would break every
+        // fit computation. Refuse it before the arena changes.
+        if addr.checked_add(got - 1).is_none() || (addr | got) & (self.quantum - 1) != 0 {
+            panic!(
+                "vmem_import: arena '{}': the source returned span {addr:#x}+{got:#x}, which wraps around or is not quantum ({:#x}) aligned",
+                self.name, self.quantum
+            );
+        }
         let g = self.lock.lock();
         match self.refill(g, flags, 2) {
             Ok(g) if self.destroyed.load(Ordering::Relaxed) => {
@@ -329,7 +360,9 @@ impl Arena {
                 self.name
             );
         }
-        let size = self.roundup_size(size);
+        // A size that cannot be rounded was never allocated: the lookup
+        // below reports it as not allocated or as a size mismatch.
+        let rsize = self.checked_roundup_size(size);
         let mut g = self.check_alive(self.lock.lock());
         let bt = g.hash.lookup(addr);
         if bt.is_null() {
@@ -341,10 +374,11 @@ impl Arena {
         }
         // SAFETY: a BUSY tag of this arena.
         let bsize = unsafe { (*bt).size };
-        if bsize != size {
+        if rsize != Some(bsize) {
             drop(g);
+            let shown = rsize.unwrap_or(size);
             panic!(
-                "{what}: arena '{}': size mismatch at {addr:#x}: freeing {size:#x}, allocated {bsize:#x}",
+                "{what}: arena '{}': size mismatch at {addr:#x}: freeing {shown:#x}, allocated {bsize:#x}",
                 self.name
             );
         }

@@ -323,12 +323,36 @@ impl Arena {
         self.flags
     }
 
-    /// `vmem_roundup_size`.
+    /// `vmem_roundup_size`: `size` rounded up to a multiple of the quantum.
+    ///
+    /// # Panics
+    /// If the rounded size does not fit in a `usize` (NetBSD wraps to a
+    /// small number there); see [`Arena::checked_roundup_size`].
     #[inline]
+    #[track_caller]
     pub fn roundup_size(&self, size: usize) -> usize {
-        size.checked_add(self.quantum - 1)
-            .map(|s| s & !(self.quantum - 1))
-            .unwrap_or(usize::MAX & !(self.quantum - 1))
+        match self.checked_roundup_size(size) {
+            Some(r) => r,
+            None => panic!(
+                "vmem_roundup_size: arena '{}': size {size:#x} overflows when rounded to the quantum {:#x}",
+                self.name, self.quantum
+            ),
+        }
+    }
+
+    /// `size` rounded up to a multiple of the quantum, or `None` if that
+    /// does not fit in a `usize`. Never less than `size`.
+    #[inline]
+    pub fn checked_roundup_size(&self, size: usize) -> Option<usize> {
+        size.checked_next_multiple_of(self.quantum)
+    }
+
+    /// Count an allocation that failed before reaching the search (its
+    /// size cannot be rounded), and return the error.
+    #[track_caller]
+    pub(crate) fn fail_early(&self) -> VmemError {
+        self.check_alive(self.lock.lock()).stats.failures += 1;
+        VmemError::NoMemory
     }
 
     /// Plug in the quantum cache (DESIGN.md §1). Once, before any allocation.

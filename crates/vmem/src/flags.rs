@@ -175,8 +175,12 @@ pub const BT_MAXFREE: usize = 64;
 /// (NetBSD's `VMEM_EST_BTCOUNT`), for sizing `add_bts` donations.
 pub const fn vmem_est_btcount(nspans: usize, nsegs: usize) -> usize {
     // A span tag and a free tag per span, then each allocation may split a
-    // free segment in two, plus the two tags an xalloc reserves.
-    2 * nspans + 2 * nsegs + 2 + BT_MINRESERVE
+    // free segment in two, plus the two tags an xalloc reserves. Saturating:
+    // an estimate that wrapped in a release build would under-donate.
+    nspans
+        .saturating_add(nsegs)
+        .saturating_mul(2)
+        .saturating_add(2 + BT_MINRESERVE)
 }
 
 /// What vmem returns where NetBSD returns an errno.

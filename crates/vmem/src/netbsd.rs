@@ -320,6 +320,10 @@ pub fn vmem_xfreeall(vm: &Arena) {
 }
 
 /// `vmem_roundup_size`.
+///
+/// # Panics
+/// If the rounded size overflows (see [`Arena::checked_roundup_size`]).
+#[track_caller]
 pub fn vmem_roundup_size(vm: &Arena, size: usize) -> usize {
     vm.roundup_size(size)
 }

@@ -470,3 +470,189 @@ fn dump_of_an_arena_changing_under_the_writer_says_so_and_ends() {
     a.assert_sane();
     a.xfreeall();
 }
+
+// ---- item 6: sizes that overflow when rounded ----
+
+/// `[0x1000, top of the address type]`, quantum 4096: nearly everything.
+const WHOLE: usize = usize::MAX - 0xfff;
+
+fn whole_space(name: &'static str) -> Arena {
+    Arena::create(name, 0x1000, WHOLE, 4096).unwrap()
+}
+
+const HUGE: usize = usize::MAX - 100; // 2^64 - 101: rounds past the top
+
+#[test]
+fn alloc_xalloc_xalloc_addr_of_a_size_that_overflows_when_rounded_fail_with_enomem() {
+    let _s = serial();
+    let a = whole_space("huge");
+    let failures = a.stats().counters.failures;
+    assert_eq!(a.alloc(HUGE, NS | IF), Err(VmemError::NoMemory));
+    assert_eq!(
+        a.alloc(HUGE, NS | VmFlags::BESTFIT),
+        Err(VmemError::NoMemory)
+    );
+    assert_eq!(
+        a.xalloc(HUGE, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | IF),
+        Err(VmemError::NoMemory)
+    );
+    assert_eq!(a.xalloc_addr(0x1000, HUGE, NS), Err(VmemError::NoMemory));
+    // A window past the top of the address type is no better.
+    assert_eq!(
+        a.xalloc_addr(usize::MAX - 0xfff, 0x2000, NS),
+        Err(VmemError::NoMemory)
+    );
+    let st = a.stats();
+    assert_eq!(st.inuse, 0, "nothing was handed out");
+    assert_eq!(st.counters.failures, failures + 5, "each counted a failure");
+    a.assert_sane();
+}
+
+#[test]
+fn roundup_size_never_returns_less_than_its_argument() {
+    let _s = serial();
+    let a = whole_space("roundup");
+    assert_eq!(a.checked_roundup_size(HUGE), None);
+    assert_eq!(a.checked_roundup_size(4097), Some(8192));
+    assert_eq!(
+        a.checked_roundup_size(usize::MAX - 4095),
+        Some(usize::MAX - 4095)
+    );
+    must_panic(
+        "roundup_size",
+        "vmem_roundup_size: arena 'roundup': size 0xffffffffffffff9b overflows when rounded to the quantum 0x1000",
+        || {
+            let _ = a.roundup_size(HUGE);
+        },
+    );
+    must_panic("vmem_roundup_size", "overflows when rounded", || {
+        let _ = bsdalloc_vmem::vmem_roundup_size(&a, HUGE);
+    });
+}
+
+#[test]
+fn free_and_xfree_of_a_size_that_overflows_when_rounded_panic_and_change_nothing() {
+    let _s = serial();
+    let a = whole_space("hugefree");
+    // The whole arena, as one segment of the largest roundable size.
+    let all = WHOLE;
+    let x = a.alloc(all, NS | IF).unwrap();
+    assert_eq!(x, 0x1000);
+    must_panic(
+        "free",
+        "vmem_free: arena 'hugefree': size mismatch at 0x1000",
+        || a.free(x, HUGE),
+    );
+    let y = a.xalloc(0x1000, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | IF);
+    assert_eq!(y, Err(VmemError::NoMemory), "arena full");
+    must_panic(
+        "xfree",
+        "vmem_xfree: arena 'hugefree': address 0x0 is not allocated",
+        || a.xfree(0, HUGE),
+    );
+    assert_eq!(a.stats().inuse, all, "still allocated");
+    a.free(x, all);
+    assert_eq!(a.stats().inuse, 0);
+    a.assert_sane();
+}
+
+#[test]
+fn xalloc_with_a_huge_phase_and_nocross_checks_without_overflow() {
+    let _s = serial();
+    let a = whole_space("phase");
+    let top = 1usize << (usize::BITS - 1);
+    // [phase, phase + size - 1] with phase just below 2^63 and the largest
+    // nocross: legal, and computed without wrapping.
+    let x = a
+        .xalloc(0x1000, top, top - 0x1000, top, 0, VMEM_ADDR_MAX, NS | IF)
+        .unwrap();
+    assert_eq!(x % top, top - 0x1000);
+    a.xfree(x, 0x1000);
+    must_panic(
+        "nocross < size",
+        "nocross 0x1000 < size 0xffffffffffffff9b",
+        || {
+            let _ = a.xalloc(HUGE, 0, 0, 0x1000, 0, VMEM_ADDR_MAX, NS | IF);
+        },
+    );
+}
+
+/// A source whose import answers with a span that wraps around.
+struct WrappingSource;
+
+impl bsdalloc_vmem::SpanSource for WrappingSource {
+    fn import(&self, size: usize, _: VmFlags) -> Result<(usize, usize), VmemError> {
+        Ok((usize::MAX - 0xfff, size.max(0x2000)))
+    }
+    fn release(&self, _: usize, _: usize) {}
+}
+
+#[test]
+fn large_import_of_a_size_whose_sixteenfold_overflows_asks_for_the_size() {
+    let _s = serial();
+    /// Records what it was asked for; has nothing to give.
+    struct Asked(AtomicUsize);
+    impl bsdalloc_vmem::SpanSource for Asked {
+        fn import(&self, size: usize, _: VmFlags) -> Result<(usize, usize), VmemError> {
+            self.0.store(size, Ordering::SeqCst);
+            Err(VmemError::NoMemory)
+        }
+        fn release(&self, _: usize, _: usize) {}
+    }
+    let src: &'static Asked = leak(Asked(AtomicUsize::new(0)));
+    let a = Arena::with_config(
+        ArenaConfig {
+            source: Some(src),
+            flags: NS | VmFlags::LARGEIMPORT,
+            ..ArenaConfig::new("large", 4096)
+        },
+        0,
+        0,
+    )
+    .unwrap();
+    let big = 1usize << (usize::BITS - 2); // 16x overflows
+    assert_eq!(a.alloc(big, NS | IF), Err(VmemError::NoMemory));
+    assert_eq!(
+        src.0.load(Ordering::SeqCst),
+        big,
+        "not a saturated usize::MAX"
+    );
+    assert_eq!(a.alloc(0x1000, NS | IF), Err(VmemError::NoMemory));
+    assert_eq!(src.0.load(Ordering::SeqCst), 0x10000, "16x when it fits");
+}
+
+#[test]
+fn an_imported_span_that_wraps_around_is_refused_before_the_arena_changes() {
+    let _s = serial();
+    let a = bsdalloc_vmem::vmem_xcreate(
+        "wrapsrc",
+        0,
+        0,
+        4096,
+        Some(&WrappingSource),
+        0,
+        NS,
+        Ipl::None,
+    )
+    .unwrap();
+    must_panic(
+        "import",
+        "vmem_import: arena 'wrapsrc': the source returned span 0xfffffffffffff000+0x2000",
+        || {
+            let _ = a.alloc(0x1000, NS | IF);
+        },
+    );
+    assert_eq!(a.stats().size, 0);
+    a.assert_sane();
+    // SAFETY: `a` is not used after this.
+    unsafe { vmem_destroy(a) };
+}
+
+#[test]
+fn vmem_est_btcount_saturates_instead_of_wrapping() {
+    assert_eq!(
+        bsdalloc_vmem::vmem_est_btcount(usize::MAX / 2, 1),
+        usize::MAX
+    );
+    assert_eq!(bsdalloc_vmem::vmem_est_btcount(1, 3), 2 + 6 + 2 + 4);
+}
