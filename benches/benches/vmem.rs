@@ -170,6 +170,8 @@ fn v1(c: &mut Criterion) {
                             .unwrap())
                     })
                 });
+                // Dropping an arena with live segments panics (as vmem_destroy).
+                arena.xfreeall();
             }
             if l <= 10_000 {
                 let arena = peer_arena();
@@ -314,6 +316,7 @@ fn v3(c: &mut Criterion) {
                 live[i] = xa(&mut rng);
             })
         });
+        arena.xfreeall();
     }
     {
         let arena = ours_arena();
@@ -333,6 +336,7 @@ fn v3(c: &mut Criterion) {
                 live[i] = (arena.alloc(s, NS | VmFlags::INSTANTFIT).unwrap(), s);
             })
         });
+        arena.xfreeall();
     }
     {
         let arena = peer_arena();
@@ -441,6 +445,7 @@ fn v5(_c: &mut Criterion) {
             (lo * Q) as f64 / free as f64
         );
         black_box(&arena);
+        arena.xfreeall();
     }
     // Counters from a V1-shaped run at 1M live (ours), for the report.
     let arena = ours_arena();
@@ -472,6 +477,7 @@ fn v5(_c: &mut Criterion) {
         tags.chunks,
         tags.from_pages
     );
+    arena.xfreeall();
     bsdalloc_benches::append_extra(&out);
 }
 

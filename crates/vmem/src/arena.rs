@@ -682,10 +682,7 @@ impl Arena {
         if g.hash.nbusy != 0 {
             let (n, b) = (g.hash.nbusy, g.inuse);
             drop(g);
-            panic!(
-                "vmem_destroy: arena '{}': {n} allocations ({b:#x} bytes) still allocated",
-                self.name
-            );
+            self.still_allocated(n, b);
         }
         drop(g);
         // Only once the arena is known to be idle: a refused destroy changes
@@ -750,6 +747,15 @@ impl Arena {
         self.cv.broadcast();
     }
 
+    #[cold]
+    #[track_caller]
+    fn still_allocated(&self, n: usize, bytes: usize) -> ! {
+        panic!(
+            "vmem_destroy: arena '{}': {n} allocations ({bytes:#x} bytes) still allocated",
+            self.name
+        );
+    }
+
     /// Whether `addr` is the start of a busy segment (for wrappers/tests).
     pub fn is_allocated(&self, addr: usize) -> bool {
         self.busy_size(addr).is_some()
@@ -767,6 +773,43 @@ impl Arena {
             // SAFETY: as above.
             unsafe { (*bt).size }
         })
+    }
+}
+
+/// A by-value arena ([`Arena::create`], [`Arena::with_config`], a field of
+/// a struct) is destroyed when dropped, unless [`Arena::destroy`] already
+/// ran: tags back to the global supply, imported spans back to the source,
+/// the hash table back to the meta source.
+///
+/// Arenas that live in a `vmem_create` descriptor or in `vmem_init`'s
+/// caller storage are never dropped (they end with [`vmem_destroy`]); nor
+/// are statics.
+///
+/// # Panics
+/// With live allocations, as `vmem_destroy` does ("… still allocated"),
+/// except while the thread is already panicking (with the `std` feature):
+/// the arena's tags and spans are then leaked rather than turning the
+/// unwind into an abort.
+///
+/// [`vmem_destroy`]: crate::vmem_destroy
+impl Drop for Arena {
+    #[track_caller]
+    fn drop(&mut self) {
+        if self.destroyed.load(Ordering::Acquire) {
+            return;
+        }
+        let (n, bytes) = {
+            let g = self.lock.get_mut();
+            (g.hash.nbusy, g.inuse)
+        };
+        if n != 0 {
+            #[cfg(feature = "std")]
+            if std::thread::panicking() {
+                return;
+            }
+            self.still_allocated(n, bytes);
+        }
+        self.destroy();
     }
 }
 

@@ -103,7 +103,7 @@
 //! |---|---|
 //! | `vmem_create`, `vmem_xcreate` | [`vmem_create`], [`vmem_xcreate`] → `&'static Arena`; or [`Arena::create`], [`Arena::with_config`] by value |
 //! | `vmem_init` | [`vmem_init`] (caller storage), [`Arena::new`] (const, for statics) |
-//! | `vmem_destroy` | [`vmem_destroy`] (`unsafe`: the arena is gone), [`Arena::destroy`] (safe: the arena stays, unusable) |
+//! | `vmem_destroy` | [`vmem_destroy`] (`unsafe`: the arena is gone), [`Arena::destroy`] (safe: the arena stays, unusable), `Drop` of a by-value `Arena` |
 //! | `vmem_add`, `vmem_add_bts` | [`Arena::add`], [`Arena::add_bts`] |
 //! | `vmem_alloc`, `vmem_free` | [`Arena::alloc`], [`Arena::free`] (and [`Arena::alloc_segment`] → RAII [`Segment`]) |
 //! | `vmem_xalloc`, `vmem_xfree` | [`Arena::xalloc`], [`Arena::xfree`] ([`Arena::xalloc_segment`]) |

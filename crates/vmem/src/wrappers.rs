@@ -119,6 +119,11 @@ pub enum IdPolicy {
 
 /// Integer IDs from a range, backed by a quantum-1 arena.
 ///
+/// Dropping the allocator frees every ID still allocated (those from
+/// [`IdAllocator::alloc_raw`] too: IDs are numbers, not memory, so nothing
+/// can still be using them once the allocator is gone) and gives the
+/// arena's boundary tags back.
+///
 /// ```
 /// use bsdalloc_vmem::{IdAllocator, IdPolicy};
 ///
@@ -207,6 +212,17 @@ impl IdAllocator {
     /// The underlying arena.
     pub fn arena(&self) -> &Arena {
         &self.arena
+    }
+}
+
+impl Drop for IdAllocator {
+    fn drop(&mut self) {
+        // Then the arena's own drop returns everything, with no live
+        // segment to refuse over. (Someone may have destroyed it through
+        // `arena()` already; then there is nothing left to free.)
+        if !self.arena.is_destroyed() {
+            self.arena.xfreeall();
+        }
     }
 }
 

@@ -656,3 +656,103 @@ fn vmem_est_btcount_saturates_instead_of_wrapping() {
     );
     assert_eq!(bsdalloc_vmem::vmem_est_btcount(1, 3), 2 + 6 + 2 + 4);
 }
+
+// ---- item 11: dropping arenas gives everything back ----
+
+#[test]
+fn dropping_id_allocators_and_arenas_returns_every_boundary_tag() {
+    use bsdalloc_vmem::{IdAllocator, IdPolicy, tag_supply_stats};
+
+    let _s = serial();
+    let cycle = |i: usize| {
+        let ids = IdAllocator::new("ids", 1..1000, IdPolicy::Rotate).unwrap();
+        let kept = ids.alloc_raw().unwrap();
+        let _id = ids.alloc().unwrap();
+        assert!(ids.arena().is_allocated(kept));
+        drop(_id);
+        drop(ids); // frees `kept` too
+        let a = Arena::create("drop", 0x1000, 0x10_0000, 16).unwrap();
+        let x = a.alloc(0x40, NS | IF).unwrap();
+        let y = a
+            .xalloc(0x40, 0x100, 0, 0, 0, VMEM_ADDR_MAX, NS | IF)
+            .unwrap();
+        a.free(x, 0x40);
+        a.xfree(y, 0x40);
+        drop(a);
+        // Destroyed first: the drop must not destroy again.
+        let b = Arena::create("destroyed", 0, 0x1000, 16).unwrap();
+        b.destroy();
+        drop(b);
+        if i.is_multiple_of(2) {
+            let ids = IdAllocator::new("ids2", 0..10, IdPolicy::Reuse).unwrap();
+            ids.arena().destroy();
+        }
+    };
+    for i in 0..200 {
+        cycle(i);
+    }
+    let before = tag_supply_stats();
+    for i in 0..20_000 {
+        cycle(i);
+    }
+    let after = tag_supply_stats();
+    assert_eq!(
+        after.from_pages, before.from_pages,
+        "no new tag pages: 20k cycles leaked no tags"
+    );
+    assert_eq!(after.free, before.free, "every tag is back in the supply");
+}
+
+#[test]
+fn dropping_an_arena_with_a_live_segment_panics_like_vmem_destroy() {
+    let _s = serial();
+    must_panic(
+        "drop",
+        "vmem_destroy: arena 'live': 1 allocations (0x10 bytes) still allocated",
+        || {
+            let a = Arena::create("live", 0, 0x1000, 0x10).unwrap();
+            let _x = a.alloc(0x10, NS | IF).unwrap();
+            drop(a);
+        },
+    );
+}
+
+#[test]
+fn dropping_an_arena_with_a_live_segment_while_panicking_does_not_abort() {
+    let _s = serial();
+    // A second panic during the unwind would abort the test process.
+    must_panic("unwind", "the first panic", || {
+        let a = Arena::create("unwinding", 0, 0x1000, 0x10).unwrap();
+        let _x = a.alloc(0x10, NS | IF).unwrap();
+        panic!("the first panic");
+    });
+}
+
+#[test]
+fn a_refused_drop_of_an_importing_arena_leaves_its_source_unchanged() {
+    let _s = serial();
+    let parent: &'static Arena = leak(Arena::create("parent", 0x10_0000, 0x10_0000, 16).unwrap());
+    {
+        let child = Arena::with_config(
+            ArenaConfig {
+                source: Some(parent),
+                ..ArenaConfig::new("child", 16)
+            },
+            0,
+            0,
+        )
+        .unwrap();
+        let x = child.alloc(0x100, NS | IF).unwrap();
+        assert_eq!(parent.stats().inuse, 0x100);
+        child.free(x, 0x100);
+        let _y = child.alloc(0x200, NS | IF).unwrap();
+        // Dropped with `_y` live: refused, and the parent still holds the
+        // import (nothing was torn down).
+        must_panic("drop", "still allocated", move || drop(child));
+    }
+    assert_eq!(
+        parent.stats().inuse,
+        0x200,
+        "the refused drop changed nothing"
+    );
+}

@@ -60,6 +60,8 @@ fn instantfit_takes_a_list_head_bestfit_the_smallest_class() {
     assert_eq!(b, 10);
     a.free(b, 3);
     a.assert_sane();
+    // Dropping an arena with live segments panics.
+    a.xfreeall();
 }
 
 #[test]
@@ -86,6 +88,8 @@ fn instantfit_falls_back_to_bestfit_before_failing() {
     assert_eq!(a.stats().counters.instantfit_fallbacks, before + 1);
     a.xfree(0, 100);
     a.assert_sane();
+    // Dropping an arena with live segments panics.
+    a.xfreeall();
 }
 
 #[test]
