@@ -184,9 +184,11 @@ impl Arena {
         let restricted = req.restricted(self.quantum);
         let mut g = self.check_alive(self.lock.lock());
         loop {
-            // Two tags: a leading fragment and the split (spec §1.5).
+            // Two tags: a leading fragment and the split (spec §1.5); a
+            // first next-fit allocation also places the cursor tag.
+            let cursor = usize::from(strat == VmFlags::NEXTFIT && g.cursor.is_null());
             let want = if flags.contains(VmFlags::POPULATING) {
-                2
+                2 + cursor
             } else {
                 BT_MINRESERVE + 1
             };
@@ -210,6 +212,22 @@ impl Arena {
                 _ => g.find_bestfit(&req, self.qshift),
             };
             if let Some((bt, a)) = found {
+                // Validate before carving: the carve and the cursor must not
+                // run out of tags halfway. (The reserve above covers them;
+                // this keeps a refill-policy change from corrupting the
+                // arena.)
+                let need = g.carve_tags(bt, a, req.size, self.quantum) + cursor;
+                if g.nspare < need {
+                    g = match self.refill(g, flags, need) {
+                        // The lock may have been dropped: search again.
+                        Ok(g) => self.check_alive(g),
+                        Err(e) => {
+                            self.check_alive(self.lock.lock()).stats.failures += 1;
+                            return Err(e);
+                        }
+                    };
+                    continue;
+                }
                 let busy = g.carve(bt, a, req.size, self.qshift, self.quantum, xalloc);
                 if strat == VmFlags::NEXTFIT {
                     self.ensure_cursor(&mut g);

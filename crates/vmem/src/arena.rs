@@ -221,9 +221,13 @@ impl Arena {
             cfg.qcache_max.is_multiple_of(cfg.quantum),
             "vmem_init: qcache_max must be a multiple of the quantum"
         );
+        // Clamp to 16 quanta; with a quantum of 2^60 or more, 16 quanta do
+        // not fit in a usize and any legal qcache_max is below them.
         let mut qmax = cfg.qcache_max;
-        if qmax > VMEM_QCACHE_IDX_MAX * cfg.quantum {
-            qmax = VMEM_QCACHE_IDX_MAX * cfg.quantum;
+        if let Some(limit) = VMEM_QCACHE_IDX_MAX.checked_mul(cfg.quantum)
+            && qmax > limit
+        {
+            qmax = limit;
         }
         Arena {
             name: truncate_name(cfg.name),

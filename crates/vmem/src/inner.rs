@@ -563,6 +563,15 @@ impl Inner {
         }
     }
 
+    /// The spare tags `carve(bt, a, size, ..)` takes: one for a leading
+    /// fragment, one for a trailing one.
+    pub(crate) fn carve_tags(&self, bt: *mut Bt, a: usize, size: usize, quantum: usize) -> usize {
+        // SAFETY: `bt` is a valid FREE tag containing [a, a+size).
+        let (start, bsize) = unsafe { ((*bt).start, (*bt).size) };
+        let lead = a - start;
+        usize::from(lead > 0) + usize::from(bsize - lead - size >= quantum)
+    }
+
     /// Carve `[a, a+size)` out of FREE segment `bt` (spec §1.5 step 6).
     /// Needs up to two spare tags. Returns the new BUSY tag.
     pub(crate) fn carve(

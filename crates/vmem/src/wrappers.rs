@@ -1,7 +1,7 @@
 //! Safe handles for the common uses: an ID allocator and RAII segments.
 
 use core::fmt;
-use core::ops::Range;
+use core::ops::{Range, RangeInclusive};
 
 use crate::arena::{Arena, ArenaConfig};
 use crate::flags::{VmFlags, VmemError};
@@ -49,9 +49,18 @@ impl<'a> Segment<'a> {
         self.size
     }
 
-    /// The range `[addr, addr+size)`.
-    pub fn range(&self) -> Range<usize> {
-        self.addr..self.addr + self.size
+    /// The last address of the segment as asked, `addr + size - 1`.
+    pub fn last(&self) -> usize {
+        // Cannot overflow: the arena handed out at least `size` bytes from
+        // `addr`, inside a span that does not wrap.
+        self.addr + (self.size - 1)
+    }
+
+    /// The addresses `addr ..= last()`. Inclusive, because a segment may
+    /// end at the very top of the address type, where `addr + size` does
+    /// not exist.
+    pub fn range(&self) -> RangeInclusive<usize> {
+        self.addr..=self.last()
     }
 
     /// Keep the segment allocated and return `(addr, size)`; free it later

@@ -756,3 +756,84 @@ fn a_refused_drop_of_an_importing_arena_leaves_its_source_unchanged() {
         "the refused drop changed nothing"
     );
 }
+
+// ---- item 12: the largest quanta, the top segment, VM_POPULATING ----
+
+#[test]
+fn arenas_with_quantum_two_to_the_sixty_and_sixty_three_allocate_and_free() {
+    let _s = serial();
+    for shift in [60u32, 63] {
+        let q = 1usize << shift;
+        // The largest qcache_max a caller may pass: 16 quanta overflow.
+        let a = Arena::with_config(
+            ArenaConfig {
+                qcache_max: q,
+                ..ArenaConfig::new("bigq", q)
+            },
+            0,
+            0,
+        )
+        .unwrap();
+        assert_eq!(a.qcache_max(), q);
+        // Everything from q up to the top of the address type.
+        a.add(q, 0usize.wrapping_sub(q), NS).unwrap();
+        assert_eq!(a.roundup_size(1), q);
+        let x = a.alloc(1, NS | IF).unwrap();
+        assert_eq!(x, q);
+        if shift == 60 {
+            let y = a.alloc(2 * q + 1, NS | VmFlags::BESTFIT).unwrap();
+            assert_eq!((y, a.busy_size(y)), (2 * q, Some(3 * q)));
+            a.free(y, 2 * q + 1);
+            let z = a.xalloc(q, 4 * q, 0, 0, 0, VMEM_ADDR_MAX, NS | IF).unwrap();
+            assert_eq!(z % (4 * q), 0);
+            a.xfree(z, q);
+        } else {
+            assert_eq!(
+                a.alloc(1, NS | IF),
+                Err(VmemError::NoMemory),
+                "one quantum only"
+            );
+        }
+        a.free(x, 1);
+        a.assert_sane();
+        assert_eq!(a.stats().inuse, 0);
+    }
+}
+
+#[test]
+fn segment_range_reaches_the_top_of_the_address_type() {
+    let _s = serial();
+    let top = usize::MAX - 0xfff;
+    let a = Arena::create("top", top, 0x1000, 0x10).unwrap();
+    let s = a.alloc_segment(0x1000, NS | IF).unwrap();
+    assert_eq!(s.addr(), top);
+    assert_eq!(s.last(), usize::MAX);
+    assert_eq!(s.range(), top..=usize::MAX);
+    assert!(s.range().contains(&usize::MAX));
+    drop(s);
+    let s = a.alloc_segment(0x10, NS | IF).unwrap();
+    assert_eq!(s.range(), top..=top + 0xf);
+}
+
+#[test]
+fn populating_nextfit_allocation_counts_the_cursor_tag_in_its_reserve() {
+    let _s = serial();
+    // A fresh arena holds no spare tag once its span is added. The request
+    // needs a leading fragment (phase), a split, and the next-fit cursor:
+    // three tags, while VM_POPULATING reserves only what a carve takes.
+    let a = Arena::create("populate", 0, 0x1000, 0x10).unwrap();
+    assert_eq!(a.stats().spare_tags, 0);
+    let flags = NS | VmFlags::NEXTFIT | VmFlags::POPULATING;
+    let x = a
+        .xalloc(0x10, 0x40, 0x10, 0, 0, VMEM_ADDR_MAX, flags)
+        .unwrap();
+    assert_eq!(x, 0x10);
+    let y = a
+        .alloc(0x10, NS | VmFlags::NEXTFIT | VmFlags::POPULATING)
+        .unwrap();
+    assert_eq!(y, 0x20, "next fit continues after the last allocation");
+    a.assert_sane();
+    a.xfree(x, 0x10);
+    a.free(y, 0x10);
+    a.assert_sane();
+}
