@@ -149,7 +149,24 @@ impl Arena {
         )
     }
 
-    /// `vmem_xalloc_addr`: allocate exactly `[addr, addr+size)`.
+    /// `vmem_xalloc_addr`: allocate exactly `[addr, addr+size)`, rounded up
+    /// to the quantum; free it with [`Arena::xfree`]`(addr, size)`.
+    ///
+    /// **Extension** (a documented deviation): `size` need not be a
+    /// multiple of the quantum; it is rounded up first, as `vmem_xalloc`
+    /// does, and the segment is `[addr, addr + roundup(size))`. NetBSD
+    /// derives the window `maxaddr = addr + size - 1` from the unrounded
+    /// size, which the rounded segment can never fit, so there such a call
+    /// always fails (on an importing arena, only after importing until the
+    /// source is empty).
+    ///
+    /// # Errors
+    /// [`VmemError::NoMemory`] if the range is not wholly free in the arena,
+    /// or if it would extend past the top of the address type.
+    ///
+    /// # Panics
+    /// If `size` is 0, `addr` is not quantum aligned, the flags lack exactly
+    /// one sleep flag, or the arena was destroyed.
     #[track_caller]
     pub fn xalloc_addr(&self, addr: usize, size: usize, flags: VmFlags) -> Result<(), VmemError> {
         self.assert_alive();
@@ -339,7 +356,15 @@ impl Arena {
     /// `vmem_free`: free what [`Arena::alloc`] returned, with the same size.
     ///
     /// # Panics
-    /// If `addr` is not allocated or `size` does not match.
+    /// Before anything changes: if `size` is 0, `addr` is not quantum
+    /// aligned, not allocated (freed twice, never allocated) or allocated
+    /// with another size (compared after rounding to the quantum); if the
+    /// segment came from [`Arena::xalloc`] or [`Arena::xalloc_addr`] (the
+    /// `vmem_alloc`/`vmem_free`, `vmem_xalloc`/`vmem_xfree` pairing, which
+    /// NetBSD leaves undefined: "… was allocated by vmem_xalloc; free it
+    /// with vmem_xfree"); or if the arena was destroyed. Sizes up to
+    /// `qcache_max` go to the plugged-in quantum cache, which does its own
+    /// checking.
     #[track_caller]
     pub fn free(&self, addr: usize, size: usize) {
         // First: the quantum-cache path never takes the arena lock.
@@ -360,7 +385,13 @@ impl Arena {
     /// returned, with the same size.
     ///
     /// # Panics
-    /// If `addr` is not allocated or `size` does not match.
+    /// Before anything changes: if `size` is 0, `addr` is not quantum
+    /// aligned, not allocated (freed twice, never allocated) or allocated
+    /// with another size (compared after rounding to the quantum); if the
+    /// segment came from [`Arena::alloc`] (the `vmem_alloc`/`vmem_free`,
+    /// `vmem_xalloc`/`vmem_xfree` pairing, which NetBSD leaves undefined:
+    /// "… was allocated by vmem_alloc; free it with vmem_free"); or if the
+    /// arena was destroyed.
     #[track_caller]
     pub fn xfree(&self, addr: usize, size: usize) {
         self.assert_alive();

@@ -107,7 +107,7 @@
 //! | `vmem_add`, `vmem_add_bts` | [`Arena::add`], [`Arena::add_bts`] |
 //! | `vmem_alloc`, `vmem_free` | [`Arena::alloc`], [`Arena::free`] (and [`Arena::alloc_segment`] → RAII [`Segment`]) |
 //! | `vmem_xalloc`, `vmem_xfree` | [`Arena::xalloc`], [`Arena::xfree`] ([`Arena::xalloc_segment`]) |
-//! | `vmem_xalloc_addr`, `vmem_xfreeall` | [`Arena::xalloc_addr`], [`Arena::xfreeall`] |
+//! | `vmem_xalloc_addr`, `vmem_xfreeall` | [`Arena::xalloc_addr`] (extension: rounds a size that is not a quantum multiple), [`Arena::xfreeall`] |
 //! | `vmem_roundup_size`, `vmem_size` | [`Arena::roundup_size`], [`Arena::size`] with [`SizeType`] |
 //! | `vmem_import_t`, `vmem_ximport_t`, `vmem_release_t`, `arg` | [`SpanSource`] (implemented by [`Arena`] itself) |
 //! | `qcache_max` + pool caches | [`ArenaConfig::qcache_max`], [`QuantumCache`], [`Arena::set_quantum_cache`] |

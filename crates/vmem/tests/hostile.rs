@@ -837,3 +837,45 @@ fn populating_nextfit_allocation_counts_the_cursor_tag_in_its_reserve() {
     a.free(y, 0x10);
     a.assert_sane();
 }
+
+// ---- documented deviation: xalloc_addr rounds its size ----
+
+#[test]
+fn xalloc_addr_with_a_size_that_is_not_a_quantum_multiple_rounds_it_extension() {
+    let _s = serial();
+    let a = Arena::create("xaddr", 0x1000, 0x1000, 0x10).unwrap();
+    // NetBSD's window [addr, addr + 0x18 - 1] cannot hold the rounded 0x20
+    // bytes and always fails; ours rounds, then takes [addr, addr + 0x20).
+    a.xalloc_addr(0x1100, 0x18, NS).unwrap();
+    assert_eq!(a.busy_size(0x1100), Some(0x20));
+    assert_eq!(a.lookup(0x111f), Some((0x1100, 0x20, true)));
+    assert_eq!(
+        a.xalloc_addr(0x1110, 0x8, NS),
+        Err(VmemError::NoMemory),
+        "the rounded-up part is taken"
+    );
+    // On an importing arena the range inside an imported span is found too.
+    let parent: &'static Arena = leak(Arena::create("xparent", 0x8000, 0x1000, 0x10).unwrap());
+    let child = Arena::with_config(
+        ArenaConfig {
+            source: Some(parent),
+            flags: NS | VmFlags::LARGEIMPORT,
+            ..ArenaConfig::new("xchild", 0x10)
+        },
+        0,
+        0,
+    )
+    .unwrap();
+    // Imports 16 x 0x80 and keeps the span while `y` lives.
+    let y = child.alloc(0x80, NS | IF).unwrap();
+    assert_eq!(parent.stats().inuse, 0x800);
+    child.xalloc_addr(y + 0x80, 0x28, NS).unwrap();
+    assert_eq!(child.busy_size(y + 0x80), Some(0x30));
+    assert_eq!(parent.stats().inuse, 0x800, "no further import");
+    // Freed with the same (unrounded) size; sizes are compared rounded.
+    child.xfree(y + 0x80, 0x28);
+    child.free(y, 0x80);
+    a.xfree(0x1100, 0x18);
+    a.assert_sane();
+    child.assert_sane();
+}
