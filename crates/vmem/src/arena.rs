@@ -700,6 +700,14 @@ impl Arena {
             // Unpinning happens under this lock and broadcasts `cv`.
             g = self.cv.wait(g);
         }
+        if g.hash.nbusy != 0 {
+            // Allocated from while the lock was dropped (racing a destroy is
+            // the caller's bug): refuse rather than tear live segments down.
+            // The arena stays usable, though no longer registered.
+            let (n, b) = (g.hash.nbusy, g.inuse);
+            drop(g);
+            self.still_allocated(n, b);
+        }
         self.destroyed.store(true, Ordering::Release);
         g.generation = g.generation.wrapping_add(1);
         let mut released: [(usize, usize); 8] = [(0, 0); 8];

@@ -107,6 +107,9 @@ fn every_state_changing_entry_point_panics_after_destroy() {
     );
     must_panic("add_bts", GONE, || a.add_bts(tags));
     must_panic("destroy twice", GONE, || a.destroy());
+    let leaked: &'static Arena = leak(Arena::create("gone", 0, 0x10, 0x10).unwrap());
+    leaked.destroy();
+    must_panic("register", GONE, || leaked.register());
     // Rehash on a destroyed arena does nothing (and does not panic: the
     // periodic rehash may meet an arena being destroyed).
     a.rehash();
