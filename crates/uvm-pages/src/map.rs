@@ -209,7 +209,11 @@ impl KernelMap {
     /// map's own descriptor and page bitmaps come from the page source.
     pub fn bootstrap(cfg: KmConfig) -> Result<&'static KernelMap, BootError> {
         let ps = cfg.pages.page_size();
-        let size = cfg.size.next_multiple_of(8 * ps);
+        let Some(size) = cfg.size.checked_next_multiple_of(8 * ps) else {
+            return Err(BootError::Config(
+                "the kernel map's size overflows the address space",
+            ));
+        };
         if size < 8 * ps {
             return Err(BootError::Config(
                 "the kernel map must span at least 8 pages",
@@ -424,9 +428,22 @@ impl KernelMap {
 
     // ---- uvm_km_alloc / uvm_km_free ----
 
-    fn round(&self, size: usize) -> usize {
+    /// `size` rounded up to whole pages; `None` if that overflows (sizes
+    /// come from callers, and in release builds a wrapped size would be a
+    /// small one).
+    pub(crate) fn round(&self, size: usize) -> Option<usize> {
         size.checked_next_multiple_of(self.ps)
-            .expect("uvm_km: size overflows")
+    }
+
+    /// Page-rounded `size` plus `guard` pages, or `None` on overflow.
+    fn round_guarded(&self, size: usize, guard: usize) -> Option<(usize, usize)> {
+        let size = self.round(size)?;
+        let total = guard.checked_mul(self.ps)?.checked_add(size)?;
+        Some((size, total))
+    }
+
+    fn count_failure(&self) {
+        self.state.lock().failures += 1;
     }
 
     /// `uvm_km_alloc(kernel_map, size, align, flags)`: page-rounded
@@ -493,8 +510,11 @@ impl KernelMap {
         if !flags.contains(UvmFlags::NOWAIT) {
             assert_sleepable("uvm_km_alloc (without UVM_KMF_NOWAIT)");
         }
-        let size = self.round(size);
-        let total = size + guard * self.ps;
+        let Some((size, total)) = self.round_guarded(size, guard) else {
+            // No address space can hold it.
+            self.count_failure();
+            return None;
+        };
         let align = if flags.contains(UvmFlags::COLORMATCH) {
             0
         } else {
@@ -517,7 +537,7 @@ impl KernelMap {
         ) {
             Ok(v) => v,
             Err(_) => {
-                self.state.lock().failures += 1;
+                self.count_failure();
                 return None;
             }
         };
@@ -573,8 +593,11 @@ impl KernelMap {
         if a & (self.ps - 1) != 0 {
             panic!("uvm_km_free: va {a:#x} is not page aligned");
         }
-        let size = self.round(size);
-        let total = size + guard * self.ps;
+        let Some((size, total)) = self.round_guarded(size, guard) else {
+            panic!(
+                "uvm_km_free: va {a:#x}: size {size:#x} + {guard} guard pages does not match the allocation"
+            );
+        };
         match self.locate(a, total) {
             Some(Where::Region(actual)) if actual == t => {}
             Some(Where::Region(actual)) => {
@@ -621,7 +644,7 @@ impl KernelMap {
     #[track_caller]
     pub fn enter(&self, va: NonNull<u8>, size: usize, flags: UvmFlags) -> Option<()> {
         let a = va.as_ptr().addr();
-        let size = self.round(size);
+        let size = self.round(size).unwrap_or(usize::MAX);
         if a & (self.ps - 1) != 0 || self.locate(a, size) != Some(Where::Region(KmType::VaOnly)) {
             panic!("uvm_km: enter: {a:#x}+{size:#x} is not inside a UVM_KMF_VAONLY allocation");
         }
@@ -635,7 +658,7 @@ impl KernelMap {
     #[track_caller]
     pub fn remove(&self, va: NonNull<u8>, size: usize) {
         let a = va.as_ptr().addr();
-        let size = self.round(size);
+        let size = self.round(size).unwrap_or(usize::MAX);
         if a & (self.ps - 1) != 0 || self.locate(a, size) != Some(Where::Region(KmType::VaOnly)) {
             panic!("uvm_km: remove: {a:#x}+{size:#x} is not inside a UVM_KMF_VAONLY allocation");
         }
@@ -667,7 +690,10 @@ impl KernelMap {
         size: usize,
         flags: VmFlags,
     ) -> Result<usize, VmemError> {
-        let size = self.round(size);
+        let Some(size) = self.round(size) else {
+            self.count_failure();
+            return Err(VmemError::NoMemory);
+        };
         let va = vmem.alloc(size, flags.sleep_part() | VmFlags::INSTANTFIT)?;
         if self.locate(va, size) != Some(Where::Kmem) {
             vmem.free(va, size);
@@ -703,7 +729,9 @@ impl KernelMap {
     /// `uvm_km_kmem_free(vmem, va, size)`.
     #[track_caller]
     pub fn uvm_km_kmem_free(&self, vmem: &Arena, va: usize, size: usize) {
-        let size = self.round(size);
+        let Some(size) = self.round(size) else {
+            panic!("uvm_km_kmem_free: {va:#x}: size {size:#x} does not match the allocation");
+        };
         if self.locate(va, size) != Some(Where::Kmem) || va & (self.ps - 1) != 0 {
             panic!("uvm_km_kmem_free: {va:#x}+{size:#x} is not kmem memory of this map");
         }
