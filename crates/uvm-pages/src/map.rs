@@ -12,7 +12,7 @@ use bsdalloc_vmem::{
 };
 
 use crate::flags::{BootError, KmType, UvmFlags};
-use crate::pages::Backing;
+use crate::pages::{Backing, Refused};
 
 /// How to set up the kernel map.
 #[derive(Clone, Copy)]
@@ -70,6 +70,9 @@ impl Default for KmConfig {
 pub type DrainHook = fn(arg: usize, flags: UvmFlags);
 
 const NHOOKS: usize = 16;
+
+/// Page bitmaps in the meta area (see `KernelMap::committed_bits` on).
+const NBITMAPS: usize = 4;
 
 /// Counters of a kernel map.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -168,6 +171,11 @@ pub struct KernelMap {
     pub(crate) committed_bits: *const AtomicU64,
     pub(crate) wired_bits: *const AtomicU64,
     pub(crate) inuse_bits: *const AtomicU64,
+    /// The first page of each backed allocation (wired, pageable, kmem).
+    /// With the in-use bits it gives every allocation's exact extent, which
+    /// a free must match before it touches anything — also where a
+    /// quantum cache hides the allocation from its vmem arena.
+    pub(crate) start_bits: *const AtomicU64,
     pub(crate) nwords: usize,
     pub(crate) meta: NonNull<u8>,
     pub(crate) meta_len: usize,
@@ -221,7 +229,7 @@ impl KernelMap {
         }
         let npages = size / ps;
         let nwords = npages.div_ceil(64);
-        let meta_len = (size_of::<KernelMap>() + 3 * nwords * 8 + 64).next_multiple_of(ps);
+        let meta_len = (size_of::<KernelMap>() + NBITMAPS * nwords * 8 + 64).next_multiple_of(ps);
         let meta = cfg.pages.reserve(meta_len, 0).map_err(BootError::Reserve)?;
         // SAFETY: committing our own fresh reservation.
         if let Err(e) = unsafe { cfg.pages.commit(meta, meta_len, false) } {
@@ -263,12 +271,13 @@ impl KernelMap {
         let bits0 = (size_of::<KernelMap>() + 63) & !63;
         // SAFETY: inside the committed meta area, aligned for AtomicU64;
         // fresh pages read as zero, a valid AtomicU64 value.
-        let (cb, wb, ib) = unsafe {
+        let (cb, wb, ib, sb) = unsafe {
             let c = m.add(bits0).cast::<AtomicU64>();
             (
                 c as *const AtomicU64,
                 c.add(nwords) as *const AtomicU64,
                 c.add(2 * nwords) as *const AtomicU64,
+                c.add(3 * nwords) as *const AtomicU64,
             )
         };
         let map = KernelMap {
@@ -285,6 +294,7 @@ impl KernelMap {
             committed_bits: cb,
             wired_bits: wb,
             inuse_bits: ib,
+            start_bits: sb,
             nwords,
             meta,
             meta_len,
@@ -598,7 +608,9 @@ impl KernelMap {
                 "uvm_km_free: va {a:#x}: size {size:#x} + {guard} guard pages does not match the allocation"
             );
         };
-        match self.locate(a, total) {
+        // The first page tells the region, hence the type; the busy segment
+        // tells the size.
+        match self.locate(a, self.ps) {
             Some(Where::Region(actual)) if actual == t => {}
             Some(Where::Region(actual)) => {
                 panic!(
@@ -610,15 +622,14 @@ impl KernelMap {
             _ => panic!("uvm_km_free: va {a:#x} is not in the kernel map"),
         }
         let arena = &self.regions[t.index()];
-        match arena.lookup(a) {
-            Some((start, sz, true)) if start == a => {
-                if sz != total {
-                    panic!(
-                        "uvm_km_free: va {a:#x}: size {total:#x} does not match the allocation's {sz:#x}"
-                    );
-                }
-            }
-            _ => panic!("uvm_km_free: va {a:#x} is not allocated"),
+        // The regions' arenas have no quantum cache: every allocation is a
+        // busy segment, found in the busy hash in constant time.
+        match arena.busy_size(a) {
+            Some(sz) if sz == total => {}
+            Some(sz) => panic!(
+                "uvm_km_free: va {a:#x}: size {total:#x} does not match the allocation's {sz:#x}"
+            ),
+            None => panic!("uvm_km_free: va {a:#x} is not allocated"),
         }
         match t {
             KmType::Wired => self.unback(a, size, Backing::Wired, false),
@@ -727,6 +738,13 @@ impl KernelMap {
     }
 
     /// `uvm_km_kmem_free(vmem, va, size)`.
+    ///
+    /// # Panics
+    /// If `va` is not a `uvm_km_kmem_alloc` allocation of this map, or
+    /// `size` is not its size; nothing has changed then. (Through a quantum
+    /// cache, vmem cannot confirm that `va` came from `vmem` rather than
+    /// from another arena over the same addresses: vmem's own free checks
+    /// that.)
     #[track_caller]
     pub fn uvm_km_kmem_free(&self, vmem: &Arena, va: usize, size: usize) {
         let Some(size) = self.round(size) else {
@@ -735,13 +753,32 @@ impl KernelMap {
         if self.locate(va, size) != Some(Where::Kmem) || va & (self.ps - 1) != 0 {
             panic!("uvm_km_kmem_free: {va:#x}+{size:#x} is not kmem memory of this map");
         }
-        if !vmem.is_allocated(va) {
-            panic!(
+        // Above qcache_max the allocation is a busy segment of `vmem`, so
+        // the arena confirms its size. Below, a quantum cache (if one is
+        // plugged in) hands out pieces of its own larger segments, which
+        // the busy hash does not see: the page bitmaps decide alone.
+        if size > vmem.qcache_max() {
+            match vmem.busy_size(va) {
+                Some(sz) if sz == size => {}
+                Some(sz) => panic!(
+                    "uvm_km_kmem_free: {va:#x}: size {size:#x} does not match the allocation's {sz:#x}"
+                ),
+                None => panic!(
+                    "uvm_km_kmem_free: {va:#x} is not allocated in arena '{}'",
+                    vmem.name()
+                ),
+            }
+        }
+        match self.unback_checked(va, size, Backing::Wired, self.size >> self.pshift) {
+            Ok(()) => {}
+            Err(Refused::NotAllocated) => panic!(
                 "uvm_km_kmem_free: {va:#x} is not allocated in arena '{}'",
                 vmem.name()
-            );
+            ),
+            Err(Refused::Extent) => {
+                panic!("uvm_km_kmem_free: {va:#x}: size {size:#x} does not match the allocation")
+            }
         }
-        self.unback(va, size, Backing::Wired, false);
         vmem.free(va, size);
         self.va_in_use[3].fetch_sub(size, Ordering::Relaxed);
     }

@@ -2,10 +2,11 @@
 //! committed, wired and in use; claiming and committing them for an
 //! allocation; keeping freed ones as cache or giving them back.
 
-use bsdalloc_platform::sync::atomic::Ordering;
+use bsdalloc_platform::SpinMutexGuard;
+use bsdalloc_platform::sync::atomic::{AtomicU64, Ordering};
 
 use crate::flags::UvmFlags;
-use crate::map::{DrainHook, KernelMap};
+use crate::map::{DrainHook, KernelMap, State};
 
 impl KernelMap {
     // ---- budget and the pagedaemon ----
@@ -107,11 +108,14 @@ impl KernelMap {
 
     /// Claim pages [first, first+n) for an allocation and reserve budget for
     /// those not committed yet. Sleeps for memory unless `nowait`/`canfail`.
+    /// `start`: the pages are a whole allocation (not pages entered into a
+    /// VA-only one), whose first page gets its start bit.
     fn claim(
         &self,
         first: usize,
         n: usize,
         cacheable: bool,
+        start: bool,
         nowait: bool,
         canfail: bool,
     ) -> Result<usize, ()> {
@@ -125,7 +129,12 @@ impl KernelMap {
                 if cacheable {
                     s.cached -= have;
                 }
+                // With the in-use bits, under the same lock: a free
+                // validating a neighbour never sees one without the other.
                 self.set_bits(self.inuse_bits, first, n, true);
+                if start {
+                    self.set_bits(self.start_bits, first, 1, true);
+                }
                 return Ok(need);
             }
             if !tried_daemon || !(nowait || canfail) {
@@ -161,7 +170,8 @@ impl KernelMap {
         let nowait = flags.contains(UvmFlags::NOWAIT);
         let canfail = flags.contains(UvmFlags::CANFAIL);
         let cacheable = kind != Backing::Pageable;
-        let need = self.claim(first, n, cacheable, nowait, canfail)?;
+        let start = kind != Backing::Entered;
+        let need = self.claim(first, n, cacheable, start, nowait, canfail)?;
         let wire = kind != Backing::Pageable;
         let zero = flags.contains(UvmFlags::ZERO);
         let mut failed = false;
@@ -241,10 +251,70 @@ impl KernelMap {
     /// Undo `back`: keep the pages committed as cache if within the free
     /// target, else give them back to the OS.
     pub(crate) fn unback(&self, va: usize, len: usize, kind: Backing, rollback: bool) {
+        let s = self.state.lock();
+        self.unback_locked(s, self.page_index(va), len >> self.pshift, kind, rollback);
+    }
+
+    /// Free the backed allocation [va, va+len) of `kind` (wired or
+    /// pageable) if it is exactly one allocation: its
+    /// first page has a start bit, the rest are in use without one, and the
+    /// allocation does not go on past `len` (the page after is not in use
+    /// without a start bit; `end`, the region's end page, stops it).
+    /// Checked and undone under one hold of the state lock, so a free of
+    /// the same or a neighbouring allocation never sees it half done.
+    /// Refused: nothing changed.
+    pub(crate) fn unback_checked(
+        &self,
+        va: usize,
+        len: usize,
+        kind: Backing,
+        end: usize,
+    ) -> Result<(), Refused> {
         let first = self.page_index(va);
         let n = len >> self.pshift;
+        let s = self.state.lock();
+        if !self.bit(self.start_bits, first) {
+            return Err(Refused::NotAllocated);
+        }
+        if !self.is_one_allocation(&s, self.inuse_bits, first, n, end) {
+            return Err(Refused::Extent);
+        }
+        self.unback_locked(s, first, n, kind, false);
+        Ok(())
+    }
+
+    /// Whether [first, first+n) is exactly one allocation as `member`
+    /// records it (see `unback_checked`). Under the state lock, which every
+    /// change of the in-use and start bits holds.
+    pub(crate) fn is_one_allocation(
+        &self,
+        _locked: &State,
+        member: *const AtomicU64,
+        first: usize,
+        n: usize,
+        end: usize,
+    ) -> bool {
+        let Some(next) = first.checked_add(n) else {
+            return false;
+        };
+        if n == 0 || next > end || !self.bit(self.start_bits, first) || !self.bit(member, first) {
+            return false;
+        }
+        let interior_ok =
+            (first + 1..next).all(|i| self.bit(member, i) && !self.bit(self.start_bits, i));
+        interior_ok && (next == end || !self.bit(member, next) || self.bit(self.start_bits, next))
+    }
+
+    /// `unback` with the state lock held (and released).
+    fn unback_locked(
+        &self,
+        mut s: SpinMutexGuard<'_, State>,
+        first: usize,
+        n: usize,
+        kind: Backing,
+        rollback: bool,
+    ) {
         let committed = self.count_bits(self.committed_bits, first, n);
-        let mut s = self.state.lock();
         if !rollback {
             match kind {
                 Backing::Pageable => s.pageable -= n,
@@ -252,6 +322,9 @@ impl KernelMap {
             }
         }
         self.set_bits(self.inuse_bits, first, n, false);
+        if kind != Backing::Entered {
+            self.set_bits(self.start_bits, first, 1, false);
+        }
         let keep =
             kind != Backing::Pageable && !rollback && s.cached + committed <= self.free_target;
         if keep {
@@ -276,6 +349,15 @@ impl KernelMap {
         }
         self.budget_cv.broadcast();
     }
+}
+
+/// Why a free was refused (before any change).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Refused {
+    /// No allocation starts at the address.
+    NotAllocated,
+    /// One does, but not with this size.
+    Extent,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -9,10 +9,13 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bsdalloc_platform::OS_PAGES;
+use bsdalloc_platform::{Ipl, OS_PAGES};
 use bsdalloc_uvm_pages::{KernelMap, KmConfig, KmStats, UvmFlags};
-use bsdalloc_vmem::{SizeType, VmFlags};
+use bsdalloc_vmem::{
+    Arena, ArenaConfig, QuantumCache, SizeType, VMEM_ADDR_MAX, VMEM_ADDR_MIN, VmFlags, VmemError,
+};
 
 const W: UvmFlags = UvmFlags::WIRED;
 const P: UvmFlags = UvmFlags::PAGEABLE;
@@ -28,15 +31,20 @@ fn map(limit_pages: usize, free_target_pages: usize) -> &'static KernelMap {
     .unwrap()
 }
 
+/// Run `f`, which must panic; its message.
+#[track_caller]
+fn panic_message(f: impl FnOnce()) -> String {
+    let err = catch_unwind(AssertUnwindSafe(f)).expect_err("the call must be refused");
+    err.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
 /// Run `f`, which must panic with a message containing `expected`.
 #[track_caller]
 fn refused(expected: &str, f: impl FnOnce()) {
-    let err = catch_unwind(AssertUnwindSafe(f)).expect_err("the call must be refused");
-    let msg = err
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| err.downcast_ref::<&str>().copied())
-        .unwrap_or("");
+    let msg = panic_message(f);
     assert!(
         msg.contains(expected),
         "panic message {msg:?} does not contain {expected:?}"
@@ -147,6 +155,139 @@ fn overflowing_sizes_fail_and_change_nothing() {
     check(nn(k), ps, 0x22);
     m.uvm_km_kmem_free(m.kmem_arena(), k, ps);
     m.uvm_km_free(live, 2 * ps, W);
+    let st = m.stats();
+    assert_eq!((st.wired_pages, st.va_in_use), (0, [0; 4]));
+}
+
+// ---- item 4: a free with the wrong size changes nothing ----
+
+/// A quantum cache in the shape of pool_cache's: it hands out pieces of
+/// one larger segment of its arena, so the arena's busy hash does not see
+/// them. Pieces are bump-allocated one after another (neighbours) and
+/// never reused.
+struct BumpCache {
+    slab: AtomicUsize,
+    next: AtomicUsize,
+}
+
+const SLAB_PAGES: usize = 32;
+
+impl QuantumCache for BumpCache {
+    fn qc_alloc(&self, arena: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError> {
+        let ps = arena.quantum();
+        if self.slab.load(Ordering::SeqCst) == 0 {
+            let slab = arena.xalloc(
+                SLAB_PAGES * ps,
+                0,
+                0,
+                0,
+                VMEM_ADDR_MIN,
+                VMEM_ADDR_MAX,
+                flags,
+            )?;
+            self.slab.store(slab, Ordering::SeqCst);
+            // Not at the slab's start: no busy segment begins at a piece.
+            self.next.store(slab + ps, Ordering::SeqCst);
+        }
+        let a = self.next.fetch_add(size, Ordering::SeqCst);
+        assert!(a + size <= self.slab.load(Ordering::SeqCst) + SLAB_PAGES * ps);
+        Ok(a)
+    }
+
+    fn qc_free(&self, _arena: &Arena, _addr: usize, _size: usize) {}
+}
+
+static BUMP: BumpCache = BumpCache {
+    slab: AtomicUsize::new(0),
+    next: AtomicUsize::new(0),
+};
+
+/// Two neighbouring 2-page blocks, `a` and `a + 2 pages`.
+fn neighbours(m: &KernelMap, vmem: &Arena) -> (usize, usize) {
+    let ps = m.page_size();
+    let a = m.uvm_km_kmem_alloc(vmem, 2 * ps, VmFlags::SLEEP).unwrap();
+    let b = m.uvm_km_kmem_alloc(vmem, 2 * ps, VmFlags::SLEEP).unwrap();
+    assert_eq!(
+        b,
+        a + 2 * ps,
+        "an instant fit in a fresh arena is sequential"
+    );
+    fill(nn(a), 2 * ps, 0xA1);
+    fill(nn(b), 2 * ps, 0xB2);
+    (a, b)
+}
+
+/// `uvm_km_kmem_free` with a bigger size used to give the neighbour's first
+/// page back (PROT_NONE under a live block) and with a smaller one the
+/// block's own first page, and only then panic in vmem. Now the page
+/// bitmaps pin each allocation's extent (its start page and in-use pages)
+/// and the free is refused before any change, also on an arena whose
+/// quantum cache hides the allocation from the busy hash.
+#[test]
+fn kmem_free_with_a_wrong_size_changes_nothing() {
+    let m = map(0, 64);
+    let ps = m.page_size();
+    let qc: &'static Arena = Box::leak(Box::new(
+        Arena::with_config(
+            ArenaConfig {
+                source: Some(m.kmem_arena()),
+                qcache_max: 4 * ps,
+                ipl: Ipl::Vm,
+                ..ArenaConfig::new("kva-qc", ps)
+            },
+            0,
+            0,
+        )
+        .unwrap(),
+    ));
+    qc.set_quantum_cache(&BUMP);
+    for vmem in [m.kmem_arena(), qc] {
+        let (a, b) = neighbours(m, vmem);
+        let before = m.stats();
+        let vmem_before = vmem.size(SizeType::ALLOC);
+        let bad: [(usize, usize, &str); 5] = [
+            (a, 3 * ps, "does not match"), // into the neighbour
+            (a, 4 * ps, "does not match"), // the neighbour whole
+            (a, ps, "does not match"),     // the block's first page only
+            (a + ps, ps, "is not allocated"),
+            (b + ps, ps, "is not allocated"),
+        ];
+        for (va, size, expected) in bad {
+            let msg = panic_message(|| m.uvm_km_kmem_free(vmem, va, size));
+            // The state first: that is what a late panic breaks.
+            assert_eq!(
+                pages_and_va(&m.stats()),
+                pages_and_va(&before),
+                "{}: free({va:#x}, {size:#x})",
+                vmem.name()
+            );
+            assert_eq!(vmem.size(SizeType::ALLOC), vmem_before);
+            check(nn(a), 2 * ps, 0xA1);
+            check(nn(b), 2 * ps, 0xB2);
+            assert!(msg.contains(expected), "{msg:?}: {expected:?}");
+        }
+        m.uvm_km_kmem_free(vmem, a, 2 * ps);
+        check(nn(b), 2 * ps, 0xB2);
+        m.uvm_km_kmem_free(vmem, b, 2 * ps);
+        refused("is not allocated", || m.uvm_km_kmem_free(vmem, b, 2 * ps));
+    }
+    // The same for uvm_km_free (its regions have no quantum cache).
+    let a = m.uvm_km_alloc(2 * ps, 0, W).unwrap();
+    let b = m.uvm_km_alloc(2 * ps, 0, W).unwrap();
+    fill(a, 2 * ps, 0xA1);
+    fill(b, 2 * ps, 0xB2);
+    let before = m.stats();
+    for size in [ps, 3 * ps, 4 * ps] {
+        refused("does not match", || m.uvm_km_free(a, size, W));
+    }
+    refused("is not allocated", || {
+        m.uvm_km_free(nn(a.as_ptr() as usize + ps), ps, W)
+    });
+    assert_eq!(pages_and_va(&m.stats()), pages_and_va(&before));
+    check(a, 2 * ps, 0xA1);
+    check(b, 2 * ps, 0xB2);
+    m.uvm_km_free(a, 2 * ps, W);
+    m.uvm_km_free(b, 2 * ps, W);
     let st = m.stats();
     assert_eq!((st.wired_pages, st.va_in_use), (0, [0; 4]));
 }
