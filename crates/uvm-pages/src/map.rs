@@ -72,7 +72,7 @@ pub type DrainHook = fn(arg: usize, flags: UvmFlags);
 const NHOOKS: usize = 16;
 
 /// Page bitmaps in the meta area (see `KernelMap::committed_bits` on).
-const NBITMAPS: usize = 4;
+const NBITMAPS: usize = 5;
 
 /// Counters of a kernel map.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -176,6 +176,10 @@ pub struct KernelMap {
     /// a free must match before it touches anything — also where a
     /// quantum cache hides the allocation from its vmem arena.
     pub(crate) start_bits: *const AtomicU64,
+    /// The pages of VA-only allocations (their guard pages excluded); the
+    /// first page of each also has its start bit. `enter` and `remove` must
+    /// stay inside one.
+    pub(crate) vaonly_bits: *const AtomicU64,
     pub(crate) nwords: usize,
     pub(crate) meta: NonNull<u8>,
     pub(crate) meta_len: usize,
@@ -271,13 +275,14 @@ impl KernelMap {
         let bits0 = (size_of::<KernelMap>() + 63) & !63;
         // SAFETY: inside the committed meta area, aligned for AtomicU64;
         // fresh pages read as zero, a valid AtomicU64 value.
-        let (cb, wb, ib, sb) = unsafe {
+        let (cb, wb, ib, sb, vb) = unsafe {
             let c = m.add(bits0).cast::<AtomicU64>();
             (
                 c as *const AtomicU64,
                 c.add(nwords) as *const AtomicU64,
                 c.add(2 * nwords) as *const AtomicU64,
                 c.add(3 * nwords) as *const AtomicU64,
+                c.add(4 * nwords) as *const AtomicU64,
             )
         };
         let map = KernelMap {
@@ -295,6 +300,7 @@ impl KernelMap {
             wired_bits: wb,
             inuse_bits: ib,
             start_bits: sb,
+            vaonly_bits: vb,
             nwords,
             meta,
             meta_len,
@@ -554,7 +560,10 @@ impl KernelMap {
         let backing = match t {
             KmType::Wired => Some(Backing::Wired),
             KmType::Pageable => Some(Backing::Pageable),
-            KmType::VaOnly => None,
+            KmType::VaOnly => {
+                self.mark_vaonly(va, size, true);
+                None
+            }
         };
         if let Some(kind) = backing {
             if self.back(va, size, kind, flags).is_err() {
@@ -635,6 +644,8 @@ impl KernelMap {
             KmType::Wired => self.unback(a, size, Backing::Wired, false),
             KmType::Pageable => self.unback(a, size, Backing::Pageable, false),
             KmType::VaOnly => {
+                // From here on `enter` refuses the range.
+                self.mark_vaonly(a, size, false);
                 // Pages the caller entered and did not remove go back too.
                 let first = self.page_index(a);
                 let n = size >> self.pshift;
@@ -647,32 +658,64 @@ impl KernelMap {
         self.va_in_use[t.index()].fetch_sub(total, Ordering::Relaxed);
     }
 
+    /// Mark (or unmark) [va, va+size) as one VA-only allocation: its pages
+    /// VA-only, its first page a start. Under the state lock, as the
+    /// checks that read them.
+    fn mark_vaonly(&self, va: usize, size: usize, on: bool) {
+        let first = self.page_index(va);
+        let _s = self.state.lock();
+        self.set_bits(self.vaonly_bits, first, size >> self.pshift, on);
+        self.set_bits(self.start_bits, first, 1, on);
+    }
+
+    /// If [a, a+size) is a non-empty, page-aligned range of pages of one
+    /// VA-only allocation (every page VA-only, none after the first
+    /// starting another allocation): its page-rounded size and how many of
+    /// its pages are entered now.
+    fn vaonly_range(&self, a: usize, size: usize) -> Option<(usize, usize)> {
+        let size = self.round(size).filter(|&z| z != 0)?;
+        if a & (self.ps - 1) != 0 || self.locate(a, size) != Some(Where::Region(KmType::VaOnly)) {
+            return None;
+        }
+        let first = self.page_index(a);
+        let end = first + (size >> self.pshift);
+        let _s = self.state.lock();
+        let inside = (first..end).all(|i| self.bit(self.vaonly_bits, i))
+            && (first + 1..end).all(|i| !self.bit(self.start_bits, i));
+        inside.then(|| (size, self.count_bits(self.inuse_bits, first, end - first)))
+    }
+
     /// Map pages into a VA-only range (NetBSD: `pmap_kenter_pa` over pages
     /// from `uvm_pagealloc`): wired, zero-filled.
     ///
     /// # Panics
-    /// If the range is not inside a VA-only allocation.
+    /// If the range is not inside one VA-only allocation (its guard pages
+    /// are outside), or a page of it is already entered; nothing has
+    /// changed then.
     #[track_caller]
     pub fn enter(&self, va: NonNull<u8>, size: usize, flags: UvmFlags) -> Option<()> {
         let a = va.as_ptr().addr();
-        let size = self.round(size).unwrap_or(usize::MAX);
-        if a & (self.ps - 1) != 0 || self.locate(a, size) != Some(Where::Region(KmType::VaOnly)) {
-            panic!("uvm_km: enter: {a:#x}+{size:#x} is not inside a UVM_KMF_VAONLY allocation");
-        }
-        if self.count_bits(self.inuse_bits, self.page_index(a), size >> self.pshift) != 0 {
-            panic!("uvm_km: enter: a page of {a:#x}+{size:#x} is already mapped");
-        }
+        let size = match self.vaonly_range(a, size) {
+            None => {
+                panic!("uvm_km: enter: {a:#x}+{size:#x} is not inside a UVM_KMF_VAONLY allocation")
+            }
+            Some((size, 0)) => size,
+            Some(_) => panic!("uvm_km: enter: a page of {a:#x}+{size:#x} is already mapped"),
+        };
         self.back(a, size, Backing::Entered, flags).ok()
     }
 
     /// Unmap pages entered with [`KernelMap::enter`] (`pmap_kremove`).
+    ///
+    /// # Panics
+    /// If the range is not inside one VA-only allocation; nothing has
+    /// changed then.
     #[track_caller]
     pub fn remove(&self, va: NonNull<u8>, size: usize) {
         let a = va.as_ptr().addr();
-        let size = self.round(size).unwrap_or(usize::MAX);
-        if a & (self.ps - 1) != 0 || self.locate(a, size) != Some(Where::Region(KmType::VaOnly)) {
+        let Some((size, _)) = self.vaonly_range(a, size) else {
             panic!("uvm_km: remove: {a:#x}+{size:#x} is not inside a UVM_KMF_VAONLY allocation");
-        }
+        };
         self.remove_impl(a, size);
     }
 

@@ -291,3 +291,64 @@ fn kmem_free_with_a_wrong_size_changes_nothing() {
     let st = m.stats();
     assert_eq!((st.wired_pages, st.va_in_use), (0, [0; 4]));
 }
+
+// ---- item 8: enter and remove stay inside one VA-only allocation ----
+
+/// `enter` used to accept any page of the VA-only region, allocated or
+/// not, and ranges across two allocations or into a guard page. Now every
+/// page must lie in one VA-only allocation (a bitmap of their pages, with
+/// the start bits between neighbours); else it panics with nothing
+/// changed, and `remove` likewise.
+#[test]
+fn enter_and_remove_outside_a_vaonly_allocation_are_refused() {
+    let m = map(0, 0);
+    let ps = m.page_size();
+    let p = m.uvm_km_alloc(4 * ps, 0, V).unwrap().as_ptr() as usize;
+    let q = m.uvm_km_alloc(4 * ps, 0, V).unwrap().as_ptr() as usize;
+    assert_eq!(q, p + 4 * ps, "sequential in a fresh region");
+    let g = m.uvm_km_alloc_guarded(2 * ps, 1, V).unwrap().as_ptr() as usize;
+    let gone = m.uvm_km_alloc(ps, 0, V).unwrap();
+    m.uvm_km_free(gone, ps, V);
+    let gone = gone.as_ptr() as usize;
+    // A live entered page to watch.
+    m.enter(nn(p + ps), ps, UvmFlags(0)).unwrap();
+    fill(nn(p + ps), ps, 0x5E);
+    let before = m.stats();
+    let outside: [(usize, usize); 7] = [
+        (g + 3 * ps, ps),     // never allocated
+        (p + 3 * ps, 2 * ps), // across p and q
+        (p, 8 * ps),          // p and q whole
+        (g + 2 * ps, ps),     // the guard page
+        (g + ps, 2 * ps),     // into the guard page
+        (gone, ps),           // freed
+        (q, 0),               // empty
+    ];
+    for (a, size) in outside {
+        refused("is not inside a UVM_KMF_VAONLY allocation", || {
+            m.enter(nn(a), size, UvmFlags(0));
+        });
+        refused("is not inside a UVM_KMF_VAONLY allocation", || {
+            m.remove(nn(a), size)
+        });
+        assert_eq!(
+            pages_and_va(&m.stats()),
+            pages_and_va(&before),
+            "enter/remove({a:#x}, {size:#x})"
+        );
+    }
+    check(nn(p + ps), ps, 0x5E);
+    // Inside, they work, up to the allocation's last page.
+    m.enter(nn(q + 2 * ps), 2 * ps, UvmFlags(0)).unwrap();
+    fill(nn(q + 2 * ps), 2 * ps, 0x77);
+    m.enter(nn(g), 2 * ps, UvmFlags(0)).unwrap();
+    m.remove(nn(g), 2 * ps);
+    assert_eq!(m.stats().wired_pages, before.wired_pages + 2);
+    m.uvm_km_free(nn(p), 4 * ps, V);
+    m.uvm_km_free(nn(q), 4 * ps, V);
+    m.uvm_km_free_guarded(nn(g), 2 * ps, 1, V);
+    let st = m.stats();
+    assert_eq!(
+        (st.wired_pages, st.committed_pages, st.va_in_use),
+        (0, 0, [0; 4])
+    );
+}
