@@ -30,13 +30,14 @@
 //! **Pages.** Bitmaps over the whole range (committed, wired, in use, the
 //! first page of each allocation, the pages of VA-only allocations),
 //! atomics in memory taken from the page source itself, record each
-//! page's state. The start and in-use
-//! bits give every allocation's exact extent: a free is checked against
-//! them (and against its vmem arena's busy segment where the arena can
-//! see it) before anything changes, so a wrong size is refused without
-//! touching a neighbour, and [`KernelMap::enter`] stays inside one VA-only
-//! allocation. Backing a range commits the runs that are not committed (`mlock`
-//! for wired memory, where permitted) and reuses the rest. A freed wired
+//! page's state. The start bits with the in-use (or VA-only) bits give
+//! every allocation's exact extent, guard pages excluded: a free is
+//! checked against it (and against its vmem arena's busy segment where the
+//! arena can see it) before anything changes, so a wrong size or guard
+//! split is refused without touching a neighbour, and
+//! [`KernelMap::enter`] stays inside one VA-only allocation. Backing a
+//! range commits the runs that are not committed (`mlock` for wired
+//! memory, where permitted) and reuses the rest. A freed wired
 //! page stays committed as long as the map's cached pages stay within the
 //! *free-page target*; so allocation after free in steady state makes no OS
 //! call. Above the target, and always for pageable memory (which must read

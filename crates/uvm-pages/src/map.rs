@@ -561,7 +561,7 @@ impl KernelMap {
             KmType::Wired => Some(Backing::Wired),
             KmType::Pageable => Some(Backing::Pageable),
             KmType::VaOnly => {
-                self.mark_vaonly(va, size, true);
+                self.mark_vaonly(va, size);
                 None
             }
         };
@@ -590,13 +590,19 @@ impl KernelMap {
     /// `uvm_km_alloc` memory; the same size and type as allocated.
     ///
     /// # Panics
-    /// If `va` was not allocated, or with another size or type.
+    /// If `va` was not allocated, or with another size or type; nothing has
+    /// changed then.
     #[track_caller]
     pub fn uvm_km_free(&self, va: NonNull<u8>, size: usize, flags: UvmFlags) {
         self.free_impl(va, size, flags, 0)
     }
 
-    /// Free what [`KernelMap::uvm_km_alloc_guarded`] returned.
+    /// Free what [`KernelMap::uvm_km_alloc_guarded`] returned, with the
+    /// same size and number of guard pages.
+    ///
+    /// # Panics
+    /// As [`KernelMap::uvm_km_free`]; also if `size` and `guard` are
+    /// another split of the same total. Nothing has changed then.
     #[track_caller]
     pub fn uvm_km_free_guarded(&self, va: NonNull<u8>, size: usize, guard: usize, flags: UvmFlags) {
         self.free_impl(va, size, flags, guard)
@@ -640,32 +646,59 @@ impl KernelMap {
             ),
             None => panic!("uvm_km_free: va {a:#x} is not allocated"),
         }
-        match t {
-            KmType::Wired => self.unback(a, size, Backing::Wired, false),
-            KmType::Pageable => self.unback(a, size, Backing::Pageable, false),
-            KmType::VaOnly => {
-                // From here on `enter` refuses the range.
-                self.mark_vaonly(a, size, false);
-                // Pages the caller entered and did not remove go back too.
-                let first = self.page_index(a);
-                let n = size >> self.pshift;
-                if self.count_bits(self.committed_bits, first, n) != 0 {
-                    self.remove_impl(a, size);
-                }
-            }
+        // The segment is `size + guard` pages; the allocation proper (backed,
+        // or VA-only) must be exactly `size` of them, or another split of
+        // the same total would unback a guard page or keep a live one.
+        let end = self.page_index(self.region_base[t.index()] + self.region_size);
+        let checked = match t {
+            KmType::Wired => self.unback_checked(a, size, Backing::Wired, end),
+            KmType::Pageable => self.unback_checked(a, size, Backing::Pageable, end),
+            // From here on `enter` refuses the range.
+            KmType::VaOnly => self.unmark_vaonly(a, size, end),
+        };
+        match checked {
+            Ok(()) => {}
+            Err(Refused::NotAllocated) => panic!("uvm_km_free: va {a:#x} is not allocated"),
+            Err(Refused::Extent) => panic!(
+                "uvm_km_free: va {a:#x}: size {size:#x} + {guard} guard pages does not match the allocation's split of {total:#x}"
+            ),
+        }
+        // Pages the caller entered into a VA-only allocation and did not
+        // remove go back too.
+        if t == KmType::VaOnly
+            && self.count_bits(self.committed_bits, self.page_index(a), size >> self.pshift) != 0
+        {
+            self.remove_impl(a, size);
         }
         arena.xfree(a, total);
         self.va_in_use[t.index()].fetch_sub(total, Ordering::Relaxed);
     }
 
-    /// Mark (or unmark) [va, va+size) as one VA-only allocation: its pages
-    /// VA-only, its first page a start. Under the state lock, as the
-    /// checks that read them.
-    fn mark_vaonly(&self, va: usize, size: usize, on: bool) {
+    /// Mark [va, va+size) as one VA-only allocation: its pages VA-only,
+    /// its first page a start. Under the state lock, as the checks that
+    /// read them.
+    fn mark_vaonly(&self, va: usize, size: usize) {
         let first = self.page_index(va);
         let _s = self.state.lock();
-        self.set_bits(self.vaonly_bits, first, size >> self.pshift, on);
-        self.set_bits(self.start_bits, first, 1, on);
+        self.set_bits(self.vaonly_bits, first, size >> self.pshift, true);
+        self.set_bits(self.start_bits, first, 1, true);
+    }
+
+    /// Unmark the VA-only allocation [va, va+size) if it is exactly one
+    /// (as `unback_checked` for backed ones; `end`: the region's end page).
+    fn unmark_vaonly(&self, va: usize, size: usize, end: usize) -> Result<(), Refused> {
+        let first = self.page_index(va);
+        let n = size >> self.pshift;
+        let s = self.state.lock();
+        if !self.bit(self.start_bits, first) {
+            return Err(Refused::NotAllocated);
+        }
+        if !self.is_one_allocation(&s, self.vaonly_bits, first, n, end) {
+            return Err(Refused::Extent);
+        }
+        self.set_bits(self.vaonly_bits, first, n, false);
+        self.set_bits(self.start_bits, first, 1, false);
+        Ok(())
     }
 
     /// If [a, a+size) is a non-empty, page-aligned range of pages of one

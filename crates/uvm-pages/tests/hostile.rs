@@ -352,3 +352,41 @@ fn enter_and_remove_outside_a_vaonly_allocation_are_refused() {
         (0, 0, [0; 4])
     );
 }
+
+// ---- item 7: a guarded allocation is freed with its own split ----
+
+/// `uvm_km_free_guarded` used to check only `size + guard` as a total:
+/// one page more and one guard page less unbacked the guard page too
+/// (the page counter underflowed), one page less left a wired page
+/// counted forever. The allocation proper must be exactly `size` (start
+/// and in-use or VA-only bits) and the arena segment `size + guard`.
+#[test]
+fn guarded_free_with_another_split_changes_nothing() {
+    let m = map(0, 16);
+    let ps = m.page_size();
+    for t in [W, P, V] {
+        let p = m.uvm_km_alloc_guarded(2 * ps, 2, t).unwrap();
+        if t == V {
+            m.enter(p, 2 * ps, UvmFlags(0)).unwrap();
+        }
+        fill(p, 2 * ps, 0x3C);
+        let before = m.stats();
+        for (size, guard) in [(3 * ps, 1), (4 * ps, 0), (ps, 3), (2 * ps, 1), (2 * ps, 3)] {
+            let msg = panic_message(|| m.uvm_km_free_guarded(p, size, guard, t));
+            assert_eq!(
+                pages_and_va(&m.stats()),
+                pages_and_va(&before),
+                "{t:?}: free({size:#x}, {guard})"
+            );
+            check(p, 2 * ps, 0x3C);
+            assert!(msg.contains("does not match"), "{msg}");
+        }
+        m.uvm_km_free_guarded(p, 2 * ps, 2, t);
+        let st = m.stats();
+        assert_eq!(
+            (st.wired_pages, st.pageable_pages, st.va_in_use),
+            (0, 0, [0; 4]),
+            "{t:?}"
+        );
+    }
+}
