@@ -470,7 +470,9 @@ impl KernelMap {
     ///   does not have: accepted and ignored.
     /// - No address space: `None`, unless `WAITVA` (then sleep for it).
     /// - WIRED pages short: `NOWAIT`, or `CANFAIL` after a pagedaemon pass,
-    ///   return `None`; otherwise sleep until memory comes back.
+    ///   return `None`; otherwise sleep until memory comes back. A page
+    ///   source that fails (the OS refused) is the same: `NOWAIT` and
+    ///   `CANFAIL` fail, the others run the pagedaemon, pause and retry.
     /// - `ZERO`: zero-filled. Fresh pages are zero anyway; reused cached
     ///   pages are cleared.
     /// - `TRYLOCK`: the map's lock is a spin mutex that is never held across
@@ -566,7 +568,7 @@ impl KernelMap {
             }
         };
         if let Some(kind) = backing {
-            if self.back(va, size, kind, flags).is_err() {
+            if self.back_or_wait(va, size, kind, flags).is_err() {
                 arena.xfree(va, total);
                 return None;
             }
@@ -719,7 +721,9 @@ impl KernelMap {
     }
 
     /// Map pages into a VA-only range (NetBSD: `pmap_kenter_pa` over pages
-    /// from `uvm_pagealloc`): wired, zero-filled.
+    /// from `uvm_pagealloc`): wired, zero-filled. With `UVM_KMF_NOWAIT` or
+    /// `UVM_KMF_CANFAIL`, `None` on a shortage; otherwise it waits for
+    /// memory as `uvm_km_alloc` does.
     ///
     /// # Panics
     /// If the range is not inside one VA-only allocation (its guard pages
@@ -735,7 +739,7 @@ impl KernelMap {
             Some((size, 0)) => size,
             Some(_) => panic!("uvm_km: enter: a page of {a:#x}+{size:#x} is already mapped"),
         };
-        self.back(a, size, Backing::Entered, flags).ok()
+        self.back_or_wait(a, size, Backing::Entered, flags).ok()
     }
 
     /// Unmap pages entered with [`KernelMap::enter`] (`pmap_kremove`).
@@ -794,20 +798,9 @@ impl KernelMap {
         } else {
             UvmFlags(0)
         };
-        loop {
-            match self.back(va, size, Backing::Wired, uflags) {
-                Ok(()) => break,
-                Err(()) if flags.contains(VmFlags::NOSLEEP) => {
-                    vmem.free(va, size);
-                    return Err(VmemError::NoMemory);
-                }
-                Err(()) => {
-                    // The page source failed (not the budget, which waits):
-                    // wait for the pagedaemon and try again.
-                    self.pagedaemon();
-                    pause();
-                }
-            }
+        if self.back_or_wait(va, size, Backing::Wired, uflags).is_err() {
+            vmem.free(va, size);
+            return Err(VmemError::NoMemory);
         }
         self.va_in_use[3].fetch_add(size, Ordering::Relaxed);
         Ok(va)
@@ -916,15 +909,5 @@ impl KernelMap {
             pages.decommit(meta, meta_len);
             pages.release(meta, meta_len);
         }
-    }
-}
-
-/// Pause before retrying after a page-source failure under `VM_SLEEP`.
-fn pause() {
-    #[cfg(feature = "std")]
-    std::thread::sleep(core::time::Duration::from_millis(1));
-    #[cfg(not(feature = "std"))]
-    for _ in 0..10_000 {
-        core::hint::spin_loop();
     }
 }

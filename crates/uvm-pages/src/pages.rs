@@ -148,7 +148,6 @@ impl KernelMap {
                 }
             }
             if nowait || canfail {
-                s.failures += 1;
                 return Err(());
             }
             s.sleeps += 1;
@@ -156,15 +155,41 @@ impl KernelMap {
         }
     }
 
-    /// Back [va, va+len) with pages: commit what is not committed (wiring
-    /// if asked), wire what was committed unwired, zero reused pages if asked.
-    pub(crate) fn back(
+    /// Back [va, va+len) with pages as `back` does, for callers that may
+    /// sleep: a page-source failure is waited out (a pagedaemon pass, a
+    /// short pause, another try), as NetBSD's `uvm_km_alloc` and
+    /// `uvm_km_kmem_alloc` wait for the pagedaemon and retry. With
+    /// `NOWAIT` or `CANFAIL` the first failure is final (counted), with
+    /// nothing left claimed.
+    pub(crate) fn back_or_wait(
         &self,
         va: usize,
         len: usize,
         kind: Backing,
         flags: UvmFlags,
     ) -> Result<(), ()> {
+        let may_fail = flags.contains(UvmFlags::NOWAIT) || flags.contains(UvmFlags::CANFAIL);
+        loop {
+            match self.back(va, len, kind, flags) {
+                Ok(()) => return Ok(()),
+                Err(()) if may_fail => {
+                    self.state.lock().failures += 1;
+                    return Err(());
+                }
+                // Only the page source fails a caller that may sleep (the
+                // budget sleeps in `claim`).
+                Err(()) => {
+                    self.pagedaemon();
+                    pause();
+                }
+            }
+        }
+    }
+
+    /// Back [va, va+len) with pages: commit what is not committed (wiring
+    /// if asked), wire what was committed unwired, zero reused pages if asked.
+    /// A failure undoes everything (see `back_or_wait` for who retries).
+    fn back(&self, va: usize, len: usize, kind: Backing, flags: UvmFlags) -> Result<(), ()> {
         let first = self.page_index(va);
         let n = len >> self.pshift;
         let nowait = flags.contains(UvmFlags::NOWAIT);
@@ -237,7 +262,6 @@ impl KernelMap {
             let mut s = self.state.lock();
             // The pages never committed were reserved but not used.
             s.committed -= need - committed_new;
-            s.failures += 1;
             return Err(());
         }
         let mut s = self.state.lock();
@@ -365,4 +389,14 @@ pub(crate) enum Backing {
     Wired,
     Pageable,
     Entered,
+}
+
+/// Pause before retrying after a page-source failure.
+fn pause() {
+    #[cfg(feature = "std")]
+    std::thread::sleep(core::time::Duration::from_millis(1));
+    #[cfg(not(feature = "std"))]
+    for _ in 0..10_000 {
+        core::hint::spin_loop();
+    }
 }
