@@ -48,9 +48,14 @@
 //! would commit more pages than the limit first runs a pagedaemon pass
 //! ([`KernelMap::pagedaemon`]): cached pages go back to the OS, then every
 //! registered drain hook runs (pools register theirs), then cached pages go
-//! back again, and sleepers are woken. If memory is still short, `NOWAIT`
-//! (and `CANFAIL`) requests fail; the others sleep on the `uvmwait` channel
-//! until a free brings memory back — NetBSD's `uvm_wait`.
+//! back again, and sleepers are woken if memory came back. If memory is
+//! still short, `NOWAIT` (and `CANFAIL`) requests fail; the others sleep on
+//! the `uvmwait` channel until a free brings memory back — NetBSD's
+//! `uvm_wait` — and run another pass only after a free (which may have
+//! left cached pages), never on a wakeup that brought nothing: waiters
+//! with nothing freed stay asleep instead of waking each other. Memory a
+//! drain hook could give back but that no free announces (a pool page
+//! that went idle) is found at the next free or the next request.
 //!
 //! **Locks.** The map's state lock is an `IPL_VM` spin mutex, held for bit
 //! updates, accounting and giving cached pages back; never across a sleep

@@ -149,6 +149,10 @@ pub(crate) struct State {
     pub(crate) pagedaemon_runs: u64,
     pub(crate) sleeps: u64,
     pub(crate) failures: u64,
+    /// Bumped by every free that gives pages back or to the cache (and by
+    /// every undone claim): what a budget waiter waits for, and whether a
+    /// pagedaemon pass can find anything new.
+    pub(crate) free_gen: u64,
     pub(crate) hooks: [Option<(DrainHook, usize)>; NHOOKS],
 }
 
@@ -317,6 +321,7 @@ impl KernelMap {
                     pagedaemon_runs: 0,
                     sleeps: 0,
                     failures: 0,
+                    free_gen: 0,
                     hooks: [None; NHOOKS],
                 },
             ),

@@ -27,19 +27,28 @@ impl KernelMap {
 
     /// `uvm_kick_pdaemon` and one pass of the pagedaemon, in the caller:
     /// give cached free pages back to the OS, call every drain hook, give
-    /// back what they freed, and wake sleepers. Returns pages given back.
+    /// back what they freed, and wake sleepers if memory came back. Returns
+    /// pages given back.
     pub fn pagedaemon(&self) -> usize {
-        let hooks = {
+        let (hooks, gen0) = {
             let mut s = self.state.lock();
             s.pagedaemon_runs += 1;
-            s.hooks
+            (s.hooks, s.free_gen)
         };
         let mut freed = self.trim_cache(0);
         for (hook, arg) in hooks.iter().flatten() {
             hook(*arg, UvmFlags::NOWAIT);
         }
         freed += self.trim_cache(0);
-        self.budget_cv.broadcast();
+        let hooks_freed = self.state.lock().free_gen != gen0;
+        // Only when memory came back: waking sleepers for nothing sends
+        // each round its wait loop into another pass, whose broadcast
+        // wakes the others — a storm with nothing freed. (Frees, the
+        // hooks' included, wake sleepers themselves; this is for the
+        // cached pages given back here.)
+        if freed != 0 || hooks_freed {
+            self.budget_cv.broadcast();
+        }
         freed
     }
 
@@ -119,7 +128,9 @@ impl KernelMap {
         nowait: bool,
         canfail: bool,
     ) -> Result<usize, ()> {
-        let mut tried_daemon = false;
+        let may_fail = nowait || canfail;
+        // `free_gen` when this caller last ran the pagedaemon.
+        let mut daemon_gen: Option<u64> = None;
         let mut s = self.state.lock();
         loop {
             let have = self.count_bits(self.committed_bits, first, n);
@@ -137,19 +148,24 @@ impl KernelMap {
                 }
                 return Ok(need);
             }
-            if !tried_daemon || !(nowait || canfail) {
+            // A pagedaemon pass, once, and then (for a caller that waits)
+            // again only after a free since the last one: a free may have
+            // left cached pages that a pass gives back, while after a
+            // spurious wakeup, or another waiter's pass (which emptied the
+            // cache), there is nothing new to find. The generation is read
+            // before the pass, so a free during it is not missed.
+            let first_pass = daemon_gen.is_none();
+            if first_pass || (!may_fail && daemon_gen != Some(s.free_gen)) {
+                daemon_gen = Some(s.free_gen);
                 drop(s);
                 self.pagedaemon();
-                tried_daemon = true;
                 s = self.state.lock();
-                let have = self.count_bits(self.committed_bits, first, n);
-                if self.limit == 0 || s.committed + (n - have) <= self.limit {
-                    continue;
-                }
+                continue;
             }
-            if nowait || canfail {
+            if may_fail {
                 return Err(());
             }
+            // Sleep until a free: it bumps `free_gen` and broadcasts.
             s.sleeps += 1;
             s = self.budget_cv.wait(s);
         }
@@ -258,10 +274,13 @@ impl KernelMap {
             unsafe { self.va_of(first).as_ptr().write_bytes(0, n << self.pshift) };
         }
         if failed {
+            {
+                let mut s = self.state.lock();
+                // The pages never committed were reserved but not used;
+                // given back before `unback` wakes the sleepers.
+                s.committed -= need - committed_new;
+            }
             self.unback(va, len, kind, true);
-            let mut s = self.state.lock();
-            // The pages never committed were reserved but not used.
-            s.committed -= need - committed_new;
             return Err(());
         }
         let mut s = self.state.lock();
@@ -349,6 +368,8 @@ impl KernelMap {
         if kind != Backing::Entered {
             self.set_bits(self.start_bits, first, 1, false);
         }
+        // Budget waiters go round again (see `claim`), woken below.
+        s.free_gen = s.free_gen.wrapping_add(1);
         let keep =
             kind != Backing::Pageable && !rollback && s.cached + committed <= self.free_target;
         if keep {
