@@ -1,14 +1,131 @@
 //! Page backing, the budget and the pagedaemon: which pages of the map are
-//! committed, wired and in use; claiming and committing them for an
-//! allocation; keeping freed ones as cache or giving them back.
+//! committed, wired, in use, the start of an allocation or VA-only;
+//! claiming and committing them for an allocation; checking a free against
+//! them; keeping freed ones as cache or giving them back.
+
+use core::ptr::NonNull;
 
 use bsdalloc_platform::SpinMutexGuard;
 use bsdalloc_platform::sync::atomic::{AtomicU64, Ordering};
 
-use crate::flags::UvmFlags;
-use crate::map::{DrainHook, KernelMap, State};
+use crate::flags::{KmType, UvmFlags};
+use crate::map::{DrainHook, KernelMap, State, Where};
 
 impl KernelMap {
+    // ---- the page bitmaps ----
+
+    pub(crate) fn bitword(&self, which: *const AtomicU64, w: usize) -> &AtomicU64 {
+        debug_assert!(w < self.nwords);
+        // SAFETY: w < nwords and the bitmap lives as long as the map.
+        unsafe { &*which.add(w) }
+    }
+
+    pub(crate) fn page_index(&self, va: usize) -> usize {
+        (va - self.base) >> self.pshift
+    }
+
+    /// Set (or clear) bits [first, first+n) of a bitmap.
+    pub(crate) fn set_bits(&self, which: *const AtomicU64, first: usize, n: usize, on: bool) {
+        let mut i = first;
+        let end = first + n;
+        while i < end {
+            let w = i / 64;
+            let lo = i % 64;
+            let hi = (end - w * 64).min(64);
+            let mask = if hi - lo == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << (hi - lo)) - 1) << lo
+            };
+            if on {
+                self.bitword(which, w).fetch_or(mask, Ordering::AcqRel);
+            } else {
+                self.bitword(which, w).fetch_and(!mask, Ordering::AcqRel);
+            }
+            i = w * 64 + hi;
+        }
+    }
+
+    pub(crate) fn bit(&self, which: *const AtomicU64, i: usize) -> bool {
+        self.bitword(which, i / 64).load(Ordering::Acquire) & (1 << (i % 64)) != 0
+    }
+
+    /// Count set bits of [first, first+n).
+    pub(crate) fn count_bits(&self, which: *const AtomicU64, first: usize, n: usize) -> usize {
+        (first..first + n).filter(|&i| self.bit(which, i)).count()
+    }
+
+    /// Call `f(first, len, set)` for each maximal run of equal bits.
+    pub(crate) fn runs(
+        &self,
+        which: *const AtomicU64,
+        first: usize,
+        n: usize,
+        mut f: impl FnMut(usize, usize, bool),
+    ) {
+        let mut i = first;
+        let end = first + n;
+        while i < end {
+            let v = self.bit(which, i);
+            let mut j = i + 1;
+            while j < end && self.bit(which, j) == v {
+                j += 1;
+            }
+            f(i, j - i, v);
+            i = j;
+        }
+    }
+
+    pub(crate) fn va_of(&self, page: usize) -> NonNull<u8> {
+        let a = self.base + (page << self.pshift);
+        // SAFETY: inside our non-null reservation.
+        unsafe { NonNull::new_unchecked(a as *mut u8) }
+    }
+
+    /// Mark [va, va+size) as one VA-only allocation: its pages VA-only,
+    /// its first page a start. Under the state lock, as the checks that
+    /// read them.
+    pub(crate) fn mark_vaonly(&self, va: usize, size: usize) {
+        let first = self.page_index(va);
+        let _s = self.state.lock();
+        self.set_bits(self.vaonly_bits, first, size >> self.pshift, true);
+        self.set_bits(self.start_bits, first, 1, true);
+    }
+
+    /// Unmark the VA-only allocation [va, va+size) if it is exactly one
+    /// (as `unback_checked` for backed ones; `end`: the region's end page).
+    pub(crate) fn unmark_vaonly(&self, va: usize, size: usize, end: usize) -> Result<(), Refused> {
+        let first = self.page_index(va);
+        let n = size >> self.pshift;
+        let s = self.state.lock();
+        if !self.bit(self.start_bits, first) {
+            return Err(Refused::NotAllocated);
+        }
+        if !self.is_one_allocation(&s, self.vaonly_bits, first, n, end) {
+            return Err(Refused::Extent);
+        }
+        self.set_bits(self.vaonly_bits, first, n, false);
+        self.set_bits(self.start_bits, first, 1, false);
+        Ok(())
+    }
+
+    /// If [a, a+size) is a non-empty, page-aligned range of pages of one
+    /// VA-only allocation (every page VA-only, none after the first
+    /// starting another allocation): its page-rounded size and how many of
+    /// its pages are entered now.
+    pub(crate) fn vaonly_range(&self, a: usize, size: usize) -> Option<(usize, usize)> {
+        let size = self.round(size).filter(|&z| z != 0)?;
+        if a & (self.ps - 1) != 0 || self.locate(a, size) != Some(Where::Region(KmType::VaOnly)) {
+            return None;
+        }
+        let first = self.page_index(a);
+        let end = first + (size >> self.pshift);
+        let _s = self.state.lock();
+        let inside = (first..end).all(|i| self.bit(self.vaonly_bits, i))
+            && (first + 1..end).all(|i| !self.bit(self.start_bits, i));
+        inside.then(|| (size, self.count_bits(self.inuse_bits, first, end - first)))
+    }
+
     // ---- budget and the pagedaemon ----
 
     /// Register a drain hook for the pagedaemon.
