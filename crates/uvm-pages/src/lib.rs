@@ -27,10 +27,17 @@
 //! static span, on which arenas stack through
 //! [`KernelMap::uvm_km_kmem_alloc`] ([`KmemSource`]).
 //!
-//! **Pages.** Three bitmaps over the whole range (committed, wired, in use),
-//! atomics in memory taken from the page source itself, record each page's
-//! state. Backing a range commits the runs that are not committed (`mlock`
-//! for wired memory, where permitted) and reuses the rest. A freed wired
+//! **Pages.** Bitmaps over the whole range (committed, wired, in use, the
+//! first page of each allocation, the pages of VA-only allocations),
+//! atomics in memory taken from the page source itself, record each
+//! page's state. The start bits with the in-use (or VA-only) bits give
+//! every allocation's exact extent, guard pages excluded: a free is
+//! checked against it (and against its vmem arena's busy segment where the
+//! arena can see it) before anything changes, so a wrong size or guard
+//! split is refused without touching a neighbour, and
+//! [`KernelMap::enter`] stays inside one VA-only allocation. Backing a
+//! range commits the runs that are not committed (`mlock` for wired
+//! memory, where permitted) and reuses the rest. A freed wired
 //! page stays committed as long as the map's cached pages stay within the
 //! *free-page target*; so allocation after free in steady state makes no OS
 //! call. Above the target, and always for pageable memory (which must read
@@ -41,9 +48,14 @@
 //! would commit more pages than the limit first runs a pagedaemon pass
 //! ([`KernelMap::pagedaemon`]): cached pages go back to the OS, then every
 //! registered drain hook runs (pools register theirs), then cached pages go
-//! back again, and sleepers are woken. If memory is still short, `NOWAIT`
-//! (and `CANFAIL`) requests fail; the others sleep on the `uvmwait` channel
-//! until a free brings memory back — NetBSD's `uvm_wait`.
+//! back again, and sleepers are woken if memory came back. If memory is
+//! still short, `NOWAIT` (and `CANFAIL`) requests fail; the others sleep on
+//! the `uvmwait` channel until a free brings memory back — NetBSD's
+//! `uvm_wait` — and run another pass only after a free (which may have
+//! left cached pages), never on a wakeup that brought nothing: waiters
+//! with nothing freed stay asleep instead of waking each other. Memory a
+//! drain hook could give back but that no free announces (a pool page
+//! that went idle) is found at the next free or the next request.
 //!
 //! **Locks.** The map's state lock is an `IPL_VM` spin mutex, held for bit
 //! updates, accounting and giving cached pages back; never across a sleep

@@ -12,7 +12,7 @@ use bsdalloc_vmem::{
 };
 
 use crate::flags::{BootError, KmType, UvmFlags};
-use crate::pages::Backing;
+use crate::pages::{Backing, Refused};
 
 /// How to set up the kernel map.
 #[derive(Clone, Copy)]
@@ -70,6 +70,9 @@ impl Default for KmConfig {
 pub type DrainHook = fn(arg: usize, flags: UvmFlags);
 
 const NHOOKS: usize = 16;
+
+/// Page bitmaps in the meta area (see `KernelMap::committed_bits` on).
+const NBITMAPS: usize = 5;
 
 /// Counters of a kernel map.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -146,6 +149,10 @@ pub(crate) struct State {
     pub(crate) pagedaemon_runs: u64,
     pub(crate) sleeps: u64,
     pub(crate) failures: u64,
+    /// Bumped by every free that gives pages back or to the cache (and by
+    /// every undone claim): what a budget waiter waits for, and whether a
+    /// pagedaemon pass can find anything new.
+    pub(crate) free_gen: u64,
     pub(crate) hooks: [Option<(DrainHook, usize)>; NHOOKS],
 }
 
@@ -168,6 +175,15 @@ pub struct KernelMap {
     pub(crate) committed_bits: *const AtomicU64,
     pub(crate) wired_bits: *const AtomicU64,
     pub(crate) inuse_bits: *const AtomicU64,
+    /// The first page of each backed allocation (wired, pageable, kmem).
+    /// With the in-use bits it gives every allocation's exact extent, which
+    /// a free must match before it touches anything — also where a
+    /// quantum cache hides the allocation from its vmem arena.
+    pub(crate) start_bits: *const AtomicU64,
+    /// The pages of VA-only allocations (their guard pages excluded); the
+    /// first page of each also has its start bit. `enter` and `remove` must
+    /// stay inside one.
+    pub(crate) vaonly_bits: *const AtomicU64,
     pub(crate) nwords: usize,
     pub(crate) meta: NonNull<u8>,
     pub(crate) meta_len: usize,
@@ -209,7 +225,11 @@ impl KernelMap {
     /// map's own descriptor and page bitmaps come from the page source.
     pub fn bootstrap(cfg: KmConfig) -> Result<&'static KernelMap, BootError> {
         let ps = cfg.pages.page_size();
-        let size = cfg.size.next_multiple_of(8 * ps);
+        let Some(size) = cfg.size.checked_next_multiple_of(8 * ps) else {
+            return Err(BootError::Config(
+                "the kernel map's size overflows the address space",
+            ));
+        };
         if size < 8 * ps {
             return Err(BootError::Config(
                 "the kernel map must span at least 8 pages",
@@ -217,7 +237,7 @@ impl KernelMap {
         }
         let npages = size / ps;
         let nwords = npages.div_ceil(64);
-        let meta_len = (size_of::<KernelMap>() + 3 * nwords * 8 + 64).next_multiple_of(ps);
+        let meta_len = (size_of::<KernelMap>() + NBITMAPS * nwords * 8 + 64).next_multiple_of(ps);
         let meta = cfg.pages.reserve(meta_len, 0).map_err(BootError::Reserve)?;
         // SAFETY: committing our own fresh reservation.
         if let Err(e) = unsafe { cfg.pages.commit(meta, meta_len, false) } {
@@ -259,12 +279,14 @@ impl KernelMap {
         let bits0 = (size_of::<KernelMap>() + 63) & !63;
         // SAFETY: inside the committed meta area, aligned for AtomicU64;
         // fresh pages read as zero, a valid AtomicU64 value.
-        let (cb, wb, ib) = unsafe {
+        let (cb, wb, ib, sb, vb) = unsafe {
             let c = m.add(bits0).cast::<AtomicU64>();
             (
                 c as *const AtomicU64,
                 c.add(nwords) as *const AtomicU64,
                 c.add(2 * nwords) as *const AtomicU64,
+                c.add(3 * nwords) as *const AtomicU64,
+                c.add(4 * nwords) as *const AtomicU64,
             )
         };
         let map = KernelMap {
@@ -281,6 +303,8 @@ impl KernelMap {
             committed_bits: cb,
             wired_bits: wb,
             inuse_bits: ib,
+            start_bits: sb,
+            vaonly_bits: vb,
             nwords,
             meta,
             meta_len,
@@ -297,6 +321,7 @@ impl KernelMap {
                     pagedaemon_runs: 0,
                     sleeps: 0,
                     failures: 0,
+                    free_gen: 0,
                     hooks: [None; NHOOKS],
                 },
             ),
@@ -342,74 +367,6 @@ impl KernelMap {
         &self.kmem
     }
 
-    pub(crate) fn bitword(&self, which: *const AtomicU64, w: usize) -> &AtomicU64 {
-        debug_assert!(w < self.nwords);
-        // SAFETY: w < nwords and the bitmap lives as long as the map.
-        unsafe { &*which.add(w) }
-    }
-
-    pub(crate) fn page_index(&self, va: usize) -> usize {
-        (va - self.base) >> self.pshift
-    }
-
-    /// Set (or clear) bits [first, first+n) of a bitmap.
-    pub(crate) fn set_bits(&self, which: *const AtomicU64, first: usize, n: usize, on: bool) {
-        let mut i = first;
-        let end = first + n;
-        while i < end {
-            let w = i / 64;
-            let lo = i % 64;
-            let hi = (end - w * 64).min(64);
-            let mask = if hi - lo == 64 {
-                u64::MAX
-            } else {
-                ((1u64 << (hi - lo)) - 1) << lo
-            };
-            if on {
-                self.bitword(which, w).fetch_or(mask, Ordering::AcqRel);
-            } else {
-                self.bitword(which, w).fetch_and(!mask, Ordering::AcqRel);
-            }
-            i = w * 64 + hi;
-        }
-    }
-
-    pub(crate) fn bit(&self, which: *const AtomicU64, i: usize) -> bool {
-        self.bitword(which, i / 64).load(Ordering::Acquire) & (1 << (i % 64)) != 0
-    }
-
-    /// Count set bits of [first, first+n).
-    pub(crate) fn count_bits(&self, which: *const AtomicU64, first: usize, n: usize) -> usize {
-        (first..first + n).filter(|&i| self.bit(which, i)).count()
-    }
-
-    /// Call `f(first, len, set)` for each maximal run of equal bits.
-    pub(crate) fn runs(
-        &self,
-        which: *const AtomicU64,
-        first: usize,
-        n: usize,
-        mut f: impl FnMut(usize, usize, bool),
-    ) {
-        let mut i = first;
-        let end = first + n;
-        while i < end {
-            let v = self.bit(which, i);
-            let mut j = i + 1;
-            while j < end && self.bit(which, j) == v {
-                j += 1;
-            }
-            f(i, j - i, v);
-            i = j;
-        }
-    }
-
-    pub(crate) fn va_of(&self, page: usize) -> NonNull<u8> {
-        let a = self.base + (page << self.pshift);
-        // SAFETY: inside our non-null reservation.
-        unsafe { NonNull::new_unchecked(a as *mut u8) }
-    }
-
     pub(crate) fn locate(&self, va: usize, len: usize) -> Option<Where> {
         if va < self.base || va.checked_add(len)? > self.base + self.size {
             return None;
@@ -424,9 +381,22 @@ impl KernelMap {
 
     // ---- uvm_km_alloc / uvm_km_free ----
 
-    fn round(&self, size: usize) -> usize {
+    /// `size` rounded up to whole pages; `None` if that overflows (sizes
+    /// come from callers, and in release builds a wrapped size would be a
+    /// small one).
+    pub(crate) fn round(&self, size: usize) -> Option<usize> {
         size.checked_next_multiple_of(self.ps)
-            .expect("uvm_km: size overflows")
+    }
+
+    /// Page-rounded `size` plus `guard` pages, or `None` on overflow.
+    fn round_guarded(&self, size: usize, guard: usize) -> Option<(usize, usize)> {
+        let size = self.round(size)?;
+        let total = guard.checked_mul(self.ps)?.checked_add(size)?;
+        Some((size, total))
+    }
+
+    fn count_failure(&self) {
+        self.state.lock().failures += 1;
     }
 
     /// `uvm_km_alloc(kernel_map, size, align, flags)`: page-rounded
@@ -437,7 +407,9 @@ impl KernelMap {
     ///   does not have: accepted and ignored.
     /// - No address space: `None`, unless `WAITVA` (then sleep for it).
     /// - WIRED pages short: `NOWAIT`, or `CANFAIL` after a pagedaemon pass,
-    ///   return `None`; otherwise sleep until memory comes back.
+    ///   return `None`; otherwise sleep until memory comes back. A page
+    ///   source that fails (the OS refused) is the same: `NOWAIT` and
+    ///   `CANFAIL` fail, the others run the pagedaemon, pause and retry.
     /// - `ZERO`: zero-filled. Fresh pages are zero anyway; reused cached
     ///   pages are cleared.
     /// - `TRYLOCK`: the map's lock is a spin mutex that is never held across
@@ -493,8 +465,11 @@ impl KernelMap {
         if !flags.contains(UvmFlags::NOWAIT) {
             assert_sleepable("uvm_km_alloc (without UVM_KMF_NOWAIT)");
         }
-        let size = self.round(size);
-        let total = size + guard * self.ps;
+        let Some((size, total)) = self.round_guarded(size, guard) else {
+            // No address space can hold it.
+            self.count_failure();
+            return None;
+        };
         let align = if flags.contains(UvmFlags::COLORMATCH) {
             0
         } else {
@@ -517,17 +492,20 @@ impl KernelMap {
         ) {
             Ok(v) => v,
             Err(_) => {
-                self.state.lock().failures += 1;
+                self.count_failure();
                 return None;
             }
         };
         let backing = match t {
             KmType::Wired => Some(Backing::Wired),
             KmType::Pageable => Some(Backing::Pageable),
-            KmType::VaOnly => None,
+            KmType::VaOnly => {
+                self.mark_vaonly(va, size);
+                None
+            }
         };
         if let Some(kind) = backing {
-            if self.back(va, size, kind, flags).is_err() {
+            if self.back_or_wait(va, size, kind, flags).is_err() {
                 arena.xfree(va, total);
                 return None;
             }
@@ -551,13 +529,19 @@ impl KernelMap {
     /// `uvm_km_alloc` memory; the same size and type as allocated.
     ///
     /// # Panics
-    /// If `va` was not allocated, or with another size or type.
+    /// If `va` was not allocated, or with another size or type; nothing has
+    /// changed then.
     #[track_caller]
     pub fn uvm_km_free(&self, va: NonNull<u8>, size: usize, flags: UvmFlags) {
         self.free_impl(va, size, flags, 0)
     }
 
-    /// Free what [`KernelMap::uvm_km_alloc_guarded`] returned.
+    /// Free what [`KernelMap::uvm_km_alloc_guarded`] returned, with the
+    /// same size and number of guard pages.
+    ///
+    /// # Panics
+    /// As [`KernelMap::uvm_km_free`]; also if `size` and `guard` are
+    /// another split of the same total. Nothing has changed then.
     #[track_caller]
     pub fn uvm_km_free_guarded(&self, va: NonNull<u8>, size: usize, guard: usize, flags: UvmFlags) {
         self.free_impl(va, size, flags, guard)
@@ -573,9 +557,14 @@ impl KernelMap {
         if a & (self.ps - 1) != 0 {
             panic!("uvm_km_free: va {a:#x} is not page aligned");
         }
-        let size = self.round(size);
-        let total = size + guard * self.ps;
-        match self.locate(a, total) {
+        let Some((size, total)) = self.round_guarded(size, guard) else {
+            panic!(
+                "uvm_km_free: va {a:#x}: size {size:#x} + {guard} guard pages does not match the allocation"
+            );
+        };
+        // The first page tells the region, hence the type; the busy segment
+        // tells the size.
+        match self.locate(a, self.ps) {
             Some(Where::Region(actual)) if actual == t => {}
             Some(Where::Region(actual)) => {
                 panic!(
@@ -587,58 +576,76 @@ impl KernelMap {
             _ => panic!("uvm_km_free: va {a:#x} is not in the kernel map"),
         }
         let arena = &self.regions[t.index()];
-        match arena.lookup(a) {
-            Some((start, sz, true)) if start == a => {
-                if sz != total {
-                    panic!(
-                        "uvm_km_free: va {a:#x}: size {total:#x} does not match the allocation's {sz:#x}"
-                    );
-                }
-            }
-            _ => panic!("uvm_km_free: va {a:#x} is not allocated"),
+        // The regions' arenas have no quantum cache: every allocation is a
+        // busy segment, found in the busy hash in constant time.
+        match arena.busy_size(a) {
+            Some(sz) if sz == total => {}
+            Some(sz) => panic!(
+                "uvm_km_free: va {a:#x}: size {total:#x} does not match the allocation's {sz:#x}"
+            ),
+            None => panic!("uvm_km_free: va {a:#x} is not allocated"),
         }
-        match t {
-            KmType::Wired => self.unback(a, size, Backing::Wired, false),
-            KmType::Pageable => self.unback(a, size, Backing::Pageable, false),
-            KmType::VaOnly => {
-                // Pages the caller entered and did not remove go back too.
-                let first = self.page_index(a);
-                let n = size >> self.pshift;
-                if self.count_bits(self.committed_bits, first, n) != 0 {
-                    self.remove_impl(a, size);
-                }
-            }
+        // The segment is `size + guard` pages; the allocation proper (backed,
+        // or VA-only) must be exactly `size` of them, or another split of
+        // the same total would unback a guard page or keep a live one.
+        let end = self.page_index(self.region_base[t.index()] + self.region_size);
+        let checked = match t {
+            KmType::Wired => self.unback_checked(a, size, Backing::Wired, end),
+            KmType::Pageable => self.unback_checked(a, size, Backing::Pageable, end),
+            // From here on `enter` refuses the range.
+            KmType::VaOnly => self.unmark_vaonly(a, size, end),
+        };
+        match checked {
+            Ok(()) => {}
+            Err(Refused::NotAllocated) => panic!("uvm_km_free: va {a:#x} is not allocated"),
+            Err(Refused::Extent) => panic!(
+                "uvm_km_free: va {a:#x}: size {size:#x} + {guard} guard pages does not match the allocation's split of {total:#x}"
+            ),
+        }
+        // Pages the caller entered into a VA-only allocation and did not
+        // remove go back too.
+        if t == KmType::VaOnly
+            && self.count_bits(self.committed_bits, self.page_index(a), size >> self.pshift) != 0
+        {
+            self.remove_impl(a, size);
         }
         arena.xfree(a, total);
         self.va_in_use[t.index()].fetch_sub(total, Ordering::Relaxed);
     }
 
     /// Map pages into a VA-only range (NetBSD: `pmap_kenter_pa` over pages
-    /// from `uvm_pagealloc`): wired, zero-filled.
+    /// from `uvm_pagealloc`): wired, zero-filled. With `UVM_KMF_NOWAIT` or
+    /// `UVM_KMF_CANFAIL`, `None` on a shortage; otherwise it waits for
+    /// memory as `uvm_km_alloc` does.
     ///
     /// # Panics
-    /// If the range is not inside a VA-only allocation.
+    /// If the range is not inside one VA-only allocation (its guard pages
+    /// are outside), or a page of it is already entered; nothing has
+    /// changed then.
     #[track_caller]
     pub fn enter(&self, va: NonNull<u8>, size: usize, flags: UvmFlags) -> Option<()> {
         let a = va.as_ptr().addr();
-        let size = self.round(size);
-        if a & (self.ps - 1) != 0 || self.locate(a, size) != Some(Where::Region(KmType::VaOnly)) {
-            panic!("uvm_km: enter: {a:#x}+{size:#x} is not inside a UVM_KMF_VAONLY allocation");
-        }
-        if self.count_bits(self.inuse_bits, self.page_index(a), size >> self.pshift) != 0 {
-            panic!("uvm_km: enter: a page of {a:#x}+{size:#x} is already mapped");
-        }
-        self.back(a, size, Backing::Entered, flags).ok()
+        let size = match self.vaonly_range(a, size) {
+            None => {
+                panic!("uvm_km: enter: {a:#x}+{size:#x} is not inside a UVM_KMF_VAONLY allocation")
+            }
+            Some((size, 0)) => size,
+            Some(_) => panic!("uvm_km: enter: a page of {a:#x}+{size:#x} is already mapped"),
+        };
+        self.back_or_wait(a, size, Backing::Entered, flags).ok()
     }
 
     /// Unmap pages entered with [`KernelMap::enter`] (`pmap_kremove`).
+    ///
+    /// # Panics
+    /// If the range is not inside one VA-only allocation; nothing has
+    /// changed then.
     #[track_caller]
     pub fn remove(&self, va: NonNull<u8>, size: usize) {
         let a = va.as_ptr().addr();
-        let size = self.round(size);
-        if a & (self.ps - 1) != 0 || self.locate(a, size) != Some(Where::Region(KmType::VaOnly)) {
+        let Some((size, _)) = self.vaonly_range(a, size) else {
             panic!("uvm_km: remove: {a:#x}+{size:#x} is not inside a UVM_KMF_VAONLY allocation");
-        }
+        };
         self.remove_impl(a, size);
     }
 
@@ -667,7 +674,10 @@ impl KernelMap {
         size: usize,
         flags: VmFlags,
     ) -> Result<usize, VmemError> {
-        let size = self.round(size);
+        let Some(size) = self.round(size) else {
+            self.count_failure();
+            return Err(VmemError::NoMemory);
+        };
         let va = vmem.alloc(size, flags.sleep_part() | VmFlags::INSTANTFIT)?;
         if self.locate(va, size) != Some(Where::Kmem) {
             vmem.free(va, size);
@@ -681,39 +691,56 @@ impl KernelMap {
         } else {
             UvmFlags(0)
         };
-        loop {
-            match self.back(va, size, Backing::Wired, uflags) {
-                Ok(()) => break,
-                Err(()) if flags.contains(VmFlags::NOSLEEP) => {
-                    vmem.free(va, size);
-                    return Err(VmemError::NoMemory);
-                }
-                Err(()) => {
-                    // The page source failed (not the budget, which waits):
-                    // wait for the pagedaemon and try again.
-                    self.pagedaemon();
-                    pause();
-                }
-            }
+        if self.back_or_wait(va, size, Backing::Wired, uflags).is_err() {
+            vmem.free(va, size);
+            return Err(VmemError::NoMemory);
         }
         self.va_in_use[3].fetch_add(size, Ordering::Relaxed);
         Ok(va)
     }
 
     /// `uvm_km_kmem_free(vmem, va, size)`.
+    ///
+    /// # Panics
+    /// If `va` is not a `uvm_km_kmem_alloc` allocation of this map, or
+    /// `size` is not its size; nothing has changed then. (Through a quantum
+    /// cache, vmem cannot confirm that `va` came from `vmem` rather than
+    /// from another arena over the same addresses: vmem's own free checks
+    /// that.)
     #[track_caller]
     pub fn uvm_km_kmem_free(&self, vmem: &Arena, va: usize, size: usize) {
-        let size = self.round(size);
+        let Some(size) = self.round(size) else {
+            panic!("uvm_km_kmem_free: {va:#x}: size {size:#x} does not match the allocation");
+        };
         if self.locate(va, size) != Some(Where::Kmem) || va & (self.ps - 1) != 0 {
             panic!("uvm_km_kmem_free: {va:#x}+{size:#x} is not kmem memory of this map");
         }
-        if !vmem.is_allocated(va) {
-            panic!(
+        // Above qcache_max the allocation is a busy segment of `vmem`, so
+        // the arena confirms its size. Below, a quantum cache (if one is
+        // plugged in) hands out pieces of its own larger segments, which
+        // the busy hash does not see: the page bitmaps decide alone.
+        if size > vmem.qcache_max() {
+            match vmem.busy_size(va) {
+                Some(sz) if sz == size => {}
+                Some(sz) => panic!(
+                    "uvm_km_kmem_free: {va:#x}: size {size:#x} does not match the allocation's {sz:#x}"
+                ),
+                None => panic!(
+                    "uvm_km_kmem_free: {va:#x} is not allocated in arena '{}'",
+                    vmem.name()
+                ),
+            }
+        }
+        match self.unback_checked(va, size, Backing::Wired, self.size >> self.pshift) {
+            Ok(()) => {}
+            Err(Refused::NotAllocated) => panic!(
                 "uvm_km_kmem_free: {va:#x} is not allocated in arena '{}'",
                 vmem.name()
-            );
+            ),
+            Err(Refused::Extent) => {
+                panic!("uvm_km_kmem_free: {va:#x}: size {size:#x} does not match the allocation")
+            }
         }
-        self.unback(va, size, Backing::Wired, false);
         vmem.free(va, size);
         self.va_in_use[3].fetch_sub(size, Ordering::Relaxed);
     }
@@ -775,15 +802,5 @@ impl KernelMap {
             pages.decommit(meta, meta_len);
             pages.release(meta, meta_len);
         }
-    }
-}
-
-/// Pause before retrying after a page-source failure under `VM_SLEEP`.
-fn pause() {
-    #[cfg(feature = "std")]
-    std::thread::sleep(core::time::Duration::from_millis(1));
-    #[cfg(not(feature = "std"))]
-    for _ in 0..10_000 {
-        core::hint::spin_loop();
     }
 }

@@ -47,7 +47,8 @@ impl KmemSource {
 
 impl SpanSource for KmemSource {
     fn import(&self, size: usize, flags: VmFlags) -> Result<(usize, usize), VmemError> {
-        let size = size.next_multiple_of(self.map.page_size());
+        // An overflowing request is one no arena can satisfy.
+        let size = self.map.round(size).ok_or(VmemError::NoMemory)?;
         let va = self.map.uvm_km_kmem_alloc(self.va, size, flags)?;
         Ok((va, size))
     }
