@@ -715,11 +715,12 @@ impl KernelMap {
         if self.locate(va, size) != Some(Where::Kmem) || va & (self.ps - 1) != 0 {
             panic!("uvm_km_kmem_free: {va:#x}+{size:#x} is not kmem memory of this map");
         }
-        // Above qcache_max the allocation is a busy segment of `vmem`, so
-        // the arena confirms its size. Below, a quantum cache (if one is
-        // plugged in) hands out pieces of its own larger segments, which
-        // the busy hash does not see: the page bitmaps decide alone.
-        if size > vmem.qcache_max() {
+        // Without a quantum cache, or above qcache_max, the allocation is a
+        // busy segment of `vmem`, so the arena confirms its size. Below, a
+        // plugged-in quantum cache hands out pieces of its own larger
+        // segments, which the busy hash does not see: the page bitmaps
+        // decide alone.
+        if size > vmem.qcache_max() || !vmem.has_quantum_cache() {
             match vmem.busy_size(va) {
                 Some(sz) if sz == size => {}
                 Some(sz) => panic!(
