@@ -304,7 +304,30 @@ fn ci(full: bool) -> ExitCode {
             "warnings",
         ]),
     );
+    run.step(
+        "clippy (--cfg bsdalloc_loom)",
+        cargo()
+            .args(["clippy", "--all-targets", "--target-dir", "target/loom"])
+            .args(LIBRARY_CRATES.iter().flat_map(|k| ["-p", k]))
+            .args(["--", "-D", "warnings"])
+            .env("RUSTFLAGS", "--cfg bsdalloc_loom"),
+    );
     run.step("test", cargo().args(["test", "--workspace"]));
+    // Overflow checks are off in release: size arithmetic from caller input
+    // must be checked by the code itself, and the tests prove it.
+    run.step(
+        "test (release, overflow checks off)",
+        cargo().args([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--exclude",
+            "bsdalloc-benches",
+            "--tests",
+        ]),
+    );
     for k in DEBUG_FEATURE_CRATES {
         run.step(
             &format!("test {k} --features debug-all"),

@@ -1,17 +1,56 @@
-//! CPUs: indices, CPU-local storage, cross-calls (NetBSD's `xcall(9)`),
-//! thread-exit hooks, and the interrupt API (`intr_establish`, triggering).
+//! CPUs: indices, CPU-local sections, cross-calls (NetBSD's `xcall(9)`) and
+//! CPU exit hooks.
+//!
+//! ## CPU-local sections
+//!
+//! Per-CPU data ([`PerCpu`](crate::PerCpu), [`CpuLocal`](crate::CpuLocal))
+//! is touched only inside a *section*: the CPU raises its level to
+//! [`XCALL_IPL`], so neither an interrupt handler that allocates nor a
+//! cross-call can run on it meanwhile, and then passes its slot's *gate*:
+//!
+//! - a CPU that owns its slot reads the gate word once (no atomic
+//!   read-modify-write, no fence: [`light_fence`] is a compiler fence) and
+//!   goes on if it is clear;
+//! - a thread that shares a slot with others (there are more threads than
+//!   slots) takes the gate as a lock: the slower, locked path.
+//!
+//! Sections never nest on one CPU (two would hand out the same element
+//! twice); opening one inside another, or inside a cross-call function,
+//! panics.
+//!
+//! ## Cross-calls without signals to sleeping threads
+//!
+//! [`xc_unicast`] must run a function in another CPU's context. A CPU that
+//! is inside a section (its level is at least `XCALL_IPL`) is sent the
+//! cross-call interrupt and runs the function when it lowers its level, as
+//! on hardware. Any other CPU — typically a thread asleep in a system call
+//! at `IPL_NONE` — is not disturbed at all: the caller sets the target's
+//! gate, makes every running thread execute a full fence ([`heavy_fence`],
+//! `membarrier(2)`), and if the target's level is still below `XCALL_IPL`
+//! it runs the function itself, on the target's behalf. The target cannot
+//! have entered a section unseen: it stores its level before it reads the
+//! gate, the caller stores the gate before it reads the level, and the fence
+//! pair orders the two. A target that enters a section meanwhile finds the
+//! gate set and waits until the caller is done. Slots without a thread, and
+//! shared slots, are served on their behalf under the slot's lock.
+//!
+//! Because a CPU entering a section may wait for a cross-call running on
+//! its behalf, **a section is never entered while holding a lock that a
+//! cross-call function takes** (the workspace lock order puts CPU-local
+//! sections above every allocator lock).
+//!
+//! [`light_fence`]: crate::sync::light_fence
+//! [`heavy_fence`]: crate::sync::heavy_fence
 
 use core::fmt;
+use core::ptr;
 
-use crate::ipl::{IntrError, IntrHandler, Ipl, XCALL_IPL};
-#[cfg(not(bsdalloc_loom))]
-use crate::ipl::{XCALL_SOURCE, assert_sleepable};
-use crate::machine;
-#[cfg(not(bsdalloc_loom))]
-use crate::machine::Post;
-#[cfg(not(bsdalloc_loom))]
-use crate::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use crate::sync::cell::UnsafeCell;
+use crate::intr::XCALL_SOURCE;
+use crate::ipl::{CpuState, Spl, XCALL_IPL, assert_sleepable};
+use crate::machine::{self, Post, Route};
+use crate::mutex::AdaptiveMutex;
+use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use crate::sync::{Backoff, light_fence};
 
 /// A CPU's index (NetBSD's `cpu_index(ci)`); in user space, a thread slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,15 +70,16 @@ impl fmt::Display for CpuId {
     }
 }
 
-/// The most CPUs (in user space: threads at once) the machine supports.
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+/// The most CPUs the machine supports (in user space: slots; threads beyond
+/// the exclusive slots share the last [`NSHARED`] of them).
 pub const MAXCPUS: usize = machine::MAXCPUS;
-/// The most CPUs the machine supports.
-#[cfg(any(bsdalloc_loom, not(feature = "std")))]
-pub const MAXCPUS: usize = 256;
+
+/// Slots (at the top of the index range) that threads share once every
+/// other slot has a thread of its own. 0 in a kernel.
+pub const NSHARED: usize = machine::NSHARED;
 
 /// The current CPU (`curcpu()`). In user space the first call on a thread
-/// claims a slot for it.
+/// claims a slot for it (an exclusive one if any is free, else a shared one).
 #[inline]
 pub fn curcpu() -> CpuId {
     CpuId(machine::cpu_index())
@@ -51,90 +91,255 @@ pub fn ncpu() -> usize {
     machine::ncpu()
 }
 
-/// Threads that are CPUs right now (user space only).
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+/// Threads that are CPUs right now, guests on shared slots included (user
+/// space and the loom model).
+#[cfg(any(bsdalloc_loom, feature = "std"))]
 pub fn active_cpus() -> usize {
     machine::active_cpus()
 }
 
-#[cfg(not(bsdalloc_loom))]
-struct XcRequest<'a> {
-    f: &'a (dyn Fn(CpuId) + Sync),
+/// Threads sharing a slot right now (user space and the loom model).
+#[cfg(any(bsdalloc_loom, feature = "std"))]
+pub fn guest_threads() -> usize {
+    machine::guest_threads()
 }
 
-#[cfg(not(bsdalloc_loom))]
-static XC_LOCK: crate::mutex::AdaptiveMutex<()> = crate::mutex::AdaptiveMutex::new(());
-#[cfg(not(bsdalloc_loom))]
-static XC_REQ: AtomicUsize = AtomicUsize::new(0);
-#[cfg(not(bsdalloc_loom))]
+// ---- sections ----
+
+/// An open CPU-local section on the current CPU; closing it (drop) lowers
+/// the level again, also when unwinding.
+pub(crate) struct Section {
+    s: Spl,
+    cpu: CpuId,
+    guest_gate: *const AtomicU32,
+}
+
+impl Section {
+    /// Raise to `XCALL_IPL` and pass the gate.
+    ///
+    /// # Panics
+    /// If a section is already open on this CPU.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn enter() -> Section {
+        let cpu = curcpu();
+        machine::with_cpu(|c| {
+            if c.sections().load(Ordering::Relaxed) != 0 {
+                nested_section_panic();
+            }
+            let s = c.splraise(XCALL_IPL);
+            c.sections().store(1, Ordering::Relaxed);
+            // Level first, gate second (see the module docs).
+            light_fence();
+            let (gate, guest) = c.gate();
+            let mut guest_gate = ptr::null();
+            if !gate.is_null() {
+                // SAFETY: a slot's gate word is a static that outlives the
+                // thread.
+                let g = unsafe { &*gate };
+                if guest {
+                    gate_lock(g);
+                    guest_gate = gate;
+                } else if g.load(Ordering::Acquire) != 0 {
+                    gate_wait(g);
+                }
+            }
+            Section { s, cpu, guest_gate }
+        })
+    }
+
+    /// The CPU this section is on.
+    #[inline]
+    pub(crate) fn cpu(&self) -> CpuId {
+        self.cpu
+    }
+}
+
+impl Drop for Section {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.guest_gate.is_null() {
+            // SAFETY: taken in `enter`; a static slot word.
+            gate_unlock(unsafe { &*self.guest_gate });
+        }
+        machine::with_cpu(|c| {
+            c.sections().store(0, Ordering::Relaxed);
+            machine::with_intr_table(|t| c.splx(self.s, t));
+        });
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn nested_section_panic() -> ! {
+    panic!(
+        "cpu-local: a CPU-local section (or cross-call function) is already open on this CPU; \
+         sections do not nest"
+    )
+}
+
+const GATE_OPEN: u32 = 0;
+const GATE_HELD: u32 = 1;
+const GATE_SLEEPERS: u32 = 2;
+
+/// Wait until a remote CPU has finished what it runs on our behalf.
+#[cold]
+fn gate_wait(g: &AtomicU32) {
+    let backoff = Backoff::new();
+    while g.load(Ordering::Acquire) != GATE_OPEN {
+        if backoff.is_completed() {
+            // Announce a sleeper so the remote side wakes us.
+            let _ = g.compare_exchange(
+                GATE_HELD,
+                GATE_SLEEPERS,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            machine::sleep(g, GATE_SLEEPERS);
+        } else {
+            backoff.snooze();
+        }
+    }
+}
+
+/// Take a gate as a lock (shared slots, and remote CPUs serving them or
+/// running on an owner's behalf).
+pub(crate) fn gate_lock(g: &AtomicU32) {
+    if g.compare_exchange(GATE_OPEN, GATE_HELD, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
+        return;
+    }
+    let backoff = Backoff::new();
+    loop {
+        if backoff.is_completed() {
+            if g.swap(GATE_SLEEPERS, Ordering::Acquire) == GATE_OPEN {
+                return;
+            }
+            machine::sleep(g, GATE_SLEEPERS);
+        } else {
+            backoff.snooze();
+            if g.compare_exchange(GATE_OPEN, GATE_HELD, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Release a gate and wake whoever sleeps on it.
+pub(crate) fn gate_unlock(g: &AtomicU32) {
+    if g.swap(GATE_OPEN, Ordering::Release) == GATE_SLEEPERS {
+        machine::wakeup(g, u32::MAX);
+    }
+}
+
+/// Run a cross-call function for `cpu` on the calling thread: at
+/// `XCALL_IPL`, in interrupt context, with the section counter set so that
+/// the function cannot open a section and alias the element it was given.
+pub(crate) fn run_xcall_here(cpu: CpuId, f: &(dyn Fn(CpuId) + Sync)) {
+    machine::with_cpu(|c| {
+        let s = c.splraise(XCALL_IPL);
+        let outer = c.sections().load(Ordering::Relaxed);
+        c.sections().store(1, Ordering::Relaxed);
+        c.interrupt_context_enter();
+        struct Restore<'a>(&'a CpuState, u32, Spl);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                self.0.interrupt_context_exit();
+                self.0.sections().store(self.1, Ordering::Relaxed);
+                machine::with_intr_table(|t| self.0.splx(self.2, t));
+            }
+        }
+        let _restore = Restore(c, outer, s);
+        f(cpu);
+    })
+}
+
+// ---- cross-calls ----
+
+struct XcRequest<'a> {
+    f: &'a (dyn Fn(CpuId) + Sync),
+    cpu: CpuId,
+}
+
+static XC_LOCK: AdaptiveMutex<()> = AdaptiveMutex::new(());
+static XC_REQ: AtomicPtr<XcRequest<'static>> = AtomicPtr::new(ptr::null_mut());
 static XC_DONE: AtomicU32 = AtomicU32::new(0);
 
 /// The cross-call interrupt handler: runs the posted function on this CPU.
-#[cfg(not(bsdalloc_loom))]
 pub(crate) fn xcall_interrupt() {
-    let p = XC_REQ.load(Ordering::Acquire) as *const XcRequest<'_>;
+    let p = XC_REQ.load(Ordering::Acquire);
     if p.is_null() {
         return;
     }
     // SAFETY: the requester keeps the request alive until it sees XC_DONE,
     // which is set only below, after the call.
     let req = unsafe { &*p };
-    (req.f)(curcpu());
+    machine::with_cpu(|c| {
+        let outer = c.sections().load(Ordering::Relaxed);
+        c.sections().store(1, Ordering::Relaxed);
+        (req.f)(req.cpu);
+        c.sections().store(outer, Ordering::Relaxed);
+    });
     XC_DONE.store(1, Ordering::Release);
     machine::wakeup(&XC_DONE, 1);
 }
 
-/// `xc_unicast`: run `f` on CPU `cpu`, at [`XCALL_IPL`], and wait for it.
+/// `xc_unicast`: run `f` in CPU `cpu`'s context, at [`XCALL_IPL`], and wait
+/// for it. `f` gets `cpu`; use it, not [`curcpu`], to find that CPU's data.
 ///
-/// `f` runs in that CPU's context (in user space: on that thread, from an
-/// interrupt), so it may touch the CPU's per-CPU data exactly as the CPU's
-/// own code does at `IPL_VM`. If no thread owns the CPU, `f` runs here on
-/// its behalf while the slot is held so that no thread can claim it.
+/// A CPU inside a CPU-local section runs `f` itself, from the cross-call
+/// interrupt, when it leaves the section. Any other CPU is left alone (a
+/// thread asleep in a system call is not woken, nor does it see `EINTR`):
+/// `f` runs here on its behalf, while that CPU is kept out of its sections
+/// (see the module docs). Either way `f` runs in interrupt context and may
+/// not open a CPU-local section.
 ///
 /// # Panics
 /// From interrupt context or with a spin mutex held: waiting for another
 /// CPU that may itself wait for that lock would deadlock
 /// ("xc_unicast: sleeping …").
-#[cfg(not(bsdalloc_loom))]
 #[track_caller]
 pub fn xc_unicast(cpu: CpuId, f: &(dyn Fn(CpuId) + Sync)) {
     assert_sleepable("xc_unicast");
     let _serialise = XC_LOCK.lock();
-    if cpu == curcpu() {
-        let s = crate::ipl::splraise(XCALL_IPL);
-        f(cpu);
-        crate::ipl::splx(s);
+    if cpu == curcpu() && !machine::is_guest() {
+        run_xcall_here(cpu, f);
         return;
     }
-    let req = XcRequest { f };
+    let req = XcRequest { f, cpu };
     loop {
+        let mut here = || run_xcall_here(cpu, f);
+        if let Route::Ran = machine::xc_route(cpu.0, &mut here) {
+            return;
+        }
         XC_DONE.store(0, Ordering::Relaxed);
-        XC_REQ.store(&req as *const XcRequest<'_> as usize, Ordering::Release);
+        // The request outlives its publication: it is withdrawn below
+        // before this function returns.
+        let p: *const XcRequest<'_> = &req;
+        XC_REQ.store(p.cast::<XcRequest<'static>>().cast_mut(), Ordering::Release);
         match machine::post_interrupt(cpu.0, XCALL_SOURCE) {
             Post::Delivered | Post::Coalesced => {
                 while XC_DONE.load(Ordering::Acquire) == 0 {
                     machine::sleep(&XC_DONE, 0);
                 }
-                break;
+                XC_REQ.store(ptr::null_mut(), Ordering::Release);
+                return;
             }
             Post::Absent => {
-                XC_REQ.store(0, Ordering::Release);
-                let mut run = || {
-                    let s = crate::ipl::splraise(XCALL_IPL);
-                    f(cpu);
-                    crate::ipl::splx(s);
-                };
-                if machine::run_on_absent(cpu.0, &mut run) {
-                    break;
-                }
+                // The thread left between the routing and the post: route
+                // again (the slot is free or exiting now).
+                XC_REQ.store(ptr::null_mut(), Ordering::Release);
             }
         }
     }
-    XC_REQ.store(0, Ordering::Release);
 }
 
-/// `xc_broadcast`: run `f` on every CPU in turn (see [`xc_unicast`]).
-#[cfg(not(bsdalloc_loom))]
+/// `xc_broadcast`: run `f` in every CPU's context in turn (see
+/// [`xc_unicast`]).
 #[track_caller]
 pub fn xc_broadcast(f: &(dyn Fn(CpuId) + Sync)) {
     // The caller is a CPU too: claim its slot before counting.
@@ -144,168 +349,119 @@ pub fn xc_broadcast(f: &(dyn Fn(CpuId) + Sync)) {
     }
 }
 
-/// Storage with one `T` per CPU, each on its own cache line.
-///
-/// The current CPU reaches its own element with [`CpuLocal::with`], which
-/// holds the level at [`XCALL_IPL`] for the duration: that is what keeps a
-/// cross-call from running against the same element mid-update. Another CPU
-/// reaches an element only through [`CpuLocal::with_cpu`], which runs on that
-/// CPU by cross-call.
-///
-/// ```
-/// use bsdalloc_platform::{CpuLocal, cpu_local};
-///
-/// cpu_local! { static HITS: CpuLocal<u64> = 0; }
-/// HITS.with(|n| *n += 1);
-/// HITS.with(|n| *n += 1);
-/// let mut total = 0;
-/// HITS.for_each_cpu(|_, n| total += *n);
-/// assert_eq!(total, 2);
-/// ```
-pub struct CpuLocal<T> {
-    #[doc(hidden)]
-    pub slots: [CacheLine<UnsafeCell<T>>; MAXCPUS],
+// ---- exit hooks ----
+
+/// Something that keeps per-CPU state and must hear when a CPU goes away
+/// (in user space: a thread exits), so it can give that CPU's cached
+/// objects back. Plain functions `fn(CpuId)` implement it.
+pub trait CpuExitHook: Sync {
+    /// Called on the thread that is about to stop being CPU `cpu`, at
+    /// `IPL_NONE`, still as that CPU (CPU-local sections work). Must not
+    /// register or unregister hooks.
+    fn cpu_exit(&self, cpu: CpuId);
 }
 
-/// A value on its own 64-byte cache line.
-#[derive(Debug, Default)]
-#[repr(C, align(64))]
-pub struct CacheLine<T>(pub T);
+impl CpuExitHook for fn(CpuId) {
+    fn cpu_exit(&self, cpu: CpuId) {
+        self(cpu)
+    }
+}
 
-impl<T> fmt::Debug for CpuLocal<T> {
+/// A registration of a [`CpuExitHook`], embedded in the object it serves
+/// (no allocation): register it once the object has its final, `'static`
+/// address, unregister it before the object goes away.
+///
+/// ```
+/// use bsdalloc_platform::{CpuId, ExitHook, cpu_exit_hook_register, cpu_exit_hook_unregister};
+///
+/// fn on_exit(cpu: CpuId) { let _ = cpu; /* give cpu's cache back */ }
+/// static HOOK: ExitHook = ExitHook::new(&(on_exit as fn(CpuId)));
+/// cpu_exit_hook_register(&HOOK);
+/// std::thread::spawn(|| { bsdalloc_platform::curcpu(); }).join().unwrap(); // on_exit ran
+/// cpu_exit_hook_unregister(&HOOK);
+/// ```
+pub struct ExitHook {
+    hook: &'static dyn CpuExitHook,
+    next: AtomicPtr<ExitHook>,
+    registered: AtomicBool,
+}
+
+impl fmt::Debug for ExitHook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CpuLocal").field("cpus", &MAXCPUS).finish()
+        f.debug_struct("ExitHook")
+            .field("registered", &self.registered.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
-// SAFETY: each element is accessed only by its own CPU at XCALL_IPL, or by
-// a cross-call running on that CPU; so `T: Send` suffices.
-unsafe impl<T: Send> Sync for CpuLocal<T> {}
-
-/// Define a static [`CpuLocal`] whose every element starts as a constant.
-#[macro_export]
-macro_rules! cpu_local {
-    ($(#[$m:meta])* $vis:vis static $name:ident : CpuLocal<$t:ty> = $init:expr ;) => {
-        $(#[$m])*
-        $vis static $name: $crate::CpuLocal<$t> = $crate::CpuLocal {
-            slots: [const { $crate::CacheLine($crate::sync::cell::UnsafeCell::new($init)) };
-                $crate::MAXCPUS],
-        };
-    };
-}
-
-impl<T> CpuLocal<T> {
-    /// Run `f` on the current CPU's element, at [`XCALL_IPL`] or above.
-    #[inline]
-    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let s = crate::ipl::splraise(XCALL_IPL);
-        let i = curcpu().index();
-        // SAFETY: the element belongs to this CPU; at XCALL_IPL no
-        // cross-call can run on this CPU, and no other CPU touches it.
-        let r = self.slots[i].0.with_mut(|p| f(unsafe { &mut *p }));
-        crate::ipl::splx(s);
-        r
-    }
-
-    /// Run `f` on CPU `cpu`'s element, on that CPU (a cross-call).
-    #[cfg(not(bsdalloc_loom))]
-    pub fn with_cpu(&self, cpu: CpuId, f: impl Fn(&mut T) + Sync)
-    where
-        T: Send,
-    {
-        xc_unicast(cpu, &|c: CpuId| {
-            // SAFETY: this runs on CPU `c` at XCALL_IPL (or on its behalf
-            // while its slot is held), the only place its element is used.
-            self.slots[c.index()].0.with_mut(|p| f(unsafe { &mut *p }))
-        });
-    }
-
-    /// Visit every CPU's element in turn, each on its own CPU.
-    #[cfg(not(bsdalloc_loom))]
-    pub fn for_each_cpu(&self, mut f: impl FnMut(CpuId, &mut T) + Send)
-    where
-        T: Send,
-    {
-        let f = crate::mutex::SpinMutex::<_>::new(Ipl::High, &mut f);
-        xc_broadcast(&|c: CpuId| {
-            let mut g = f.lock();
-            // SAFETY: as in `with_cpu`.
-            self.slots[c.index()]
-                .0
-                .with_mut(|p| (*g)(c, unsafe { &mut *p }));
-        });
-    }
-}
-
-const NHOOKS: usize = 16;
-#[cfg(not(bsdalloc_loom))]
-static EXIT_HOOKS: [AtomicUsize; NHOOKS] = [const { AtomicUsize::new(0) }; NHOOKS];
-
-/// Why a hook could not be registered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("cpu_exit_hook_establish: all {NHOOKS} CPU exit hooks are in use")]
-pub struct HookTableFull;
-
-/// Register `hook`, called on a thread that is about to stop being CPU
-/// `cpu` (user space: thread exit), on that thread, at `IPL_NONE`, so that
-/// per-CPU caches can give their objects back.
-#[cfg(not(bsdalloc_loom))]
-pub fn cpu_exit_hook_establish(hook: fn(CpuId)) -> Result<(), HookTableFull> {
-    for h in &EXIT_HOOKS {
-        if h.compare_exchange(0, hook as usize, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            return Ok(());
+impl ExitHook {
+    /// A registration for `hook`, not yet registered.
+    pub const fn new(hook: &'static dyn CpuExitHook) -> ExitHook {
+        ExitHook {
+            hook,
+            next: AtomicPtr::new(ptr::null_mut()),
+            registered: AtomicBool::new(false),
         }
     }
-    Err(HookTableFull)
 }
 
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+/// The head of the registered hooks (an atomic, so a loom model starts
+/// each execution with an empty list), changed and walked under
+/// `HOOKS_LOCK`: an adaptive mutex, because exiting threads hold it while
+/// they call the hooks (unknown code that takes spin mutexes of its own),
+/// and unregistering waits for them.
+static HOOKS: AtomicPtr<ExitHook> = AtomicPtr::new(ptr::null_mut());
+static HOOKS_LOCK: AdaptiveMutex<()> = AdaptiveMutex::new(());
+
+/// Register `hook` (idempotent).
+pub fn cpu_exit_hook_register(hook: &'static ExitHook) {
+    let _l = HOOKS_LOCK.lock();
+    if hook.registered.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    hook.next
+        .store(HOOKS.load(Ordering::Relaxed), Ordering::Relaxed);
+    let me: *const ExitHook = hook;
+    HOOKS.store(me.cast_mut(), Ordering::Release);
+}
+
+/// Unregister `hook`; once this returns, no thread calls it any more.
+pub fn cpu_exit_hook_unregister(hook: &'static ExitHook) {
+    let _l = HOOKS_LOCK.lock();
+    if !hook.registered.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    let me: *const ExitHook = hook;
+    let head = HOOKS.load(Ordering::Relaxed);
+    if ptr::eq(head, me) {
+        HOOKS.store(hook.next.load(Ordering::Relaxed), Ordering::Release);
+        return;
+    }
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: list members are registered `'static` hooks.
+        let h = unsafe { &*p };
+        let n = h.next.load(Ordering::Relaxed);
+        if ptr::eq(n, me) {
+            h.next
+                .store(hook.next.load(Ordering::Relaxed), Ordering::Relaxed);
+            return;
+        }
+        p = n;
+    }
+}
+
+/// Run every registered hook for `cpu` (the machine calls this on the
+/// exiting thread).
+#[cfg_attr(not(any(bsdalloc_loom, feature = "std")), allow(dead_code))]
 pub(crate) fn run_exit_hooks(cpu: CpuId) {
-    for h in &EXIT_HOOKS {
-        let raw = h.load(Ordering::Acquire);
-        if raw != 0 {
-            // SAFETY: stored from a `fn(CpuId)` by cpu_exit_hook_establish.
-            let hook: fn(CpuId) = unsafe { core::mem::transmute::<usize, fn(CpuId)>(raw) };
-            hook(cpu);
-        }
+    let _l = HOOKS_LOCK.lock();
+    let mut p = HOOKS.load(Ordering::Acquire);
+    while !p.is_null() {
+        // SAFETY: registered hooks stay valid until unregistered, which
+        // waits for this lock.
+        let h = unsafe { &*p };
+        h.hook.cpu_exit(cpu);
+        p = h.next.load(Ordering::Relaxed);
     }
-}
-
-/// An established interrupt source.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct IntrSource(pub(crate) usize);
-
-impl IntrSource {
-    /// The source's number (bit in the pending word).
-    pub fn number(self) -> usize {
-        self.0
-    }
-}
-
-/// What became of a triggered interrupt.
-pub use crate::machine::Post as Delivery;
-
-/// `intr_establish`: a handler that runs at `ipl` when the source is
-/// triggered on a CPU.
-pub fn intr_establish(ipl: Ipl, handler: IntrHandler, arg: usize) -> Result<IntrSource, IntrError> {
-    machine::with_intr_table(|t| t.establish(ipl, handler, arg)).map(IntrSource)
-}
-
-/// `intr_disestablish`.
-pub fn intr_disestablish(src: IntrSource) {
-    machine::with_intr_table(|t| t.disestablish(src.0));
-}
-
-/// Raise interrupt `src` on CPU `cpu`: it runs there at once if that CPU's
-/// level allows, else when the CPU lowers its level. Triggers that arrive
-/// while the source is still pending there coalesce ([`Delivery::Coalesced`]).
-pub fn intr_trigger(cpu: CpuId, src: IntrSource) -> Delivery {
-    machine::post_interrupt(cpu.0, src.0)
-}
-
-/// How many times `src`'s handler has run, on all CPUs.
-pub fn intr_runs(src: IntrSource) -> u64 {
-    machine::with_intr_table(|t| t.runs(src.0))
 }

@@ -59,14 +59,7 @@ macro_rules! fault_init {
 
 impl FaultInjector {
     /// A disarmed point.
-    #[cfg(not(bsdalloc_loom))]
     pub const fn new() -> Self {
-        fault_init!()
-    }
-
-    /// A disarmed point.
-    #[cfg(bsdalloc_loom)]
-    pub fn new() -> Self {
         fault_init!()
     }
 
@@ -166,7 +159,6 @@ impl FaultInjector {
     }
 }
 
-#[cfg(not(bsdalloc_loom))]
 impl Default for FaultInjector {
     fn default() -> Self {
         Self::new()

@@ -11,8 +11,11 @@
 
 use core::fmt;
 
+use crate::intr::{IntrTable, NSOURCES};
 use crate::machine;
-use crate::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, compiler_fence};
+use crate::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering, compiler_fence,
+};
 use crate::sync::interrupt_point;
 
 /// NetBSD's interrupt priority levels, lowest first.
@@ -104,12 +107,6 @@ impl Spl {
     }
 }
 
-/// The number of interrupt sources a machine has (bits of the pending word).
-pub const NSOURCES: usize = 64;
-
-/// Interrupt source 0 is reserved for cross-calls (see [`crate::xcall`]).
-pub(crate) const XCALL_SOURCE: usize = 0;
-
 /// The level at which cross-call functions run. Per-CPU data that a
 /// cross-call touches must be accessed at this level or above, as NetBSD's
 /// pool_cache accesses its per-CPU state at `splvm`.
@@ -141,6 +138,15 @@ pub struct CpuState {
     pending: AtomicU64,
     /// This CPU's index, `u32::MAX` until the machine assigns one.
     index: AtomicU32,
+    /// CPU-local sections open on this CPU: they never nest (see
+    /// [`PerCpu`](crate::PerCpu)).
+    sections: AtomicU32,
+    /// In user space, the gate word of this CPU's slot: set by a remote CPU
+    /// while it runs a cross-call on this CPU's behalf, or, for a guest
+    /// thread on a shared slot, the slot's lock. Null in a kernel.
+    gate: AtomicPtr<AtomicU32>,
+    /// A thread sharing its CPU slot with others (more threads than slots).
+    guest: AtomicBool,
 }
 
 impl fmt::Debug for CpuState {
@@ -155,43 +161,26 @@ impl fmt::Debug for CpuState {
     }
 }
 
-macro_rules! cpu_state_init {
-    ($index:expr) => {
+impl CpuState {
+    /// A CPU at `IPL_NONE`, outside interrupt context, with no index yet.
+    pub const fn new() -> CpuState {
+        Self::with_index(NO_CPU)
+    }
+
+    /// A CPU at `IPL_NONE` with the given index (for kernels that keep one
+    /// record per `cpu_info`).
+    pub const fn with_index(index: u32) -> CpuState {
         CpuState {
             ipl: AtomicU8::new(Ipl::None as u8),
             depth: AtomicU32::new(0),
             mtx_count: AtomicU32::new(0),
             mtx_oldspl: AtomicU8::new(Ipl::None as u8),
             pending: AtomicU64::new(0),
-            index: AtomicU32::new($index),
+            index: AtomicU32::new(index),
+            sections: AtomicU32::new(0),
+            gate: AtomicPtr::new(core::ptr::null_mut()),
+            guest: AtomicBool::new(false),
         }
-    };
-}
-
-impl CpuState {
-    /// A CPU at `IPL_NONE`, outside interrupt context, with no index yet.
-    #[cfg(not(bsdalloc_loom))]
-    pub const fn new() -> CpuState {
-        cpu_state_init!(NO_CPU)
-    }
-
-    /// A CPU at `IPL_NONE` with the given index (for kernels that keep one
-    /// record per `cpu_info`).
-    #[cfg(not(bsdalloc_loom))]
-    pub const fn with_index(index: u32) -> CpuState {
-        cpu_state_init!(index)
-    }
-
-    /// A CPU at `IPL_NONE`, outside interrupt context, with no index yet.
-    #[cfg(bsdalloc_loom)]
-    pub fn new() -> CpuState {
-        cpu_state_init!(NO_CPU)
-    }
-
-    /// A CPU at `IPL_NONE` with the given index.
-    #[cfg(bsdalloc_loom)]
-    pub fn with_index(index: u32) -> CpuState {
-        cpu_state_init!(index)
     }
 
     /// The CPU's index, if the machine gave it one.
@@ -203,9 +192,56 @@ impl CpuState {
         }
     }
 
-    #[cfg_attr(any(bsdalloc_loom, not(feature = "std")), allow(dead_code))]
+    #[cfg_attr(not(any(bsdalloc_loom, feature = "std")), allow(dead_code))]
     pub(crate) fn set_index(&self, index: Option<u32>) {
         self.index.store(index.unwrap_or(NO_CPU), Ordering::Relaxed);
+    }
+
+    /// The CPU-local section counter (see `cpu::Section`).
+    #[inline]
+    pub(crate) fn sections(&self) -> &AtomicU32 {
+        &self.sections
+    }
+
+    /// The slot gate and whether this thread is a guest on a shared slot.
+    #[inline]
+    pub(crate) fn gate(&self) -> (*const AtomicU32, bool) {
+        (
+            self.gate.load(Ordering::Relaxed),
+            self.guest.load(Ordering::Relaxed),
+        )
+    }
+
+    #[cfg_attr(not(any(bsdalloc_loom, feature = "std")), allow(dead_code))]
+    pub(crate) fn set_gate(&self, gate: *const AtomicU32, guest: bool) {
+        self.guest.store(guest, Ordering::Relaxed);
+        self.gate.store(gate.cast_mut(), Ordering::Relaxed);
+    }
+
+    /// Enter interrupt context for a cross-call run on another CPU's
+    /// behalf, so that the function sees what it would see on that CPU.
+    #[inline]
+    pub(crate) fn interrupt_context_enter(&self) {
+        let d = self.depth.load(Ordering::Relaxed);
+        self.depth.store(d + 1, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+    }
+
+    #[inline]
+    pub(crate) fn interrupt_context_exit(&self) {
+        compiler_fence(Ordering::SeqCst);
+        let d = self.depth.load(Ordering::Relaxed);
+        self.depth.store(d - 1, Ordering::Relaxed);
+    }
+
+    /// The level, read by another CPU deciding whether this one is inside a
+    /// CPU-local section: every level store is a Release store (a plain
+    /// store on x86-64), so what this CPU wrote before it lowered its level
+    /// is visible to a reader that sees the lower level.
+    #[inline]
+    #[cfg_attr(not(any(bsdalloc_loom, feature = "std")), allow(dead_code))]
+    pub(crate) fn curipl_acquire(&self) -> Ipl {
+        Ipl::from_u8(self.ipl.load(Ordering::Acquire))
     }
 
     /// The current priority level.
@@ -238,7 +274,7 @@ impl CpuState {
         interrupt_point();
         let old = self.ipl.load(Ordering::Relaxed);
         if ipl as u8 > old {
-            self.ipl.store(ipl as u8, Ordering::Relaxed);
+            self.ipl.store(ipl as u8, Ordering::Release);
         }
         compiler_fence(Ordering::SeqCst);
         Spl(Ipl::from_u8(old))
@@ -257,7 +293,7 @@ impl CpuState {
         if s.0 as u8 > cur {
             splx_raise_panic(Ipl::from_u8(cur), s.0);
         }
-        self.ipl.store(s.0 as u8, Ordering::Relaxed);
+        self.ipl.store(s.0 as u8, Ordering::Release);
         compiler_fence(Ordering::SeqCst);
         if self.pending.load(Ordering::Relaxed) != 0 {
             self.dispatch(table);
@@ -340,20 +376,45 @@ impl CpuState {
     }
 
     fn run_handler(&self, table: &IntrTable, i: usize, ipl: u8) {
-        let saved = self.ipl.load(Ordering::Relaxed);
-        self.ipl.store(ipl, Ordering::Relaxed);
-        let depth = self.depth.load(Ordering::Relaxed);
-        self.depth.store(depth + 1, Ordering::Relaxed);
+        /// Puts the level and depth back, also when a handler panics (a
+        /// test that expects the panic goes on with a sane CPU).
+        struct Restore<'a> {
+            cpu: &'a CpuState,
+            ipl: u8,
+            depth: u32,
+        }
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                compiler_fence(Ordering::SeqCst);
+                self.cpu.depth.store(self.depth, Ordering::Relaxed);
+                self.cpu.ipl.store(self.ipl, Ordering::Release);
+                compiler_fence(Ordering::SeqCst);
+            }
+        }
+        let _restore = Restore {
+            cpu: self,
+            ipl: self.ipl.load(Ordering::Relaxed),
+            depth: self.depth.load(Ordering::Relaxed),
+        };
+        self.ipl.store(ipl, Ordering::Release);
+        self.depth.store(_restore.depth + 1, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
         table.invoke(i);
-        compiler_fence(Ordering::SeqCst);
-        self.depth.store(depth, Ordering::Relaxed);
-        self.ipl.store(saved, Ordering::Relaxed);
+    }
+
+    /// A thread is leaving the machine: whatever a panic left behind (a
+    /// raised level, a handler depth, spin-mutex counts) no longer means
+    /// anything, and must not trip the exit path's own locking.
+    #[cfg_attr(not(any(bsdalloc_loom, feature = "std")), allow(dead_code))]
+    pub(crate) fn reset_for_exit(&self) {
+        self.depth.store(0, Ordering::Relaxed);
+        self.mtx_count.store(0, Ordering::Relaxed);
+        self.sections.store(0, Ordering::Relaxed);
+        self.ipl.store(Ipl::None as u8, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
     }
 }
 
-#[cfg(not(bsdalloc_loom))]
 impl Default for CpuState {
     fn default() -> Self {
         CpuState::new()
@@ -365,160 +426,6 @@ impl Default for CpuState {
 #[track_caller]
 fn splx_raise_panic(cur: Ipl, to: Ipl) -> ! {
     panic!("splx: raising IPL from {cur} to {to}; splx only restores a level saved by splraise")
-}
-
-/// The handler of an interrupt source: called with the source's argument.
-pub type IntrHandler = fn(usize);
-
-const SRC_FREE: u8 = 0;
-const SRC_SETTING: u8 = 1;
-const SRC_READY: u8 = 2;
-
-struct IntrSource {
-    state: AtomicU8,
-    ipl: AtomicU8,
-    func: AtomicUsize,
-    arg: AtomicUsize,
-    runs: AtomicU64,
-}
-
-macro_rules! intr_source_init {
-    () => {
-        IntrSource {
-            state: AtomicU8::new(SRC_FREE),
-            ipl: AtomicU8::new(0),
-            func: AtomicUsize::new(0),
-            arg: AtomicUsize::new(0),
-            runs: AtomicU64::new(0),
-        }
-    };
-}
-
-/// The machine's interrupt sources: for each, a level, a handler and an
-/// argument (NetBSD's `intr_establish`), and a count of runs.
-pub struct IntrTable {
-    sources: [IntrSource; NSOURCES],
-}
-
-impl fmt::Debug for IntrTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let established = self
-            .sources
-            .iter()
-            .filter(|s| s.state.load(Ordering::Relaxed) == SRC_READY)
-            .count();
-        f.debug_struct("IntrTable")
-            .field("established", &established)
-            .finish()
-    }
-}
-
-/// Why an interrupt source could not be established.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum IntrError {
-    /// `IPL_NONE` is not an interrupt level.
-    #[error("intr_establish: an interrupt cannot run at IPL_NONE")]
-    IplNone,
-    /// All sources are in use.
-    #[error("intr_establish: all {NSOURCES} interrupt sources are in use")]
-    Full,
-}
-
-impl IntrTable {
-    /// An empty table (source 0 is the cross-call source, handled by the
-    /// machine itself).
-    #[cfg(not(bsdalloc_loom))]
-    pub const fn new() -> IntrTable {
-        IntrTable {
-            sources: [const { intr_source_init!() }; NSOURCES],
-        }
-    }
-
-    /// An empty table.
-    #[cfg(bsdalloc_loom)]
-    pub fn new() -> IntrTable {
-        IntrTable {
-            sources: core::array::from_fn(|_| intr_source_init!()),
-        }
-    }
-
-    /// Establish a handler at `ipl`; returns its source number.
-    pub fn establish(&self, ipl: Ipl, func: IntrHandler, arg: usize) -> Result<usize, IntrError> {
-        if ipl == Ipl::None {
-            return Err(IntrError::IplNone);
-        }
-        for (i, s) in self.sources.iter().enumerate().skip(XCALL_SOURCE + 1) {
-            if s.state
-                .compare_exchange(SRC_FREE, SRC_SETTING, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                s.ipl.store(ipl as u8, Ordering::Relaxed);
-                s.func.store(func as usize, Ordering::Relaxed);
-                s.arg.store(arg, Ordering::Relaxed);
-                s.runs.store(0, Ordering::Relaxed);
-                s.state.store(SRC_READY, Ordering::Release);
-                return Ok(i);
-            }
-        }
-        Err(IntrError::Full)
-    }
-
-    /// Remove a handler. Interrupts of the source still pending on some CPU
-    /// are dropped when they would run.
-    pub fn disestablish(&self, source: usize) {
-        assert!(
-            source > XCALL_SOURCE && source < NSOURCES,
-            "intr_disestablish: bad source {source}"
-        );
-        self.sources[source]
-            .state
-            .store(SRC_FREE, Ordering::Release);
-    }
-
-    /// How many times the handler of `source` has run.
-    pub fn runs(&self, source: usize) -> u64 {
-        self.sources[source].runs.load(Ordering::Relaxed)
-    }
-
-    fn level_of(&self, i: usize) -> u8 {
-        if i == XCALL_SOURCE {
-            return XCALL_IPL as u8;
-        }
-        let s = &self.sources[i];
-        if s.state.load(Ordering::Acquire) == SRC_READY {
-            s.ipl.load(Ordering::Relaxed)
-        } else {
-            // A stale interrupt of a removed source: run (and drop) it at
-            // the top so it cannot stay pending forever.
-            Ipl::High as u8
-        }
-    }
-
-    fn invoke(&self, i: usize) {
-        if i == XCALL_SOURCE {
-            machine::xcall_interrupt();
-            self.sources[i].runs.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let s = &self.sources[i];
-        if s.state.load(Ordering::Acquire) != SRC_READY {
-            return;
-        }
-        let raw = s.func.load(Ordering::Relaxed);
-        // SAFETY: `func` was stored from an `IntrHandler` by `establish`
-        // before the Release store of SRC_READY that the Acquire load above
-        // observed; fn pointers and usize have the same size.
-        let func: IntrHandler = unsafe { core::mem::transmute::<usize, IntrHandler>(raw) };
-        func(s.arg.load(Ordering::Relaxed));
-        s.runs.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-#[cfg(not(bsdalloc_loom))]
-impl Default for IntrTable {
-    fn default() -> Self {
-        IntrTable::new()
-    }
 }
 
 /// Raise the current CPU's level to at least `ipl`; returns the old level.

@@ -46,35 +46,50 @@
 //! writes, so a raise or a restore is a plain load and store plus a
 //! compiler fence.
 //!
-//! **Spin mutexes.** [`SpinMutex`] is NetBSD's `mutex_spin_enter`: raise to
-//! the mutex's level, then spin for the lock. A handler at or below that
-//! level therefore never runs on a CPU that holds the lock. The CPU counts
-//! the spin mutexes it holds and restores the level saved by the first when
-//! the last is released (`ci_mtx_count`, `ci_mtx_oldspl`). A CPU that
-//! tries to take a spin mutex it already holds panics with "locking against
-//! myself" — what an interrupt handler would hit if its level were not
-//! blocked. [`AdaptiveMutex`] is for `IPL_NONE` slow paths: it sleeps.
+//! **Mutexes.** One generic [`Mutex<R, T>`](Mutex) with one guard over the
+//! `unsafe trait` [`RawMutex`] (lock_api's shape), and NetBSD's kinds of
+//! `kmutex_t` as raw locks. [`SpinMutex`] is `mutex_spin_enter`: raise to the
+//! mutex's level, then spin for the lock, so a handler at or below that
+//! level never runs on a CPU that holds it. The CPU counts the spin mutexes
+//! it holds and restores the level saved by the first when the last is
+//! released (`ci_mtx_count`, `ci_mtx_oldspl`). Taking one twice panics with
+//! "locking against myself" — what an interrupt handler would hit if its
+//! level were not blocked. [`AdaptiveMutex`] spins briefly, then sleeps, for
+//! `IPL_NONE` paths; [`KMutex`] is `MUTEX_DEFAULT`, adaptive at `IPL_NONE`
+//! and a spin mutex above, chosen at run time (a vmem arena's lock). The
+//! workspace's lock rules are in [`mutex`]: no unknown code under a spin
+//! mutex, the lock order, sleeping only at `IPL_NONE`.
 //!
-//! **Wait channels.** [`WaitChannel`] is `cv_wait`/`cv_broadcast` over a
-//! futex-like sequence word; it is what `VM_SLEEP`, `PR_WAITOK` and
-//! `KM_SLEEP` sleep on. Sleeping in interrupt context, or with a spin mutex
-//! held, panics.
+//! **Sleeping.** [`WaitChannel`] is `cv_wait`/`cv_broadcast` over a
+//! futex-like sequence word, for any kernel mutex as interlock.
+//! [`WaitQueue`] is a FIFO of sleepers that each say how much they wait for
+//! (bytes, pages), so that a free wakes only those it can satisfy. Sleeping
+//! in interrupt context, or with a spin mutex held, panics.
 //!
 //! **CPUs in user space.** A thread is a CPU. Its first [`curcpu`] claims
-//! one of [`MAXCPUS`] slots; afterwards a CPU-local access
-//! ([`CpuLocal::with`]) is a thread-local load, a level raise and restore,
-//! and the access: no atomic read-modify-write, no fence. At thread exit the
-//! exit hooks ([`cpu_exit_hook_establish`]) run on the exiting thread, so
-//! caches can give the slot's objects back, and the slot is freed.
+//! one of the [`MAXCPUS`] slots; threads beyond the exclusive slots share
+//! the last [`NSHARED`] ones (any number of threads keeps working, on a
+//! slower, locked path). At thread exit the exit hooks
+//! ([`cpu_exit_hook_register`]) run on the exiting thread, so caches can
+//! give the slot's objects back, and the slot is freed.
 //!
-//! **Cross-calls.** [`xc_unicast`] runs a function *on* another CPU, as
-//! NetBSD's `xcall(9)` does: it posts the cross-call interrupt to that CPU
-//! (a signal to that thread) and sleeps until the function has run there,
-//! at [`XCALL_IPL`]. So per-CPU data needs no atomics as long as its owner
-//! touches it at `XCALL_IPL` or above: the cross-call simply waits until the
-//! owner lowers its level. If no thread owns the CPU, the function runs on
-//! the caller on its behalf while the slot is held. This is the per-slot
-//! protocol; it needs no `membarrier` and costs the fast path nothing.
+//! **Per-CPU data.** [`PerCpu`] is storage an object owns (carved from a
+//! [`PageSource`], never the Rust global allocator), [`CpuLocal`] the static
+//! kind. A CPU touches its element inside a *section* (see [`cpu`]): a
+//! level raise to [`XCALL_IPL`] and one load of its slot's gate — no atomic
+//! read-modify-write, no fence; a thread on a shared slot takes the gate as
+//! a lock instead. Sections do not nest.
+//!
+//! **Cross-calls.** [`xc_unicast`] runs a function in another CPU's
+//! context, as NetBSD's `xcall(9)` does. A CPU inside a section is posted
+//! the cross-call interrupt (a signal to that thread) and runs the function
+//! when it lowers its level. Every other CPU is left alone — a thread asleep
+//! in a system call sees no signal and no `EINTR`: the caller closes the
+//! CPU's gate, makes every running thread execute a full fence
+//! (`membarrier(2)`), and, finding the CPU still outside any section, runs
+//! the function itself on its behalf; a CPU that enters a section meanwhile
+//! waits at the gate. Slots without a thread, and shared slots, are served
+//! on their behalf under the slot's lock.
 //!
 //! **Interrupts in user space.** [`intr_establish`] registers a handler at
 //! a level; [`intr_trigger`] posts it to a CPU (`fetch_or` into the target's
@@ -88,8 +103,15 @@
 //! and releases ranges; [`OsPages`] does it with mmap. Each request passes
 //! the [`PAGE_FAULTS`] injection point.
 //!
+//! **loom.** Under `--cfg bsdalloc_loom` every atomic and cell comes from
+//! loom through the [`sync`] shim, which keeps `const fn` constructors (so
+//! statics and every crate above build unchanged); the model machine runs
+//! the same slot table and cross-call routing as user space.
+//!
 //! **Lock order.** Slot locks (`IPL_HIGH`, internal) are leaves. The
-//! cross-call lock is adaptive and taken only where sleeping is allowed.
+//! cross-call lock and the exit-hook registry are adaptive and taken only
+//! where sleeping is allowed; a CPU-local section is never entered holding
+//! a lock that a cross-call function takes.
 //!
 //! ## Implementing the machine in a kernel
 //!
@@ -123,10 +145,12 @@
 //! | `ASSERT_SLEEPABLE()` | [`assert_sleepable`] |
 //! | `mutex_init(…, MUTEX_SPIN, ipl)`, `mutex_spin_enter/exit` | [`SpinMutex::new`], [`SpinMutex::lock`], guard drop |
 //! | `mutex_init(…, MUTEX_DEFAULT, IPL_NONE)`, `mutex_enter/exit` | [`AdaptiveMutex`] |
+//! | `mutex_init(…, MUTEX_DEFAULT, ipl)` (kind chosen by `ipl`) | [`KMutex`] |
+//! | CPU exit callbacks (`cpu_offline`) | [`ExitHook`], [`cpu_exit_hook_register`] |
 //! | `mutex_owned`, `mutex_tryenter` | [`SpinMutex::owned`], [`SpinMutex::try_lock`] |
 //! | `cv_wait`, `cv_signal`, `cv_broadcast` | [`WaitChannel::wait`], [`WaitChannel::signal`], [`WaitChannel::broadcast`] |
 //! | `curcpu()`, `cpu_index()`, `ncpu`, `MAXCPUS` | [`curcpu`] → [`CpuId`], [`ncpu`], [`MAXCPUS`] |
-//! | `percpu(9)` | [`CpuLocal`], [`cpu_local!`] |
+//! | `percpu(9)` | [`PerCpu`] (objects), [`CpuLocal`], [`cpu_local!`] (statics) |
 //! | `xc_unicast`, `xc_broadcast` + `xc_wait` | [`xc_unicast`], [`xc_broadcast`] (both wait) |
 //! | `intr_establish`, `intr_disestablish` | [`intr_establish`], [`intr_disestablish`] |
 //! | `uvm_pagealloc` + `pmap_kenter_pa` (wired), `pmap_kremove` | [`PageSource::commit`], [`PageSource::decommit`] |
@@ -148,36 +172,40 @@ extern crate std;
 
 pub mod cpu;
 pub mod fault;
+pub mod intr;
 pub mod ipl;
 mod machine;
 pub mod mutex;
 pub mod pages;
+pub mod percpu;
 pub mod sync;
 pub mod wait;
 
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
-pub use cpu::active_cpus;
 pub use cpu::{
-    CacheLine, CpuId, CpuLocal, Delivery, HookTableFull, IntrSource, MAXCPUS, curcpu,
-    intr_disestablish, intr_establish, intr_runs, intr_trigger, ncpu,
+    CpuExitHook, CpuId, ExitHook, MAXCPUS, NSHARED, cpu_exit_hook_register,
+    cpu_exit_hook_unregister, curcpu, ncpu, xc_broadcast, xc_unicast,
 };
-#[cfg(not(bsdalloc_loom))]
-pub use cpu::{cpu_exit_hook_establish, xc_broadcast, xc_unicast};
+#[cfg(any(bsdalloc_loom, feature = "std"))]
+pub use cpu::{active_cpus, guest_threads};
 pub use fault::FaultInjector;
+pub use intr::{
+    Delivery, IntrError, IntrHandler, IntrSource, IntrTable, NSOURCES, intr_disestablish,
+    intr_establish, intr_pending, intr_runs, intr_trigger,
+};
 pub use ipl::{
-    CpuState, IntrError, IntrHandler, IntrTable, Ipl, NSOURCES, Spl, XCALL_IPL,
-    assert_not_in_interrupt, assert_sleepable, curipl, in_interrupt, splhigh, splraise, splsched,
-    splvm, splx,
+    CpuState, Ipl, Spl, XCALL_IPL, assert_not_in_interrupt, assert_sleepable, curipl, in_interrupt,
+    splhigh, splraise, splsched, splvm, splx,
 };
 pub use mutex::{
-    AdaptiveMutex, AdaptiveMutexGuard, RawMutex, RawSpinLock, SpinMutex, SpinMutexGuard,
+    AdaptiveMutex, AdaptiveMutexGuard, GuardNoSend, KMutex, KMutexGuard, Mutex, MutexGuard,
+    RawAdaptiveMutex, RawKMutex, RawMutex, RawSpinLock, RawSpinMutex, SpinMutex, SpinMutexGuard,
 };
-#[cfg(not(bsdalloc_loom))]
 pub use pages::PAGE_FAULTS;
 pub use pages::{Committed, PageError, PageSource, PageStats, Protection};
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+#[cfg(feature = "std")]
 pub use pages::{OS_PAGES, OsPages, page_size, resident_bytes};
-pub use wait::WaitChannel;
+pub use percpu::{CpuLocal, PerCpu, Zeroable};
+pub use wait::{WaitChannel, WaitQueue};
 
 /// The machine a kernel provides (see the crate docs). In user space the
 /// `std` feature provides it; do not implement it there.
@@ -246,5 +274,11 @@ pub fn hardintr() {
 /// Loom-only: the model machine.
 #[cfg(bsdalloc_loom)]
 pub mod model {
-    pub use crate::machine::model::enter_cpu;
+    pub use crate::machine::model::{enter_cpu, enter_guest, exit_cpu};
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! For the crate's macros.
+    pub use crossbeam_utils::CachePadded;
 }

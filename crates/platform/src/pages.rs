@@ -12,14 +12,12 @@
 use core::fmt;
 use core::ptr::NonNull;
 
-#[cfg(not(bsdalloc_loom))]
 use crate::fault::FaultInjector;
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+#[cfg(feature = "std")]
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// The fault-injection point of the page source: `reserve` and `commit`
 /// requests consult it.
-#[cfg(not(bsdalloc_loom))]
 pub static PAGE_FAULTS: FaultInjector = FaultInjector::new();
 
 /// Why a page request failed.
@@ -173,7 +171,7 @@ impl fmt::Display for PageStats {
 ///     OS_PAGES.release(va, 4 * ps);
 /// }
 /// ```
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+#[cfg(feature = "std")]
 #[derive(Debug)]
 pub struct OsPages {
     reserved: AtomicUsize,
@@ -186,7 +184,7 @@ pub struct OsPages {
 }
 
 /// The process's page source.
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+#[cfg(feature = "std")]
 pub static OS_PAGES: OsPages = OsPages {
     reserved: AtomicUsize::new(0),
     committed: AtomicUsize::new(0),
@@ -197,11 +195,11 @@ pub static OS_PAGES: OsPages = OsPages {
     wire_refusals: AtomicU64::new(0),
 };
 
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+#[cfg(feature = "std")]
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 
 /// The OS page size.
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+#[cfg(feature = "std")]
 #[inline]
 pub fn page_size() -> usize {
     let ps = PAGE_SIZE.load(Ordering::Relaxed);
@@ -215,13 +213,13 @@ pub fn page_size() -> usize {
     ps
 }
 
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+#[cfg(feature = "std")]
 fn errno() -> i32 {
     // SAFETY: __errno_location returns this thread's errno slot.
     unsafe { *libc::__errno_location() }
 }
 
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+#[cfg(feature = "std")]
 impl OsPages {
     fn check(&self, addr: usize, len: usize) -> Result<(), PageError> {
         let mask = page_size() - 1;
@@ -237,7 +235,7 @@ impl OsPages {
     }
 }
 
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+#[cfg(feature = "std")]
 fn to_prot(p: Protection) -> libc::c_int {
     match p {
         Protection::None => libc::PROT_NONE,
@@ -250,7 +248,7 @@ fn to_prot(p: Protection) -> libc::c_int {
 // SAFETY: mmap hands out fresh anonymous mappings that nobody else uses;
 // anonymous memory reads as zero when first touched and after
 // MADV_DONTNEED.
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+#[cfg(feature = "std")]
 unsafe impl PageSource for OsPages {
     fn page_size(&self) -> usize {
         page_size()
@@ -416,7 +414,7 @@ unsafe impl PageSource for OsPages {
 
 /// Read `Rss` from `/proc/self/smaps_rollup` in bytes (user space, Linux):
 /// what tests use to prove pages really went back.
-#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+#[cfg(feature = "std")]
 pub fn resident_bytes() -> Option<usize> {
     let text = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
     text.lines()

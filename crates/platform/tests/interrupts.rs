@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bsdalloc_platform::{
-    CpuId, Delivery, Ipl, SpinMutex, cpu_exit_hook_establish, cpu_local, curcpu, curipl,
-    in_interrupt, intr_establish, intr_runs, intr_trigger, ncpu, xc_broadcast, xc_unicast,
+    CpuId, Delivery, ExitHook, Ipl, SpinMutex, cpu_exit_hook_register, cpu_local, curcpu, curipl,
+    in_interrupt, intr_establish, intr_pending, intr_runs, intr_trigger, ncpu, xc_broadcast,
+    xc_unicast,
 };
 
 /// Abort the whole process if a test hangs: a deadlock must fail, not stall CI.
@@ -141,37 +142,53 @@ thread_local! {
 }
 
 #[test]
-fn xcall_runs_on_the_target_thread_and_on_behalf_of_exited_ones() {
-    let done = watchdog("xcall", Duration::from_secs(60));
+fn xcall_leaves_a_sleeping_cpu_alone_and_runs_on_its_behalf() {
+    let done = watchdog("xcall to a sleeper", Duration::from_secs(60));
     let (tx, rx) = std::sync::mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
+    let interrupted = Arc::new(AtomicUsize::new(0));
+    let (s2, i2) = (stop.clone(), interrupted.clone());
     let t = std::thread::spawn(move || {
         THREAD_TAG.with(|c| c.set(77));
         tx.send(curcpu()).unwrap();
         while !s2.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(1)); // asleep in a syscall most of the time
+            // Asleep in a system call at IPL_NONE: a signal would cut it
+            // short with EINTR.
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 500_000,
+            };
+            // SAFETY: valid timespec pointers.
+            if unsafe { libc::nanosleep(&ts, &mut ts) } != 0 {
+                i2.fetch_add(1, Ordering::SeqCst);
+            }
         }
     });
     let target = rx.recv().unwrap();
-    let seen = AtomicUsize::new(0);
-    let on = AtomicUsize::new(usize::MAX);
-    xc_unicast(target, &|cpu| {
-        assert_eq!(cpu, target);
-        assert!(in_interrupt());
-        assert_eq!(curipl(), Ipl::Vm);
-        seen.store(THREAD_TAG.with(Cell::get), Ordering::SeqCst);
-        on.store(cpu.index(), Ordering::SeqCst);
-    });
-    assert_eq!(
-        seen.load(Ordering::SeqCst),
-        77,
-        "the function must run on the target thread"
-    );
+    THREAD_TAG.with(|c| c.set(1));
+    for _ in 0..200 {
+        let seen = AtomicUsize::new(0);
+        xc_unicast(target, &|cpu| {
+            assert_eq!(cpu, target);
+            assert!(in_interrupt());
+            assert_eq!(curipl(), Ipl::Vm);
+            seen.store(THREAD_TAG.with(Cell::get), Ordering::SeqCst);
+        });
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            1,
+            "the function runs here, on the sleeping CPU's behalf"
+        );
+    }
     stop.store(true, Ordering::SeqCst);
     t.join().unwrap();
+    assert_eq!(
+        interrupted.load(Ordering::SeqCst),
+        0,
+        "no signal may interrupt a thread outside CPU-local sections"
+    );
 
-    // The target is gone: the cross-call now runs here, on its behalf.
+    // The target is gone: the cross-call runs here, on its behalf.
     let ran = AtomicUsize::new(0);
     xc_unicast(target, &|cpu| {
         assert_eq!(cpu, target);
@@ -185,6 +202,42 @@ fn xcall_runs_on_the_target_thread_and_on_behalf_of_exited_ones() {
         count.fetch_add(1, Ordering::SeqCst);
     });
     assert_eq!(count.load(Ordering::SeqCst), ncpu());
+    done.store(true, Ordering::SeqCst);
+}
+
+cpu_local! { static SECTION_DATA: CpuLocal<u64> = 0; }
+
+#[test]
+fn xcall_to_a_cpu_inside_a_section_runs_on_it_when_it_leaves() {
+    let done = watchdog("xcall into a section", Duration::from_secs(60));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        THREAD_TAG.with(|c| c.set(78));
+        let me = curcpu();
+        SECTION_DATA.with(|n| {
+            tx.send(me).unwrap();
+            // Stay in the section until the cross-call has been posted here.
+            while intr_pending() & 1 == 0 {
+                std::hint::spin_loop();
+            }
+            *n += 1;
+        });
+        // Leaving the section ran the cross-call: on this thread.
+        SECTION_DATA.with(|n| *n)
+    });
+    let target = rx.recv().unwrap();
+    let seen = AtomicUsize::new(0);
+    xc_unicast(target, &|cpu| {
+        assert_eq!(cpu, target);
+        assert!(in_interrupt());
+        seen.store(THREAD_TAG.with(Cell::get), Ordering::SeqCst);
+    });
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        78,
+        "a CPU inside a section runs the cross-call itself"
+    );
+    assert_eq!(t.join().unwrap(), 1);
     done.store(true, Ordering::SeqCst);
 }
 
@@ -252,6 +305,8 @@ fn cross_cpu_drain_racing_cpu_local_increments_loses_nothing() {
 
 static EXITED: AtomicU64 = AtomicU64::new(u64::MAX);
 
+static ON_EXIT: ExitHook = ExitHook::new(&(on_exit as fn(CpuId)));
+
 fn on_exit(cpu: CpuId) {
     // Runs on the exiting thread, which is still that CPU.
     if curcpu() == cpu && THREAD_TAG.with(Cell::get) == 5 {
@@ -261,7 +316,7 @@ fn on_exit(cpu: CpuId) {
 
 #[test]
 fn thread_exit_runs_the_exit_hooks_on_the_exiting_cpu() {
-    cpu_exit_hook_establish(on_exit).unwrap();
+    cpu_exit_hook_register(&ON_EXIT);
     let cpu = std::thread::spawn(|| {
         THREAD_TAG.with(|c| c.set(5));
         curcpu()

@@ -195,7 +195,7 @@ fn wait_channel_signal_wakes_one_at_a_time() {
             std::thread::spawn(|| {
                 let mut g = M.lock();
                 while *g == 0 {
-                    g = CV.wait_adaptive(g);
+                    g = CV.wait(g);
                 }
                 *g -= 1;
             })

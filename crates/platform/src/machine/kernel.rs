@@ -3,7 +3,8 @@
 //! [`Machine`](crate::Machine) implementation.
 
 use super::Post;
-use crate::ipl::{CpuState, IntrTable};
+use crate::intr::IntrTable;
+use crate::ipl::CpuState;
 use crate::sync::atomic::AtomicU32;
 
 unsafe extern "Rust" {
@@ -66,11 +67,26 @@ pub(crate) fn post_interrupt(cpu: u32, source: usize) -> Post {
     }
 }
 
-pub(crate) fn run_on_absent(_cpu: u32, f: &mut dyn FnMut()) -> bool {
-    f();
-    true
-}
-
 pub(crate) fn xcall_interrupt() {
     crate::cpu::xcall_interrupt();
+}
+
+/// A kernel's cross-calls are IPIs that every CPU takes promptly: nothing
+/// is ever run on another CPU's behalf, so no asymmetric fence is needed.
+pub(crate) fn heavy_fence() -> bool {
+    false
+}
+
+/// CPUs a kernel may have.
+pub(crate) const MAXCPUS: usize = 256;
+/// A kernel has a CPU per processor: no shared slots.
+pub(crate) const NSHARED: usize = 0;
+
+pub(crate) fn is_guest() -> bool {
+    false
+}
+
+/// In a kernel every CPU takes the cross-call IPI promptly.
+pub(crate) fn xc_route(_cpu: u32, _run: &mut dyn FnMut()) -> super::Route {
+    super::Route::Post
 }

@@ -12,6 +12,9 @@ pub(crate) mod model;
 #[cfg(bsdalloc_loom)]
 pub(crate) use model::*;
 
+#[cfg(any(bsdalloc_loom, feature = "std"))]
+mod slots;
+
 #[cfg(all(not(bsdalloc_loom), feature = "std"))]
 mod user;
 #[cfg(all(not(bsdalloc_loom), feature = "std"))]
@@ -31,4 +34,13 @@ pub enum Post {
     Coalesced,
     /// No such CPU is running (an exited thread's slot, an offline CPU).
     Absent,
+}
+
+/// How a cross-call reaches a CPU (see `crate::cpu`).
+#[cfg_attr(not(any(bsdalloc_loom, feature = "std")), allow(dead_code))]
+pub(crate) enum Route {
+    /// The function ran here, on the CPU's behalf.
+    Ran,
+    /// The CPU is inside a section: post it the cross-call interrupt.
+    Post,
 }

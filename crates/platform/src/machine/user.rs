@@ -24,42 +24,21 @@ use core::ffi::{c_int, c_void};
 use std::thread_local;
 
 use super::Post;
-use crate::ipl::{CpuState, IntrTable, Ipl, Spl};
-use crate::mutex::{RawMutex, RawSpinLock};
-use crate::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use super::slots::{self, Claim};
+use crate::intr::IntrTable;
+use crate::ipl::CpuState;
+use crate::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
-/// The most threads that can be CPUs at once.
+/// CPU slots: threads that are CPUs at once, the last [`NSHARED`] shared.
 pub(crate) const MAXCPUS: usize = 512;
+/// Slots shared by the threads beyond the exclusive ones.
+pub(crate) const NSHARED: usize = 16;
 
 thread_local! {
     static CPU: CpuState = const { CpuState::new() };
 }
 
 pub(crate) static TABLE: IntrTable = IntrTable::new();
-
-const FREE: u32 = 0;
-const ACTIVE: u32 = 1;
-const EXITING: u32 = 2;
-const BORROWED: u32 = 3;
-
-struct Slot {
-    state: AtomicU32,
-    lock: RawSpinLock,
-    tid: AtomicI32,
-    cpu: AtomicPtr<CpuState>,
-}
-
-static SLOTS: [Slot; MAXCPUS] = [const {
-    Slot {
-        state: AtomicU32::new(FREE),
-        lock: RawSpinLock::new(),
-        tid: AtomicI32::new(0),
-        cpu: AtomicPtr::new(core::ptr::null_mut()),
-    }
-}; MAXCPUS];
-
-static HWM: AtomicUsize = AtomicUsize::new(0);
-static ACTIVE_COUNT: AtomicUsize = AtomicUsize::new(0);
 
 #[inline(always)]
 pub(crate) fn with_cpu<R>(f: impl FnOnce(&CpuState) -> R) -> R {
@@ -79,64 +58,39 @@ pub(crate) fn cpu_index() -> u32 {
     })
 }
 
-pub(crate) fn ncpu() -> usize {
-    HWM.load(Ordering::Relaxed).max(1)
+pub(crate) use super::slots::{active_cpus, guest_threads, ncpu, xc_route};
+
+pub(crate) fn is_guest() -> bool {
+    CPU.with(|c| c.gate().1)
 }
 
-pub(crate) fn active_cpus() -> usize {
-    ACTIVE_COUNT.load(Ordering::Relaxed)
+pub(crate) fn yield_now() {
+    std::thread::yield_now();
 }
 
-fn slot_lock(slot: &Slot) -> Spl {
-    // IPL_HIGH: interrupt handlers post interrupts too, and must not find
-    // the slot lock held by the code they interrupted.
-    let s = CPU.with(|c| c.splraise(Ipl::High));
-    slot.lock.lock();
-    s
-}
-
-fn slot_unlock(slot: &Slot, s: Spl) {
-    // SAFETY: paired with `slot_lock` by every caller.
-    unsafe { slot.lock.unlock() };
-    CPU.with(|c| c.splx(s, &TABLE));
-}
+/// A guest's pthread-key value has this bit set.
+const GUEST_TAG: usize = 1 << (usize::BITS - 1);
 
 #[cold]
 #[inline(never)]
 fn register(c: &CpuState) -> u32 {
     init_once();
-    for (i, slot) in SLOTS.iter().enumerate() {
-        if slot.state.load(Ordering::Relaxed) != FREE {
-            continue;
-        }
-        let s = slot_lock(slot);
-        let won = slot.state.load(Ordering::Relaxed) == FREE;
-        if won {
-            slot.state.store(ACTIVE, Ordering::Relaxed);
-            // SAFETY: gettid has no preconditions.
-            slot.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
-            slot.cpu
-                .store(c as *const CpuState as *mut CpuState, Ordering::Relaxed);
-        }
-        slot_unlock(slot, s);
-        if won {
-            let index = i as u32;
-            c.set_index(Some(index));
-            HWM.fetch_max(i + 1, Ordering::Relaxed);
-            ACTIVE_COUNT.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: KEY was created by init_once; the value is a non-null
-            // integer token, never dereferenced.
-            let rc = unsafe {
-                libc::pthread_setspecific(KEY.load(Ordering::Acquire), (i + 1) as *const c_void)
-            };
-            assert_eq!(rc, 0, "pthread_setspecific failed: {rc}");
-            return index;
-        }
-    }
-    panic!(
-        "bsdalloc-platform: more than {MAXCPUS} threads are CPUs at once; \
-         each thread that uses the allocators takes one CPU slot"
-    );
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() } as u32;
+    let (i, tag) = match slots::claim(c, tid, None) {
+        Claim::Exclusive(i) => (i, 0),
+        Claim::Guest(i) => (i, GUEST_TAG),
+    };
+    // SAFETY: KEY was created by init_once; the value is a non-null
+    // integer token, never dereferenced.
+    let rc = unsafe {
+        libc::pthread_setspecific(
+            KEY.load(Ordering::Acquire),
+            core::ptr::without_provenance::<c_void>((i as usize + 1) | tag),
+        )
+    };
+    assert_eq!(rc, 0, "pthread_setspecific failed: {rc}");
+    i
 }
 
 static INIT: AtomicU8 = AtomicU8::new(0);
@@ -193,95 +147,42 @@ extern "C" fn on_interrupt(_sig: c_int) {
 
 /// The pthread-key destructor: the thread is exiting.
 unsafe extern "C" fn slot_exit(value: *mut c_void) {
-    let i = value as usize - 1;
-    crate::cpu::run_exit_hooks(crate::cpu::CpuId(i as u32));
-    CPU.with(|c| {
-        let slot = &SLOTS[i];
-        let s = slot_lock(slot);
-        slot.state.store(EXITING, Ordering::Relaxed);
-        // SAFETY: taken just above; the level stays at IPL_HIGH.
-        unsafe { slot.lock.unlock() };
-        // Nothing can be posted any more; run what was, at the level the
-        // thread had.
-        c.splx(s, &TABLE);
-        let s = slot_lock(slot);
-        slot.state.store(FREE, Ordering::Relaxed);
-        slot.tid.store(0, Ordering::Relaxed);
-        slot.cpu.store(core::ptr::null_mut(), Ordering::Relaxed);
-        slot_unlock(slot, s);
-        c.set_index(None);
-        ACTIVE_COUNT.fetch_sub(1, Ordering::Relaxed);
-    });
+    let v = value.addr();
+    let i = (v & !GUEST_TAG) - 1;
+    CPU.with(|c| c.reset_for_exit());
+    if v & GUEST_TAG == 0 {
+        // A shared slot lives on: only an exclusive CPU goes away.
+        crate::cpu::run_exit_hooks(crate::cpu::CpuId(i as u32));
+    }
+    CPU.with(|c| slots::release(c, i));
 }
 
 pub(crate) fn post_interrupt(cpu: u32, source: usize) -> Post {
-    let Some(slot) = SLOTS.get(cpu as usize) else {
+    let Some((slot, target, s)) = slots::locked_active(cpu) else {
         return Post::Absent;
     };
-    let s = slot_lock(slot);
-    let result = if slot.state.load(Ordering::Relaxed) == ACTIVE {
-        let target = slot.cpu.load(Ordering::Relaxed);
-        // SAFETY: an ACTIVE slot's CpuState is the owning thread's
-        // thread-local, alive until the thread's exit path marks the slot
-        // EXITING under this lock.
-        let target = unsafe { &*target };
-        if target.post(source) {
-            let me = CPU.with(|c| core::ptr::eq(c, target));
-            if !me {
-                // SAFETY: plain syscall; the tid is alive while the slot is
-                // ACTIVE and we hold its lock.
-                let rc = unsafe {
-                    libc::syscall(
-                        libc::SYS_tgkill,
-                        libc::getpid(),
-                        slot.tid.load(Ordering::Relaxed),
-                        interrupt_signal(),
-                    )
-                };
-                assert_eq!(rc, 0, "tgkill to CPU {cpu} failed");
-            }
-            Post::Delivered
-        } else {
-            Post::Coalesced
+    let result = if target.post(source) {
+        let me = CPU.with(|c| core::ptr::eq(c, target));
+        if !me {
+            // SAFETY: plain syscall; the tid is alive while the slot is
+            // ACTIVE and we hold its lock.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_tgkill,
+                    libc::getpid(),
+                    slot.tid.load(Ordering::Relaxed) as c_int,
+                    interrupt_signal(),
+                )
+            };
+            assert_eq!(rc, 0, "tgkill to CPU {cpu} failed");
         }
+        Post::Delivered
     } else {
-        Post::Absent
+        Post::Coalesced
     };
     // Unlocking lowers the level: a self-posted interrupt runs here.
-    slot_unlock(slot, s);
+    slots::slot_unlock(slot, s);
     result
-}
-
-/// Run `f` on behalf of CPU `cpu`, which no thread owns. Returns `false`
-/// (without running `f`) if a thread owns it, so the caller should post.
-pub(crate) fn run_on_absent(cpu: u32, f: &mut dyn FnMut()) -> bool {
-    let Some(slot) = SLOTS.get(cpu as usize) else {
-        f();
-        return true;
-    };
-    loop {
-        let s = slot_lock(slot);
-        match slot.state.load(Ordering::Relaxed) {
-            FREE => {
-                slot.state.store(BORROWED, Ordering::Relaxed);
-                slot_unlock(slot, s);
-                f();
-                let s = slot_lock(slot);
-                slot.state.store(FREE, Ordering::Relaxed);
-                slot_unlock(slot, s);
-                return true;
-            }
-            ACTIVE => {
-                slot_unlock(slot, s);
-                return false;
-            }
-            _ => {
-                // EXITING or BORROWED: wait for it to settle.
-                slot_unlock(slot, s);
-                std::thread::yield_now();
-            }
-        }
-    }
 }
 
 pub(crate) fn xcall_interrupt() {
@@ -311,4 +212,38 @@ pub(crate) fn wakeup(word: &AtomicU32, count: u32) {
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), FUTEX_WAKE_PRIVATE, n);
     }
+}
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: c_int = 1 << 4;
+
+/// 0: not tried yet, 1: available, 2: refused (old kernel, seccomp).
+static MEMBARRIER: AtomicU8 = AtomicU8::new(0);
+
+/// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`: every running thread of
+/// the process executes a full fence before this returns.
+pub(crate) fn heavy_fence() -> bool {
+    let state = match MEMBARRIER.load(Ordering::Acquire) {
+        0 => {
+            // SAFETY: plain syscall; registration has no preconditions.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_membarrier,
+                    MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                    0,
+                    0,
+                )
+            };
+            let s = if rc == 0 { 1 } else { 2 };
+            MEMBARRIER.store(s, Ordering::Release);
+            s
+        }
+        s => s,
+    };
+    if state != 1 {
+        return false;
+    }
+    // SAFETY: plain syscall, registered above.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+    rc == 0
 }
