@@ -1,7 +1,6 @@
 //! Levels, spin mutexes, wait channels and their misuse.
 #![cfg(not(bsdalloc_loom))]
 
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use bsdalloc_platform::{
     AdaptiveMutex, Delivery, Ipl, SpinMutex, WaitChannel, assert_sleepable, curcpu, curipl,
@@ -104,11 +103,10 @@ fn adaptive_mutex_under_spin_mutex_panics() {
 // from `splx` on this thread's ordinary stack, so a panic inside a handler
 // unwinds into the test like any other.
 
-static KIND: AtomicU32 = AtomicU32::new(0);
-
-fn forbidden_in_interrupt(_: usize) {
+// The kind travels as the handler's argument: the tests run in parallel.
+fn forbidden_in_interrupt(kind: usize) {
     assert!(in_interrupt());
-    match KIND.load(Ordering::SeqCst) {
+    match kind {
         0 => {
             let cv = WaitChannel::new("intr");
             let m = SpinMutex::<()>::new(Ipl::High, ());
@@ -128,8 +126,7 @@ fn forbidden_in_interrupt(_: usize) {
 }
 
 fn fire_forbidden(kind: u32) {
-    KIND.store(kind, Ordering::SeqCst);
-    let src = intr_establish(Ipl::Vm, forbidden_in_interrupt, 0).unwrap();
+    let src = intr_establish(Ipl::Vm, forbidden_in_interrupt, kind as usize).unwrap();
     let s = splvm();
     assert_eq!(intr_trigger(curcpu(), src), Delivery::Delivered);
     splx(s); // the handler runs here and panics
