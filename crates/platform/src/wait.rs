@@ -170,6 +170,7 @@ fn check_may_sleep(name: &'static str) -> Result<(), NoSleep> {
 struct Waiter {
     woken: AtomicU32,
     want: usize,
+    tag: u64,
     next: *mut Waiter,
     prev: *mut Waiter,
 }
@@ -264,9 +265,23 @@ impl WaitQueue {
     /// As [`WaitChannel::wait`], with `wmesg` in the message.
     #[track_caller]
     pub fn wait<'a, R: RawMutex, T: ?Sized>(
+        guard: MutexGuard<'a, R, T>,
+        queue: impl Fn(&mut T) -> &mut WaitQueue,
+        want: usize,
+        wmesg: &'static str,
+    ) -> MutexGuard<'a, R, T> {
+        Self::wait_tagged(guard, queue, want, 0, wmesg)
+    }
+
+    /// [`WaitQueue::wait`] with a `tag` the waker sees beside `want` (an
+    /// arena passes the state generation at which the sleeper last failed,
+    /// so a waker does not wake it again for the very same state).
+    #[track_caller]
+    pub fn wait_tagged<'a, R: RawMutex, T: ?Sized>(
         mut guard: MutexGuard<'a, R, T>,
         queue: impl Fn(&mut T) -> &mut WaitQueue,
         want: usize,
+        tag: u64,
         wmesg: &'static str,
     ) -> MutexGuard<'a, R, T> {
         if crate::ipl::in_interrupt() {
@@ -275,6 +290,7 @@ impl WaitQueue {
         let mut node = Waiter {
             woken: AtomicU32::new(0),
             want,
+            tag,
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
         };
@@ -361,6 +377,11 @@ impl WaitQueue {
     /// (the closure keeps track of what it has promised). Returns how many
     /// were woken.
     pub fn wake(&mut self, mut admit: impl FnMut(usize) -> bool) -> usize {
+        self.wake_tagged(|want, _| admit(want))
+    }
+
+    /// [`WaitQueue::wake`], with each sleeper's tag.
+    pub fn wake_tagged(&mut self, mut admit: impl FnMut(usize, u64) -> bool) -> usize {
         let mut n = 0;
         let mut p = self.head;
         while !p.is_null() {
@@ -368,7 +389,7 @@ impl WaitQueue {
             // the interlock again, which the caller holds.
             unsafe {
                 let next = (*p).next;
-                if admit((*p).want) {
+                if admit((*p).want, (*p).tag) {
                     self.unlink(p);
                     (*p).woken.store(1, Ordering::Release);
                     machine::wakeup(&(*p).woken, 1);
@@ -382,6 +403,6 @@ impl WaitQueue {
 
     /// Wake every sleeper.
     pub fn wake_all(&mut self) -> usize {
-        self.wake(|_| true)
+        self.wake_tagged(|_, _| true)
     }
 }

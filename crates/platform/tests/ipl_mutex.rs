@@ -1,7 +1,6 @@
 //! Levels, spin mutexes, wait channels and their misuse.
 #![cfg(not(bsdalloc_loom))]
 
-
 use bsdalloc_platform::{
     AdaptiveMutex, Delivery, Ipl, SpinMutex, WaitChannel, assert_sleepable, curcpu, curipl,
     in_interrupt, intr_establish, intr_trigger, splhigh, splraise, splvm, splx,

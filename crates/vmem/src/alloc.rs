@@ -5,7 +5,7 @@
 use core::ptr;
 
 use bsdalloc_platform::sync::atomic::Ordering;
-use bsdalloc_platform::{SpinMutexGuard, assert_sleepable};
+use bsdalloc_platform::{KMutexGuard, WaitQueue, assert_sleepable};
 
 use crate::arena::{Arena, SpanSource, check_fit_flags, check_sleep_flags};
 use crate::bt::{BT_F_XALLOC, BT_TYPE_CURSOR, BT_TYPE_SPAN};
@@ -200,6 +200,8 @@ impl Arena {
         let strat = flags & VmFlags::FIT_MASK;
         let restricted = req.restricted(self.quantum);
         let mut g = self.check_alive(self.lock.lock());
+        // Woken from the sleep queue: pass the wakeup on when done.
+        let mut woken = false;
         loop {
             // Two tags: a leading fragment and the split (spec §1.5); a
             // first next-fit allocation also places the cursor tag.
@@ -252,6 +254,10 @@ impl Arena {
                     g.cursor_place_after(busy);
                 }
                 g.stats.allocs += 1;
+                if woken {
+                    // Room may be left for sleepers skipped for our sake.
+                    self.wake_sleepers(&mut g);
+                }
                 let grow = g.hash.maxbusy > 2 * g.hash.size && g.hash.size < self.hash_max();
                 self.trim(&mut g, BT_MAXFREE);
                 drop(g);
@@ -272,9 +278,18 @@ impl Arena {
                 g.stats.failures += 1;
                 return Err(VmemError::NoMemory);
             }
-            // VM_SLEEP: wait for a free (or a span) and search again.
+            // VM_SLEEP: wait until a free (or a span) makes room for this
+            // size, and search again. Only the sleepers that room can
+            // satisfy are woken (`wake_sleepers`); one that was woken and
+            // still finds nothing passes the wakeup on before sleeping again.
             g.stats.sleeps += 1;
-            g = self.check_alive(self.cv.wait(g));
+            if woken {
+                self.wake_sleepers(&mut g);
+            }
+            let tag = g.generation;
+            g = WaitQueue::wait_tagged(g, |i| &mut i.sleepers, req.size, tag, "vmem");
+            g = self.check_alive(g);
+            woken = true;
         }
     }
 
@@ -336,6 +351,7 @@ impl Arena {
             Ok(mut g) => {
                 g.add_span(addr, got, BT_TYPE_SPAN, self.qshift);
                 g.stats.imports += 1;
+                self.wake_sleepers(&mut g);
                 true
             }
             Err(_) => {
@@ -449,7 +465,7 @@ impl Arena {
     }
 
     /// Free BUSY tag `bt` (spec §1.6), consuming the lock.
-    fn free_busy(&self, mut g: SpinMutexGuard<'_, Inner>, bt: *mut Bt) {
+    fn free_busy(&self, mut g: KMutexGuard<'_, Inner>, bt: *mut Bt) {
         // SAFETY: `bt` is a BUSY tag on the hash.
         unsafe { g.hash.remove(bt) };
         g.stats.frees += 1;
@@ -467,7 +483,7 @@ impl Arena {
                 }
                 g.stats.releases += 1;
                 self.trim(&mut g, BT_MAXFREE);
-                self.cv.broadcast();
+                self.wake_sleepers(&mut g);
                 drop(g);
                 src.release(start, size);
             }
@@ -477,7 +493,7 @@ impl Arena {
                     g.cursor_place_after(seg);
                 }
                 self.trim(&mut g, BT_MAXFREE);
-                self.cv.broadcast();
+                self.wake_sleepers(&mut g);
             }
         }
     }

@@ -5,7 +5,7 @@ use core::ptr::{self, NonNull};
 
 use bsdalloc_platform::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use bsdalloc_platform::sync::cell::UnsafeCell;
-use bsdalloc_platform::{Ipl, SpinMutex, SpinMutexGuard, WaitChannel};
+use bsdalloc_platform::{Ipl, KMutex, KMutexGuard, WaitChannel, WaitQueue};
 
 use crate::bt::{self, BT_F_PRIVATE, BT_TYPE_BUSY, BT_TYPE_SPAN, BT_TYPE_SPAN_STATIC, BoundaryTag};
 use crate::flags::{
@@ -80,7 +80,9 @@ pub struct Arena {
     pub(crate) qcache_max: usize,
     qcache_set: AtomicBool,
     qcache: UnsafeCell<Option<&'static dyn QuantumCache>>,
-    pub(crate) lock: SpinMutex<Inner>,
+    /// `MUTEX_DEFAULT` at the arena's level: adaptive at `IPL_NONE` (its
+    /// waiters sleep instead of spinning), a spin mutex above.
+    pub(crate) lock: KMutex<Inner>,
     pub(crate) cv: WaitChannel,
     /// Global arena list link (registered arenas only).
     pub(crate) next: AtomicPtr<Arena>,
@@ -239,7 +241,7 @@ impl Arena {
             qcache_max: qmax,
             qcache_set: AtomicBool::new(false),
             qcache: UnsafeCell::new(None),
-            lock: SpinMutex::new(cfg.ipl, Inner::new()),
+            lock: KMutex::new(cfg.ipl, Inner::new()),
             cv: WaitChannel::new("vmem"),
             next: AtomicPtr::new(ptr::null_mut()),
             registered: AtomicBool::new(false),
@@ -413,17 +415,19 @@ impl Arena {
     /// `bt_refill`), dropping the lock around calls for more memory.
     pub(crate) fn refill<'a>(
         &'a self,
-        mut g: SpinMutexGuard<'a, Inner>,
+        mut g: KMutexGuard<'a, Inner>,
         flags: VmFlags,
         want: usize,
-    ) -> Result<SpinMutexGuard<'a, Inner>, VmemError> {
+    ) -> Result<KMutexGuard<'a, Inner>, VmemError> {
         let private = self.flags.contains(VmFlags::PRIVTAGS);
         while g.nspare < want {
             if private {
                 // Only donated tags: wait for frees to return some.
                 if flags.contains(VmFlags::SLEEP) {
                     g.stats.sleeps += 1;
-                    g = self.cv.wait(g);
+                    // Waits for tags, not space: `want` 0.
+                    let tag = g.generation;
+                    g = WaitQueue::wait_tagged(g, |i| &mut i.sleepers, 0, tag, "vmem");
                     continue;
                 }
                 return Err(VmemError::NoMemory);
@@ -508,8 +512,38 @@ impl Arena {
         // `refill` may have dropped the lock: a destroy may have run since.
         let mut g = self.check_alive(g);
         g.add_span(addr, size, BT_TYPE_SPAN_STATIC, self.qshift);
-        self.cv.broadcast();
+        self.wake_sleepers(&mut g);
         Ok(())
+    }
+
+    /// Wake the sleepers the arena can satisfy now, oldest first: each
+    /// that has not yet failed against this very state (its tag is the
+    /// generation at which it last failed), asks for no more than the
+    /// largest free segment can hold, and fits in the free bytes not yet
+    /// promised to an earlier one. A sleeper for tags (`want` 0) wakes on
+    /// any change. A woken sleeper that fails, or succeeds with room to
+    /// spare, calls this again, so nobody who could proceed stays asleep.
+    pub(crate) fn wake_sleepers(&self, g: &mut Inner) {
+        if g.sleepers.is_empty() {
+            return;
+        }
+        let generation = g.generation;
+        let mut budget = g.size - g.inuse;
+        let largest = g.largest_free_bound(self.qshift);
+        g.sleepers.wake_tagged(|want, tag| {
+            if tag == generation {
+                return false;
+            }
+            if want == 0 {
+                return true;
+            }
+            if want <= budget && want <= largest {
+                budget -= want;
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// Whether [`Arena::destroy`] has run.
@@ -532,10 +566,7 @@ impl Arena {
     /// hook, never runs with the arena's spin mutex held.
     #[inline]
     #[track_caller]
-    pub(crate) fn check_alive<'a>(
-        &self,
-        g: SpinMutexGuard<'a, Inner>,
-    ) -> SpinMutexGuard<'a, Inner> {
+    pub(crate) fn check_alive<'a>(&self, g: KMutexGuard<'a, Inner>) -> KMutexGuard<'a, Inner> {
         if self.destroyed.load(Ordering::Relaxed) {
             drop(g);
             self.used_after_destroy();
@@ -709,6 +740,8 @@ impl Arena {
             self.still_allocated(n, b);
         }
         self.destroyed.store(true, Ordering::Release);
+        // Sleepers of a destroyed arena wake to its use-after-destroy panic.
+        g.sleepers.wake_all();
         g.generation = g.generation.wrapping_add(1);
         let mut released: [(usize, usize); 8] = [(0, 0); 8];
         loop {

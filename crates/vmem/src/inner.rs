@@ -7,6 +7,8 @@
 
 use core::ptr;
 
+use bsdalloc_platform::WaitQueue;
+
 use crate::bt::{
     BT_F_PRIVATE, BT_F_XALLOC, BT_TYPE_BUSY, BT_TYPE_CURSOR, BT_TYPE_FREE, BT_TYPE_SPAN,
     BT_TYPE_SPAN_STATIC, BoundaryTag,
@@ -216,6 +218,8 @@ pub(crate) struct Inner {
     /// that dropped the lock (`dump`) knows whether its place is still
     /// valid.
     pub(crate) generation: u64,
+    /// `VM_SLEEP` allocations (and private-tag refills) waiting for room.
+    pub(crate) sleepers: WaitQueue,
 }
 
 /// Event counters.
@@ -326,6 +330,7 @@ impl Inner {
                 instantfit_fallbacks: 0,
             },
             generation: 0,
+            sleepers: WaitQueue::new(),
         }
     }
 
@@ -441,6 +446,25 @@ impl Inner {
     #[inline]
     pub(crate) fn list_floor(quanta: usize) -> usize {
         (usize::BITS - 1 - quanta.leading_zeros()) as usize
+    }
+
+    /// An upper bound of the largest free segment, in bytes: the top of the
+    /// highest non-empty free list's class (0 if none).
+    pub(crate) fn largest_free_bound(&self, qshift: u32) -> usize {
+        match self.freelist.iter().rposition(|h| !h.is_null()) {
+            None => 0,
+            Some(i) => {
+                let quanta = if i + 1 >= usize::BITS as usize {
+                    usize::MAX
+                } else {
+                    (1usize << (i + 1)) - 1
+                };
+                quanta
+                    .checked_shl(qshift)
+                    .filter(|b| b >> qshift == quanta)
+                    .unwrap_or(usize::MAX)
+            }
+        }
     }
 
     /// The first list whose every member has at least `q` quanta.

@@ -68,7 +68,14 @@
 //! allocator.
 //!
 //! **Sleeping.** With `VM_SLEEP`, an allocation that finds no space and no
-//! import sleeps on the arena's wait channel; every free wakes it. A
+//! import sleeps on the arena's sleep queue, saying how many bytes it
+//! needs. A free (or a new span) wakes only the sleepers it can satisfy,
+//! oldest first: those that ask for no more than the largest free segment
+//! can hold and fit in the free bytes not yet promised to an earlier
+//! sleeper. A sleeper woken in vain (fragmentation), or one that succeeded
+//! with room to spare, passes the wakeup on; none is woken twice for the
+//! same state of the arena. (NetBSD broadcasts on every free; with many
+//! sleepers they then all queue on the lock only to sleep again.) A
 //! constrained request (align, phase, nocross) never imports and fails with
 //! `ENOMEM` even with `VM_SLEEP`, as in NetBSD.
 //!
@@ -78,8 +85,10 @@
 //! the list of its size class and each busy one in the hash; `vm_size`,
 //! `vm_inuse` and the counts agree with the tags.
 //!
-//! **Locks.** The arena lock is the platform's IPL spin mutex at the arena's
-//! level, so an arena created at `IPL_VM` can be used from interrupt
+//! **Locks.** The arena lock is the platform's `KMutex` — NetBSD's
+//! `mutex_init(MUTEX_DEFAULT, ipl)`: an adaptive mutex for an `IPL_NONE`
+//! arena (contending threads sleep instead of spinning), an IPL spin mutex
+//! above, so an arena created at `IPL_VM` can be used from interrupt
 //! handlers up to that level. Order: arena list → arena lock → global tag
 //! supply (`IPL_HIGH`).
 //!
