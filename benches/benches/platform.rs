@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::hint::black_box;
 
-use bsdalloc_platform::{Ipl, SpinMutex, cpu_local, curcpu, splraise, splx};
+use bsdalloc_platform::{Ipl, OS_PAGES, PerCpu, SpinMutex, cpu_local, curcpu, splraise, splx};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 cpu_local! { static COUNTER: CpuLocal<u64> = 0; }
@@ -19,8 +19,12 @@ static PL_MUTEX: parking_lot::Mutex<u64> = parking_lot::const_mutex(0);
 
 fn cpu_local_access(c: &mut Criterion) {
     curcpu();
+    let percpu: PerCpu<u64> = PerCpu::new(&OS_PAGES).unwrap();
     let mut g = c.benchmark_group("P0/cpu-local-increment");
     g.bench_function("ours", |b| {
+        b.iter(|| percpu.with(|n| *n = black_box(*n + 1)))
+    });
+    g.bench_function("ours-static-CpuLocal", |b| {
         b.iter(|| COUNTER.with(|n| *n = black_box(*n + 1)))
     });
     g.bench_function("thread_local-cell", |b| {

@@ -122,11 +122,14 @@ impl Section {
     #[inline]
     #[track_caller]
     pub(crate) fn enter() -> Section {
-        let cpu = curcpu();
         machine::with_cpu(|c| {
             if c.sections().load(Ordering::Relaxed) != 0 {
                 nested_section_panic();
             }
+            let cpu = match c.index() {
+                Some(i) => CpuId(i),
+                None => curcpu(),
+            };
             let s = c.splraise(XCALL_IPL);
             c.sections().store(1, Ordering::Relaxed);
             // Level first, gate second (see the module docs).

@@ -73,6 +73,16 @@ impl Ipl {
         }
     }
 
+    /// A level read back from a CPU record, where only `Ipl as u8` values
+    /// are ever stored: no range check on the hot paths.
+    #[inline(always)]
+    fn from_stored(n: u8) -> Ipl {
+        debug_assert!(n <= Ipl::High as u8, "invalid stored IPL {n}");
+        // SAFETY: `Ipl` is `repr(u8)` with the values 0..=7, and every
+        // level field of `CpuState` is written only from an `Ipl`.
+        unsafe { core::mem::transmute::<u8, Ipl>(n) }
+    }
+
     /// NetBSD's name for the level (`IPL_VM`, …).
     pub const fn name(self) -> &'static str {
         match self {
@@ -241,13 +251,13 @@ impl CpuState {
     #[inline]
     #[cfg_attr(not(any(bsdalloc_loom, feature = "std")), allow(dead_code))]
     pub(crate) fn curipl_acquire(&self) -> Ipl {
-        Ipl::from_u8(self.ipl.load(Ordering::Acquire))
+        Ipl::from_stored(self.ipl.load(Ordering::Acquire))
     }
 
     /// The current priority level.
     #[inline]
     pub fn curipl(&self) -> Ipl {
-        Ipl::from_u8(self.ipl.load(Ordering::Relaxed))
+        Ipl::from_stored(self.ipl.load(Ordering::Relaxed))
     }
 
     /// True while an interrupt handler runs on this CPU.
@@ -277,7 +287,7 @@ impl CpuState {
             self.ipl.store(ipl as u8, Ordering::Release);
         }
         compiler_fence(Ordering::SeqCst);
-        Spl(Ipl::from_u8(old))
+        Spl(Ipl::from_stored(old))
     }
 
     /// Restore a level saved by [`CpuState::splraise`], running any
@@ -291,7 +301,7 @@ impl CpuState {
         compiler_fence(Ordering::SeqCst);
         let cur = self.ipl.load(Ordering::Relaxed);
         if s.0 as u8 > cur {
-            splx_raise_panic(Ipl::from_u8(cur), s.0);
+            splx_raise_panic(Ipl::from_stored(cur), s.0);
         }
         self.ipl.store(s.0 as u8, Ordering::Release);
         compiler_fence(Ordering::SeqCst);
@@ -324,7 +334,7 @@ impl CpuState {
         compiler_fence(Ordering::SeqCst);
         // The saved level is read before the count drops: once it is zero, a
         // handler taking a spin mutex would overwrite `mtx_oldspl`.
-        let s = Spl(Ipl::from_u8(self.mtx_oldspl.load(Ordering::Relaxed)));
+        let s = Spl(Ipl::from_stored(self.mtx_oldspl.load(Ordering::Relaxed)));
         let n = self.mtx_count.load(Ordering::Relaxed);
         assert!(n > 0, "mutex_spin_exit: no spin mutex held on this CPU");
         compiler_fence(Ordering::SeqCst);
