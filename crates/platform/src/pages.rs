@@ -68,6 +68,15 @@ pub struct Committed {
 
 /// A source of pages.
 ///
+/// The page source is the machine itself (NetBSD's pmap and physical page
+/// allocator), below every allocator lock: the layers above call
+/// `commit`, `decommit` and `protect` with their IPL spin mutexes held (a
+/// kernel map gives cached pages back under its state lock, so no allocation
+/// can claim them meanwhile). An implementation therefore must not allocate
+/// through the bsdalloc stack, sleep, or take locks the stack takes: the one
+/// documented exception to the rule that no unknown code runs under a spin
+/// mutex (see [`crate::mutex`]).
+///
 /// # Safety
 /// Implementations must return ranges that nobody else uses: a reserved
 /// range belongs to the caller until released; committed memory reads as

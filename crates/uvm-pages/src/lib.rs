@@ -62,6 +62,10 @@
 //! or a drain hook. Each region's vmem arena has its own lock. A page is
 //! marked in use under the state lock before its allocation commits it, and
 //! cached pages are given back only under that lock, so the two never race.
+//! Order (the workspace's, outermost first): pool list → pool_cache → pool
+//! → region or kmem arena → map state lock → vmem's tag supply. The page
+//! source is called under the state lock: it is the machine, below every
+//! lock (see `PageSource`); drain hooks and stats writers never are.
 //!
 //! ## Flags in user space
 //!
