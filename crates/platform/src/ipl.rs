@@ -14,7 +14,7 @@ use core::fmt;
 use crate::intr::{IntrTable, NSOURCES};
 use crate::machine;
 use crate::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering, compiler_fence,
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, compiler_fence,
 };
 use crate::sync::interrupt_point;
 
@@ -157,6 +157,9 @@ pub struct CpuState {
     gate: AtomicPtr<AtomicU32>,
     /// A thread sharing its CPU slot with others (more threads than slots).
     guest: AtomicBool,
+    /// Ranks of the ranked locks held in this context, a bit per rank
+    /// (the debug lock-order check; see [`crate::mutex::LockRank`]).
+    held_ranks: AtomicU16,
 }
 
 impl fmt::Debug for CpuState {
@@ -190,6 +193,7 @@ impl CpuState {
             sections: AtomicU32::new(0),
             gate: AtomicPtr::new(core::ptr::null_mut()),
             guest: AtomicBool::new(false),
+            held_ranks: AtomicU16::new(0),
         }
     }
 
@@ -310,6 +314,29 @@ impl CpuState {
         }
     }
 
+    /// The debug lock-order check (`debug_assertions` only): taking a lock
+    /// of rank `r` while one of rank `r` or deeper is held in this context
+    /// is a lock-order violation.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn rank_enter(&self, r: u8) {
+        if cfg!(debug_assertions) && r != 0 {
+            let held = self.held_ranks.load(Ordering::Relaxed);
+            if held >> r != 0 {
+                rank_panic(r, held);
+            }
+            self.held_ranks.store(held | 1 << r, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn rank_exit(&self, r: u8) {
+        if cfg!(debug_assertions) && r != 0 {
+            let held = self.held_ranks.load(Ordering::Relaxed);
+            self.held_ranks.store(held & !(1 << r), Ordering::Relaxed);
+        }
+    }
+
     /// Bookkeeping when a spin mutex has been acquired after `splraise`
     /// returned `s`.
     #[inline]
@@ -392,10 +419,12 @@ impl CpuState {
             cpu: &'a CpuState,
             ipl: u8,
             depth: u32,
+            ranks: u16,
         }
         impl Drop for Restore<'_> {
             fn drop(&mut self) {
                 compiler_fence(Ordering::SeqCst);
+                self.cpu.held_ranks.store(self.ranks, Ordering::Relaxed);
                 self.cpu.depth.store(self.depth, Ordering::Relaxed);
                 self.cpu.ipl.store(self.ipl, Ordering::Release);
                 compiler_fence(Ordering::SeqCst);
@@ -405,7 +434,11 @@ impl CpuState {
             cpu: self,
             ipl: self.ipl.load(Ordering::Relaxed),
             depth: self.depth.load(Ordering::Relaxed),
+            ranks: self.held_ranks.load(Ordering::Relaxed),
         };
+        // A handler is a context of its own: the locks it interrupted are
+        // at levels it cannot reach, so their ranks do not constrain it.
+        self.held_ranks.store(0, Ordering::Relaxed);
         self.ipl.store(ipl, Ordering::Release);
         self.depth.store(_restore.depth + 1, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
@@ -417,6 +450,7 @@ impl CpuState {
     /// anything, and must not trip the exit path's own locking.
     #[cfg_attr(not(any(bsdalloc_loom, feature = "std")), allow(dead_code))]
     pub(crate) fn reset_for_exit(&self) {
+        self.held_ranks.store(0, Ordering::Relaxed);
         self.depth.store(0, Ordering::Relaxed);
         self.mtx_count.store(0, Ordering::Relaxed);
         self.sections.store(0, Ordering::Relaxed);
@@ -429,6 +463,18 @@ impl Default for CpuState {
     fn default() -> Self {
         CpuState::new()
     }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn rank_panic(r: u8, held: u16) -> ! {
+    let deepest = 15 - held.leading_zeros();
+    panic!(
+        "mutex_vector_enter: lock order violation: taking a {} lock with a {} lock held",
+        crate::mutex::LockRank::name_of(r),
+        crate::mutex::LockRank::name_of(deepest as u8)
+    )
 }
 
 #[cold]

@@ -197,8 +197,9 @@ pub use ipl::{
     splhigh, splraise, splsched, splvm, splx,
 };
 pub use mutex::{
-    AdaptiveMutex, AdaptiveMutexGuard, GuardNoSend, KMutex, KMutexGuard, Mutex, MutexGuard,
-    RawAdaptiveMutex, RawKMutex, RawMutex, RawSpinLock, RawSpinMutex, SpinMutex, SpinMutexGuard,
+    AdaptiveMutex, AdaptiveMutexGuard, GuardNoSend, KMutex, KMutexGuard, LockRank, Mutex,
+    MutexGuard, RawAdaptiveMutex, RawKMutex, RawMutex, RawSpinLock, RawSpinMutex, SpinMutex,
+    SpinMutexGuard,
 };
 pub use pages::PAGE_FAULTS;
 pub use pages::{Committed, PageError, PageSource, PageStats, Protection};

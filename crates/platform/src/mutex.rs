@@ -38,7 +38,8 @@
 //! 2. **Order**, outermost first: pool list → pool_cache → pool → vmem arena
 //!    → boundary-tag supply and registries. The adaptive locks of slow
 //!    paths (cross-call serialisation, registries walked in thread context)
-//!    are taken before any spin mutex, never inside one.
+//!    are taken before any spin mutex, never inside one. Locks created with
+//!    a [`LockRank`] are checked against this order in debug builds.
 //! 3. **Sleep only at `IPL_NONE` with no spin mutex held**: a wait channel or
 //!    an adaptive mutex refuses otherwise, with NetBSD's message.
 //!
@@ -54,6 +55,44 @@ use crate::machine;
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use crate::sync::cell::{MutPtr, UnsafeCell};
 use crate::sync::{Backoff, interrupt_point};
+
+/// Where a lock stands in the workspace lock order (outermost first). A
+/// ranked lock may be taken only while every ranked lock held in the same
+/// context is of a strictly smaller rank; debug builds check it and panic
+/// with "lock order violation". Interrupt handlers are contexts of their
+/// own. Unranked locks ([`LockRank::None`]) are not checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum LockRank {
+    /// Not part of the checked order.
+    None = 0,
+    /// The global list of pools (`pool_head`).
+    PoolList = 1,
+    /// A pool cache's own lock (depot, groups).
+    PoolCache = 2,
+    /// A pool's lock.
+    Pool = 3,
+    /// A vmem arena's lock.
+    Arena = 4,
+    /// A kernel map's state (page bitmaps, budget).
+    MapState = 5,
+    /// The boundary-tag supply, descriptor slabs and registries.
+    Registry = 6,
+}
+
+impl LockRank {
+    pub(crate) fn name_of(r: u8) -> &'static str {
+        match r {
+            1 => "pool list",
+            2 => "pool_cache",
+            3 => "pool",
+            4 => "vmem arena",
+            5 => "kernel map",
+            6 => "registry",
+            _ => "unranked",
+        }
+    }
+}
 
 /// A raw lock, the shape of lock_api's `RawMutex`.
 ///
@@ -196,8 +235,9 @@ fn panic_against_myself(ipl: Ipl) -> ! {
 /// window it opens.
 #[inline(always)]
 #[track_caller]
-fn spin_enter<const RAISE_FIRST: bool>(ipl: Ipl, w: &LockWord) {
+fn spin_enter<const RAISE_FIRST: bool>(ipl: Ipl, rank: u8, w: &LockWord) {
     machine::with_cpu(|c| {
+        c.rank_enter(rank);
         if ipl == Ipl::None && c.in_interrupt() {
             panic_none_in_interrupt();
         }
@@ -228,7 +268,7 @@ fn spin_enter<const RAISE_FIRST: bool>(ipl: Ipl, w: &LockWord) {
 }
 
 #[inline(always)]
-fn spin_try_enter(ipl: Ipl, w: &LockWord) -> bool {
+fn spin_try_enter(ipl: Ipl, rank: u8, w: &LockWord) -> bool {
     machine::with_cpu(|c| {
         if ipl == Ipl::None && c.in_interrupt() {
             panic_none_in_interrupt();
@@ -238,6 +278,7 @@ fn spin_try_enter(ipl: Ipl, w: &LockWord) -> bool {
             .compare_exchange(0, cpu_id(c), Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
+            c.rank_enter(rank);
             c.mutex_enter(s);
             true
         } else {
@@ -249,8 +290,9 @@ fn spin_try_enter(ipl: Ipl, w: &LockWord) -> bool {
 
 #[inline(always)]
 #[track_caller]
-fn spin_exit(ipl: Ipl, w: &LockWord) {
+fn spin_exit(ipl: Ipl, rank: u8, w: &LockWord) {
     machine::with_cpu(|c| {
+        c.rank_exit(rank);
         let cur = c.curipl();
         if cur < ipl {
             spin_exit_low_panic(cur, ipl);
@@ -290,8 +332,9 @@ fn owned_here(w: &LockWord) -> bool {
 
 #[inline(always)]
 #[track_caller]
-fn adaptive_enter(w: &LockWord) {
+fn adaptive_enter(rank: u8, w: &LockWord) {
     let me = machine::with_cpu(|c| {
+        c.rank_enter(rank);
         if c.in_interrupt() {
             adaptive_panic("mutex_vector_enter: adaptive mutex acquired from interrupt context");
         }
@@ -310,7 +353,7 @@ fn adaptive_enter(w: &LockWord) {
 }
 
 #[inline(always)]
-fn adaptive_try_enter(w: &LockWord) -> bool {
+fn adaptive_try_enter(rank: u8, w: &LockWord) -> bool {
     let me = machine::with_cpu(|c| {
         if c.in_interrupt() {
             adaptive_panic("mutex_vector_enter: adaptive mutex acquired from interrupt context");
@@ -319,6 +362,7 @@ fn adaptive_try_enter(w: &LockWord) -> bool {
     });
     if w.try_acquire() {
         w.owner.store(me, Ordering::Relaxed);
+        machine::with_cpu(|c| c.rank_enter(rank));
         true
     } else {
         false
@@ -327,7 +371,8 @@ fn adaptive_try_enter(w: &LockWord) -> bool {
 
 #[inline(always)]
 #[track_caller]
-fn adaptive_exit(w: &LockWord) {
+fn adaptive_exit(rank: u8, w: &LockWord) {
+    machine::with_cpu(|c| c.rank_exit(rank));
     w.owner.store(0, Ordering::Relaxed);
     if w.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
         machine::wakeup(&w.state, 1);
@@ -344,14 +389,21 @@ fn adaptive_panic(msg: &'static str) -> ! {
 /// The raw IPL spin mutex (`MUTEX_SPIN`).
 pub struct RawSpinMutex {
     ipl: Ipl,
+    rank: LockRank,
     word: LockWord,
 }
 
 impl RawSpinMutex {
     /// An unlocked spin mutex at `ipl`.
     pub const fn new(ipl: Ipl) -> RawSpinMutex {
+        Self::ranked(ipl, LockRank::None)
+    }
+
+    /// An unlocked spin mutex at `ipl`, checked against the lock order.
+    pub const fn ranked(ipl: Ipl, rank: LockRank) -> RawSpinMutex {
         RawSpinMutex {
             ipl,
+            rank,
             word: LockWord::new(),
         }
     }
@@ -380,18 +432,18 @@ unsafe impl RawMutex for RawSpinMutex {
     #[inline]
     #[track_caller]
     fn lock(&self) {
-        spin_enter::<true>(self.ipl, &self.word)
+        spin_enter::<true>(self.ipl, self.rank as u8, &self.word)
     }
 
     #[inline]
     fn try_lock(&self) -> bool {
-        spin_try_enter(self.ipl, &self.word)
+        spin_try_enter(self.ipl, self.rank as u8, &self.word)
     }
 
     #[inline]
     #[track_caller]
     unsafe fn unlock(&self) {
-        spin_exit(self.ipl, &self.word)
+        spin_exit(self.ipl, self.rank as u8, &self.word)
     }
 
     fn is_locked(&self) -> bool {
@@ -405,13 +457,20 @@ unsafe impl RawMutex for RawSpinMutex {
 
 /// The raw adaptive mutex (`MUTEX_DEFAULT` at `IPL_NONE`).
 pub struct RawAdaptiveMutex {
+    rank: LockRank,
     word: LockWord,
 }
 
 impl RawAdaptiveMutex {
     /// An unlocked adaptive mutex.
     pub const fn new() -> RawAdaptiveMutex {
+        Self::ranked(LockRank::None)
+    }
+
+    /// An unlocked adaptive mutex, checked against the lock order.
+    pub const fn ranked(rank: LockRank) -> RawAdaptiveMutex {
         RawAdaptiveMutex {
+            rank,
             word: LockWord::new(),
         }
     }
@@ -440,18 +499,18 @@ unsafe impl RawMutex for RawAdaptiveMutex {
     #[inline]
     #[track_caller]
     fn lock(&self) {
-        adaptive_enter(&self.word)
+        adaptive_enter(self.rank as u8, &self.word)
     }
 
     #[inline]
     fn try_lock(&self) -> bool {
-        adaptive_try_enter(&self.word)
+        adaptive_try_enter(self.rank as u8, &self.word)
     }
 
     #[inline]
     #[track_caller]
     unsafe fn unlock(&self) {
-        adaptive_exit(&self.word)
+        adaptive_exit(self.rank as u8, &self.word)
     }
 
     fn is_locked(&self) -> bool {
@@ -467,14 +526,21 @@ unsafe impl RawMutex for RawAdaptiveMutex {
 /// `IPL_NONE`, a spin mutex at any higher level, decided at run time.
 pub struct RawKMutex {
     ipl: Ipl,
+    rank: LockRank,
     word: LockWord,
 }
 
 impl RawKMutex {
     /// An unlocked mutex for `ipl`.
     pub const fn new(ipl: Ipl) -> RawKMutex {
+        Self::ranked(ipl, LockRank::None)
+    }
+
+    /// An unlocked mutex for `ipl`, checked against the lock order.
+    pub const fn ranked(ipl: Ipl, rank: LockRank) -> RawKMutex {
         RawKMutex {
             ipl,
+            rank,
             word: LockWord::new(),
         }
     }
@@ -510,18 +576,18 @@ unsafe impl RawMutex for RawKMutex {
     #[track_caller]
     fn lock(&self) {
         if self.is_adaptive() {
-            adaptive_enter(&self.word)
+            adaptive_enter(self.rank as u8, &self.word)
         } else {
-            spin_enter::<true>(self.ipl, &self.word)
+            spin_enter::<true>(self.ipl, self.rank as u8, &self.word)
         }
     }
 
     #[inline]
     fn try_lock(&self) -> bool {
         if self.is_adaptive() {
-            adaptive_try_enter(&self.word)
+            adaptive_try_enter(self.rank as u8, &self.word)
         } else {
-            spin_try_enter(self.ipl, &self.word)
+            spin_try_enter(self.ipl, self.rank as u8, &self.word)
         }
     }
 
@@ -529,9 +595,9 @@ unsafe impl RawMutex for RawKMutex {
     #[track_caller]
     unsafe fn unlock(&self) {
         if self.is_adaptive() {
-            adaptive_exit(&self.word)
+            adaptive_exit(self.rank as u8, &self.word)
         } else {
-            spin_exit(self.ipl, &self.word)
+            spin_exit(self.ipl, self.rank as u8, &self.word)
         }
     }
 
@@ -682,6 +748,11 @@ impl<T> Mutex<RawSpinMutex, T> {
     pub const fn new(ipl: Ipl, data: T) -> Self {
         Self::from_raw(RawSpinMutex::new(ipl), data)
     }
+
+    /// A spin mutex at `ipl` with a place in the lock order.
+    pub const fn ranked(ipl: Ipl, rank: LockRank, data: T) -> Self {
+        Self::from_raw(RawSpinMutex::ranked(ipl, rank), data)
+    }
 }
 
 impl<T> Mutex<RawAdaptiveMutex, T> {
@@ -689,12 +760,22 @@ impl<T> Mutex<RawAdaptiveMutex, T> {
     pub const fn new(data: T) -> Self {
         Self::from_raw(RawAdaptiveMutex::new(), data)
     }
+
+    /// An adaptive mutex with a place in the lock order.
+    pub const fn ranked(rank: LockRank, data: T) -> Self {
+        Self::from_raw(RawAdaptiveMutex::ranked(rank), data)
+    }
 }
 
 impl<T> Mutex<RawKMutex, T> {
     /// `mutex_init(…, MUTEX_DEFAULT, ipl)` protecting `data`.
     pub const fn new(ipl: Ipl, data: T) -> Self {
         Self::from_raw(RawKMutex::new(ipl), data)
+    }
+
+    /// `mutex_init(…, MUTEX_DEFAULT, ipl)` with a place in the lock order.
+    pub const fn ranked(ipl: Ipl, rank: LockRank, data: T) -> Self {
+        Self::from_raw(RawKMutex::ranked(ipl, rank), data)
     }
 }
 
@@ -709,7 +790,7 @@ impl<T: ?Sized> Mutex<RawSpinMutex, T> {
     #[cfg(bsdalloc_loom)]
     #[doc(hidden)]
     pub fn lock_raising_late_for_model(&self) -> MutexGuard<'_, RawSpinMutex, T> {
-        spin_enter::<false>(self.raw.ipl, &self.raw.word);
+        spin_enter::<false>(self.raw.ipl, self.raw.rank as u8, &self.raw.word);
         MutexGuard::new(self)
     }
 }

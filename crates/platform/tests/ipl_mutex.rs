@@ -2,8 +2,8 @@
 #![cfg(not(bsdalloc_loom))]
 
 use bsdalloc_platform::{
-    AdaptiveMutex, Delivery, Ipl, SpinMutex, WaitChannel, assert_sleepable, curcpu, curipl,
-    in_interrupt, intr_establish, intr_trigger, splhigh, splraise, splvm, splx,
+    AdaptiveMutex, Delivery, Ipl, KMutex, LockRank, SpinMutex, WaitChannel, assert_sleepable,
+    curcpu, curipl, in_interrupt, intr_establish, intr_trigger, splhigh, splraise, splvm, splx,
 };
 
 #[test]
@@ -208,4 +208,46 @@ fn wait_channel_signal_wakes_one_at_a_time() {
         h.join().unwrap();
     }
     assert_eq!(*M.lock(), 0);
+}
+
+#[test]
+fn ranked_locks_in_order_are_accepted() {
+    let pool = SpinMutex::ranked(Ipl::Vm, LockRank::Pool, 0u32);
+    let arena = KMutex::ranked(Ipl::Vm, LockRank::Arena, 0u32);
+    let supply = SpinMutex::ranked(Ipl::High, LockRank::Registry, 0u32);
+    let _p = pool.lock();
+    let _a = arena.lock();
+    let _s = supply.lock();
+}
+
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    should_panic(
+        expected = "lock order violation: taking a pool lock with a vmem arena lock held"
+    )
+)]
+fn ranked_locks_out_of_order_panic_in_debug_builds() {
+    let arena = SpinMutex::ranked(Ipl::Vm, LockRank::Arena, 0u32);
+    let pool = SpinMutex::ranked(Ipl::Vm, LockRank::Pool, 0u32);
+    let _a = arena.lock();
+    let _p = pool.lock();
+}
+
+#[test]
+fn an_interrupt_handler_is_a_lock_order_context_of_its_own() {
+    // A handler above the interrupted locks' level may take a lock that
+    // ranks before them: they cannot deadlock, the interrupted code is
+    // suspended below the handler's level.
+    static INNER: SpinMutex<u32> = SpinMutex::ranked(Ipl::SoftNet, LockRank::Registry, 0);
+    static OUTER: SpinMutex<u32> = SpinMutex::ranked(Ipl::Vm, LockRank::Pool, 0);
+    fn handler(_: usize) {
+        *OUTER.lock() += 1;
+    }
+    let src = intr_establish(Ipl::Vm, handler, 0).unwrap();
+    {
+        let _g = INNER.lock();
+        assert_eq!(intr_trigger(curcpu(), src), Delivery::Delivered);
+    }
+    assert_eq!(*OUTER.lock(), 1);
 }
