@@ -126,6 +126,12 @@ impl Section {
             if c.sections().load(Ordering::Relaxed) != 0 {
                 nested_section_panic();
             }
+            // CPU-local sections rank above the pool_cache locks (which a
+            // cache takes inside its section).
+            c.rank_check_below(
+                crate::mutex::LockRank::PoolCache as u8,
+                "a CPU-local section",
+            );
             let cpu = match c.index() {
                 Some(i) => CpuId(i),
                 None => curcpu(),

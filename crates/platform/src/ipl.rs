@@ -329,6 +329,20 @@ impl CpuState {
         }
     }
 
+    /// Debug check at the entry of a CPU-local section: no lock of rank
+    /// `r` or deeper may be held (a cross-call running on this CPU's behalf
+    /// may need it while this CPU waits at the gate).
+    #[inline]
+    #[track_caller]
+    pub(crate) fn rank_check_below(&self, r: u8, what: &'static str) {
+        if cfg!(debug_assertions) {
+            let held = self.held_ranks.load(Ordering::Relaxed);
+            if held >> r != 0 {
+                section_rank_panic(what, held);
+            }
+        }
+    }
+
     #[inline]
     pub(crate) fn rank_exit(&self, r: u8) {
         if cfg!(debug_assertions) && r != 0 {
@@ -473,6 +487,17 @@ fn rank_panic(r: u8, held: u16) -> ! {
     panic!(
         "mutex_vector_enter: lock order violation: taking a {} lock with a {} lock held",
         crate::mutex::LockRank::name_of(r),
+        crate::mutex::LockRank::name_of(deepest as u8)
+    )
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn section_rank_panic(what: &'static str, held: u16) -> ! {
+    let deepest = 15 - held.leading_zeros();
+    panic!(
+        "lock order violation: {what} entered with a {} lock held",
         crate::mutex::LockRank::name_of(deepest as u8)
     )
 }

@@ -251,3 +251,18 @@ fn an_interrupt_handler_is_a_lock_order_context_of_its_own() {
     }
     assert_eq!(*OUTER.lock(), 1);
 }
+
+bsdalloc_platform::cpu_local! { static SECTION_AFTER_LOCK: CpuLocal<u32> = 0; }
+
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    should_panic(
+        expected = "lock order violation: a CPU-local section entered with a vmem arena lock held"
+    )
+)]
+fn a_cpu_local_section_under_an_allocator_lock_panics_in_debug_builds() {
+    let arena = KMutex::ranked(Ipl::Vm, LockRank::Arena, 0u32);
+    let _a = arena.lock();
+    SECTION_AFTER_LOCK.with(|n| *n += 1);
+}
