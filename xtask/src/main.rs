@@ -24,7 +24,12 @@ const LIBRARY_CRATES: &[&str] = &["bsdalloc-platform", "bsdalloc-vmem", "bsdallo
 const DEBUG_FEATURE_CRATES: &[&str] = &[];
 /// Unpublished members that are not libraries: left out of packaging and
 /// of the test runs that cover the libraries.
-const NOT_LIBRARIES: &[&str] = &["xtask", "bsdalloc-benches", "bsdalloc-test-kernel"];
+const NOT_LIBRARIES: &[&str] = &[
+    "xtask",
+    "bsdalloc-benches",
+    "bsdalloc-test-kernel",
+    "bsdalloc-readme",
+];
 /// Crates with loom models, and their model test targets.
 const LOOM_TESTS: &[(&str, &str)] = &[("bsdalloc-platform", "loom_platform")];
 
