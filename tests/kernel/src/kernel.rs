@@ -33,9 +33,12 @@ use crate::pages::{self, META, PAGE_SIZE, PAGES, kva};
 const MAP_BYTES: usize = 16 << 20;
 /// The physical-memory budget of the map, in pages (12 MiB).
 const LIMIT_PAGES: usize = 3072;
-/// Rounds of the shared workload, and blocks live per CPU in each.
-const ROUNDS: usize = 100;
-const BLOCKS: usize = 16;
+/// Rounds of the shared workload, blocks live per CPU in each, and the
+/// largest block. Under Miri, which runs the same code some thousand times
+/// slower, a smaller workload with the same shape.
+const ROUNDS: usize = if cfg!(miri) { 3 } else { 100 };
+const BLOCKS: usize = if cfg!(miri) { 6 } else { 16 };
+const MAX_BLOCK: usize = if cfg!(miri) { 600 } else { 8192 };
 /// The one ID the sleep test fights over.
 const ONE_ID: usize = 7;
 
@@ -441,7 +444,7 @@ pub(crate) fn work(cpu: usize) {
     let mut live = [(0usize, 0usize, 0u64); BLOCKS];
     for round in 0..ROUNDS {
         for (j, slot) in live.iter_mut().enumerate() {
-            let size = 1 + rng.below(8192);
+            let size = 1 + rng.below(MAX_BLOCK);
             let fit = if j % 2 == 0 {
                 VmFlags::INSTANTFIT
             } else {
