@@ -12,7 +12,7 @@ use core::fmt;
 use crate::cpu::CpuId;
 use crate::ipl::{Ipl, XCALL_IPL};
 use crate::machine;
-use crate::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 /// The number of interrupt sources a machine has (bits of the pending word).
 pub const NSOURCES: usize = 64;
@@ -30,7 +30,10 @@ const SRC_READY: u8 = 2;
 struct Source {
     state: AtomicU8,
     ipl: AtomicU8,
-    func: AtomicUsize,
+    /// The handler, kept as a raw pointer rather than an integer so that
+    /// it keeps its provenance (calling a function pointer rebuilt from an
+    /// integer is undefined behaviour under strict provenance).
+    func: AtomicPtr<()>,
     arg: AtomicUsize,
     runs: AtomicU64,
 }
@@ -40,7 +43,7 @@ macro_rules! intr_source_init {
         Source {
             state: AtomicU8::new(SRC_FREE),
             ipl: AtomicU8::new(0),
-            func: AtomicUsize::new(0),
+            func: AtomicPtr::new(core::ptr::null_mut()),
             arg: AtomicUsize::new(0),
             runs: AtomicU64::new(0),
         }
@@ -97,7 +100,7 @@ impl IntrTable {
                 .is_ok()
             {
                 s.ipl.store(ipl as u8, Ordering::Relaxed);
-                s.func.store(func as usize, Ordering::Relaxed);
+                s.func.store(func as *mut (), Ordering::Relaxed);
                 s.arg.store(arg, Ordering::Relaxed);
                 s.runs.store(0, Ordering::Relaxed);
                 s.state.store(SRC_READY, Ordering::Release);
@@ -151,8 +154,9 @@ impl IntrTable {
         let raw = s.func.load(Ordering::Relaxed);
         // SAFETY: `func` was stored from an `IntrHandler` by `establish`
         // before the Release store of SRC_READY that the Acquire load above
-        // observed; fn pointers and usize have the same size.
-        let func: IntrHandler = unsafe { core::mem::transmute::<usize, IntrHandler>(raw) };
+        // observed; a fn pointer cast to a raw pointer and back is the same
+        // pointer, provenance included.
+        let func: IntrHandler = unsafe { core::mem::transmute::<*mut (), IntrHandler>(raw) };
         func(s.arg.load(Ordering::Relaxed));
         s.runs.fetch_add(1, Ordering::Relaxed);
     }

@@ -587,3 +587,94 @@ pub fn assert_not_in_interrupt(what: &str) {
         panic!("{what}: called from interrupt context");
     }
 }
+
+#[cfg(all(test, not(bsdalloc_loom)))]
+mod tests {
+    //! The deferred-interrupt model on a CPU record and an interrupt table
+    //! of the test's own: pure logic, no machine, no signals, no OS pages,
+    //! so it runs under Miri (`cargo xtask ci --full`).
+    use super::*;
+    use crate::sync::atomic::AtomicU32;
+
+    #[test]
+    fn a_blocked_interrupt_waits_for_splx_and_coalesces() {
+        static TABLE: IntrTable = IntrTable::new();
+        static RUNS: AtomicU32 = AtomicU32::new(0);
+        fn handler(arg: usize) {
+            RUNS.fetch_add(arg as u32, Ordering::Relaxed);
+        }
+        let cpu = CpuState::with_index(3);
+        assert_eq!(cpu.index(), Some(3));
+        let src = TABLE.establish(Ipl::Vm, handler, 1).unwrap();
+        let s = cpu.splraise(Ipl::Vm);
+        assert_eq!(s.ipl(), Ipl::None);
+        assert!(cpu.post(src), "newly pending");
+        assert!(!cpu.post(src), "a second post coalesces with the first");
+        cpu.dispatch(&TABLE);
+        assert_eq!(RUNS.load(Ordering::Relaxed), 0, "IPL_VM is blocked");
+        assert_eq!(cpu.pending(), 1 << src);
+        cpu.splx(s, &TABLE);
+        assert_eq!(RUNS.load(Ordering::Relaxed), 1, "ran once, at splx");
+        assert_eq!((cpu.pending(), TABLE.runs(src)), (0, 1));
+        assert_eq!(cpu.curipl(), Ipl::None);
+        assert!(!cpu.in_interrupt());
+    }
+
+    #[test]
+    fn pending_interrupts_run_highest_level_first_at_their_own_level() {
+        static TABLE: IntrTable = IntrTable::new();
+        static CPU: CpuState = CpuState::with_index(0);
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        /// For each run, in order: the level it ran at, and whether in
+        /// interrupt context.
+        static SEEN: [AtomicU8; 3] = [const { AtomicU8::new(0) }; 3];
+        static INTR: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
+        fn handler(_: usize) {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed) as usize;
+            SEEN[n].store(CPU.curipl() as u8, Ordering::Relaxed);
+            INTR[n].store(CPU.in_interrupt(), Ordering::Relaxed);
+        }
+        let soft = TABLE.establish(Ipl::SoftNet, handler, 0).unwrap();
+        let vm = TABLE.establish(Ipl::Vm, handler, 0).unwrap();
+        let sched = TABLE.establish(Ipl::Sched, handler, 0).unwrap();
+        let s = CPU.splraise(Ipl::High);
+        for src in [soft, vm, sched] {
+            assert!(CPU.post(src));
+        }
+        // Down to IPL_VM: only the IPL_SCHED one gets through.
+        let mid = Spl(Ipl::Vm);
+        CPU.splx(mid, &TABLE);
+        assert_eq!(NEXT.load(Ordering::Relaxed), 1);
+        CPU.splx(s, &TABLE);
+        assert_eq!(NEXT.load(Ordering::Relaxed), 3);
+        let order: [u8; 3] = core::array::from_fn(|i| SEEN[i].load(Ordering::Relaxed));
+        assert_eq!(order, [Ipl::Sched as u8, Ipl::Vm as u8, Ipl::SoftNet as u8]);
+        assert!(INTR.iter().all(|b| b.load(Ordering::Relaxed)));
+        assert_eq!((CPU.curipl(), CPU.in_interrupt()), (Ipl::None, false));
+    }
+
+    #[test]
+    fn a_pending_interrupt_of_a_removed_source_is_dropped() {
+        static TABLE: IntrTable = IntrTable::new();
+        static RUNS: AtomicU32 = AtomicU32::new(0);
+        fn handler(_: usize) {
+            RUNS.fetch_add(1, Ordering::Relaxed);
+        }
+        let cpu = CpuState::new();
+        let src = TABLE.establish(Ipl::SoftClock, handler, 0).unwrap();
+        let s = cpu.splraise(Ipl::High);
+        assert!(cpu.post(src));
+        TABLE.disestablish(src);
+        cpu.splx(s, &TABLE);
+        assert_eq!(RUNS.load(Ordering::Relaxed), 0);
+        assert_eq!(cpu.pending(), 0, "dropped, not left pending for ever");
+    }
+
+    #[test]
+    #[should_panic(expected = "splx: raising IPL from IPL_NONE to IPL_VM")]
+    fn splx_never_raises() {
+        static TABLE: IntrTable = IntrTable::new();
+        let cpu = CpuState::new();
+        cpu.splx(Spl(Ipl::Vm), &TABLE);
+    }
+}

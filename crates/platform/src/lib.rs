@@ -115,25 +115,50 @@
 //!
 //! ## Implementing the machine in a kernel
 //!
-//! Build without the `std` feature and implement [`Machine`]; then name the
-//! type once with [`set_machine!`]:
+//! Build without the `std` feature (`default-features = false`) and
+//! implement [`Machine`]; then name the type once with [`set_machine!`].
+//! Keep a [`CpuState`] in each CPU's `cpu_info`, call [`hardintr`] from the
+//! IPI vector, and count in `ncpu` only CPUs that are up (a cross-call waits
+//! for each of them to take its IPI). Pages come from your own
+//! [`PageSource`]; vmem has no default meta source without `std`, so give it
+//! one (`bsdalloc_vmem::vmem_subsystem_init`) before the first arena.
 //!
-//! ```ignore
+//! ```no_run
+//! use bsdalloc_platform::sync::atomic::{AtomicU32, Ordering};
 //! use bsdalloc_platform::{CpuState, Machine, set_machine};
-//! use core::sync::atomic::AtomicU32;
+//! # struct CpuInfo { bsdalloc_state: CpuState }
+//! # fn curcpu_info() -> &'static CpuInfo { unimplemented!() }
+//! # fn cpu_info(_: u32) -> Option<&'static CpuInfo> { None }
+//! # static NCPU: AtomicU32 = AtomicU32::new(1);
+//! # const BSDALLOC_VECTOR: u8 = 0xf3;
+//! # fn lapic_send_ipi(_: u32, _: u8) {}
+//! # fn sleepq_wait_if_equal(_: &AtomicU32, _: u32) {}
+//! # fn sleepq_wake(_: &AtomicU32, _: u32) {}
 //!
 //! struct MyKernel;
+//! // SAFETY: curcpu_info() is the running CPU's, threads do not migrate
+//! // above IPL_NONE, cpu_info(i) is CPU i's, and the IPI vector calls
+//! // bsdalloc_platform::hardintr().
 //! unsafe impl Machine for MyKernel {
 //!     fn current_cpu() -> &'static CpuState { &curcpu_info().bsdalloc_state }
 //!     fn cpu(index: u32) -> Option<&'static CpuState> { cpu_info(index).map(|ci| &ci.bsdalloc_state) }
-//!     fn ncpu() -> u32 { NCPU.load() }
+//!     fn ncpu() -> u32 { NCPU.load(Ordering::Acquire) }
 //!     fn send_ipi(index: u32) { lapic_send_ipi(index, BSDALLOC_VECTOR) }
 //!     fn sleep(word: &AtomicU32, expected: u32) { sleepq_wait_if_equal(word, expected) }
 //!     fn wakeup(word: &AtomicU32, count: u32) { sleepq_wake(word, count) }
 //! }
 //! set_machine!(MyKernel);
-//! // In the IPI / interrupt entry: `bsdalloc_platform::hardintr()`.
 //! ```
+//!
+//! A runnable one is the workspace's test kernel, `tests/kernel`
+//! (`cargo run -p bsdalloc-test-kernel`): CPUs that are threads, IPIs that
+//! the CPUs take at their interrupt points, futex sleep and wakeup, pages
+//! from a static array behind its own [`PageSource`] and vmem meta source;
+//! it boots vmem and uvm-pages, allocates on every CPU, cross-calls, takes
+//! an interrupt that allocates, and checks that nothing called the Rust
+//! global allocator. Build such a kernel as its own package (`-p`): Cargo
+//! unifies features across the packages it builds together, and any of
+//! them that turns `std` on selects the user-space machine instead.
 //!
 //! ## NetBSD ↔ Rust
 //!
