@@ -307,7 +307,52 @@ fn test_kernel(run: &mut Run) {
     );
 }
 
+/// cargo verifies each packaged crate against its siblings' freshly packaged
+/// sources, but caches them under `$CARGO_HOME/registry/` and does not take
+/// a crate again while its version stays the same: a second run would verify
+/// against the first run's sources. Remove our own crates' stale copies
+/// (nothing else ever lives under those names); on a fresh machine there are
+/// none.
+fn forget_packaged_sources() {
+    let home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    let Some(home) = home else {
+        return;
+    };
+    // The extracted sources, and the cached `.crate` files they come from.
+    for dir in ["registry/src", "registry/cache"] {
+        let Ok(indexes) = std::fs::read_dir(home.join(dir)) else {
+            continue;
+        };
+        for index in indexes.flatten() {
+            let Ok(crates) = std::fs::read_dir(index.path()) else {
+                continue;
+            };
+            for c in crates.flatten() {
+                let name = c.file_name();
+                let name = name.to_string_lossy();
+                if LIBRARY_CRATES
+                    .iter()
+                    .any(|k| name.strip_prefix(k).is_some_and(|v| v.starts_with('-')))
+                {
+                    let p = c.path();
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(p)
+                    } else {
+                        std::fs::remove_file(p)
+                    };
+                }
+            }
+        }
+    }
+}
+
 fn package(run: &mut Run) {
+    forget_packaged_sources();
+    // Likewise the verification builds: cargo fingerprints a registry crate
+    // by name and version, so it would reuse the last run's artifacts.
+    let _ = std::fs::remove_dir_all(root().join("target/package"));
     run.step(
         "cargo package",
         cargo()
