@@ -8,7 +8,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use bsdalloc_vmem::{Arena, ArenaConfig, SizeType, VMEM_ADDR_MAX, VmFlags};
+use bsdalloc_vmem::{Arena, ArenaConfig, SizeType, VMEM_ADDR_MAX, VmFlags, XallocConstraints};
 use libfuzzer_sys::fuzz_target;
 
 const Q: usize = 16;
@@ -180,7 +180,8 @@ fuzz_target!(|ops: Vec<Op>| {
                 } else {
                     (min as usize * Q, min as usize * Q + span as usize * Q)
                 };
-                match arena.xalloc(size, align, phase, nocross, min, max, NS | fit.flag()) {
+                let c = XallocConstraints::new(size).align(align).phase(phase).nocross(nocross).min(min).max(max);
+                match arena.xalloc(c, NS | fit.flag()) {
                     Ok(a) => {
                         assert_eq!(a % align, phase);
                         assert!(a >= min && a as u128 + size as u128 - 1 <= max as u128);

@@ -7,9 +7,7 @@ use core::ptr::NonNull;
 
 use bsdalloc_platform::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use bsdalloc_platform::{Ipl, PageSource, Protection, SpinMutex, WaitChannel, assert_sleepable};
-use bsdalloc_vmem::{
-    Arena, ArenaConfig, SizeType, VMEM_ADDR_MAX, VMEM_ADDR_MIN, VmFlags, VmemError,
-};
+use bsdalloc_vmem::{Arena, ArenaConfig, SizeType, VmFlags, VmemError, XallocConstraints};
 
 use crate::flags::{BootError, KmType, UvmFlags};
 use crate::pages::{Backing, Refused};
@@ -481,15 +479,8 @@ impl KernelMap {
             VmFlags::NOSLEEP
         };
         let arena = &self.regions[t.index()];
-        let va = match arena.xalloc(
-            total,
-            align,
-            0,
-            0,
-            VMEM_ADDR_MIN,
-            VMEM_ADDR_MAX,
-            vaflags | VmFlags::INSTANTFIT,
-        ) {
+        let c = XallocConstraints::new(total).align(align);
+        let va = match arena.xalloc(c, vaflags | VmFlags::INSTANTFIT) {
             Ok(v) => v,
             Err(_) => {
                 self.count_failure();

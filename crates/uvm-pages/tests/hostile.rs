@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bsdalloc_platform::{Ipl, OS_PAGES};
 use bsdalloc_uvm_pages::{KernelMap, KmConfig, KmStats, UvmFlags};
 use bsdalloc_vmem::{
-    Arena, ArenaConfig, QuantumCache, SizeType, VMEM_ADDR_MAX, VMEM_ADDR_MIN, VmFlags, VmemError,
+    Arena, ArenaConfig, QuantumCache, SizeType, VmFlags, VmemError, XallocConstraints,
 };
 
 const W: UvmFlags = UvmFlags::WIRED;
@@ -176,15 +176,7 @@ impl QuantumCache for BumpCache {
     fn qc_alloc(&self, arena: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError> {
         let ps = arena.quantum();
         if self.slab.load(Ordering::SeqCst) == 0 {
-            let slab = arena.xalloc(
-                SLAB_PAGES * ps,
-                0,
-                0,
-                0,
-                VMEM_ADDR_MIN,
-                VMEM_ADDR_MAX,
-                flags,
-            )?;
+            let slab = arena.xalloc(XallocConstraints::new(SLAB_PAGES * ps), flags)?;
             self.slab.store(slab, Ordering::SeqCst);
             // Not at the slab's start: no busy segment begins at a piece.
             self.next.store(slab + ps, Ordering::SeqCst);

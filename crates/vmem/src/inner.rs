@@ -13,6 +13,7 @@ use crate::bt::{
     BT_F_PRIVATE, BT_F_XALLOC, BT_TYPE_BUSY, BT_TYPE_CURSOR, BT_TYPE_FREE, BT_TYPE_SPAN,
     BT_TYPE_SPAN_STATIC, BoundaryTag,
 };
+use crate::constraints::Request;
 use crate::flags::VMEM_MAXORDER;
 
 type Bt = BoundaryTag;
@@ -249,60 +250,6 @@ pub struct Counters {
 // its lock.
 unsafe impl Send for Inner {}
 
-/// Whether `[a, b]` crosses a multiple of `boundary` (0: never).
-#[inline]
-pub(crate) fn crosses(a: usize, b: usize, boundary: usize) -> bool {
-    boundary != 0 && (a ^ b) & boundary.wrapping_neg() != 0
-}
-
-/// The constraints of one request, sizes already quantum-rounded.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Request {
-    pub(crate) size: usize,
-    pub(crate) align: usize,
-    pub(crate) phase: usize,
-    pub(crate) nocross: usize,
-    pub(crate) minaddr: usize,
-    pub(crate) maxaddr: usize,
-}
-
-impl Request {
-    pub(crate) fn restricted(&self, quantum: usize) -> bool {
-        self.align != quantum || self.phase != 0 || self.nocross != 0
-    }
-
-    /// The fit test of spec §1.4 for one free segment: the chosen start.
-    ///
-    /// NetBSD computes the aligned start with wrapping arithmetic, which near
-    /// the top of the address type can wrap past zero and yield an address
-    /// below the segment; here every step is checked, so a segment without
-    /// a suitable address simply does not fit.
-    pub(crate) fn fit(&self, bt: &Bt) -> Option<usize> {
-        let lo = bt.start.max(self.minaddr);
-        let end = bt.end().min(self.maxaddr);
-        if lo > end {
-            return None;
-        }
-        // The smallest start >= lo with start ≡ phase (mod align).
-        let mut start = if lo <= self.phase {
-            self.phase
-        } else {
-            (lo - self.phase)
-                .checked_next_multiple_of(self.align)?
-                .checked_add(self.phase)?
-        };
-        let last = start.checked_add(self.size - 1)?;
-        if crosses(start, last, self.nocross) {
-            // The next nocross boundary, plus the phase (align < nocross).
-            start = (start - self.phase)
-                .checked_next_multiple_of(self.nocross)?
-                .checked_add(self.phase)?;
-        }
-        let last = start.checked_add(self.size - 1)?;
-        (start >= lo && last <= end).then_some(start)
-    }
-}
-
 impl Inner {
     pub(crate) const fn new() -> Self {
         Inner {
@@ -524,7 +471,7 @@ impl Inner {
 
     /// INSTANTFIT: probe only the head of each list from the ceiling class.
     pub(crate) fn find_instantfit(&self, req: &Request, qshift: u32) -> Option<(*mut Bt, usize)> {
-        let first = Self::list_ceil(req.size >> qshift);
+        let first = Self::list_ceil(req.size() >> qshift);
         for i in first..VMEM_MAXORDER {
             let bt = self.freelist[i];
             if !bt.is_null() {
@@ -539,13 +486,13 @@ impl Inner {
 
     /// BESTFIT: scan each list from the floor class, first fit.
     pub(crate) fn find_bestfit(&self, req: &Request, qshift: u32) -> Option<(*mut Bt, usize)> {
-        let first = Self::list_floor(req.size >> qshift);
+        let first = Self::list_floor(req.size() >> qshift);
         for i in first..VMEM_MAXORDER {
             let mut bt = self.freelist[i];
             while !bt.is_null() {
                 // SAFETY: list members are valid FREE tags.
                 let t = unsafe { &*bt };
-                if t.size >= req.size
+                if t.size >= req.size()
                     && let Some(a) = req.fit(t)
                 {
                     return Some((bt, a));
@@ -571,7 +518,7 @@ impl Inner {
             // SAFETY: segment-list members are valid tags.
             let t = unsafe { &*bt };
             if t.typ == BT_TYPE_FREE
-                && t.size >= req.size
+                && t.size >= req.size()
                 && let Some(a) = req.fit(t)
             {
                 return Some((bt, a));
@@ -741,65 +688,6 @@ mod tests {
         t.size = size;
         t.typ = BT_TYPE_FREE;
         t
-    }
-
-    fn req(
-        size: usize,
-        align: usize,
-        phase: usize,
-        nocross: usize,
-        minaddr: usize,
-        maxaddr: usize,
-    ) -> Request {
-        Request {
-            size,
-            align,
-            phase,
-            nocross,
-            minaddr,
-            maxaddr,
-        }
-    }
-
-    #[test]
-    fn fit_obeys_every_constraint() {
-        let t = free_tag(0x1000, 0x10000);
-        assert_eq!(req(0x100, 1, 0, 0, 0, usize::MAX).fit(&t), Some(0x1000));
-        assert_eq!(
-            req(0x100, 0x4000, 0, 0, 0, usize::MAX).fit(&t),
-            Some(0x4000)
-        );
-        assert_eq!(
-            req(0x100, 0x4000, 0x10, 0, 0, usize::MAX).fit(&t),
-            Some(0x4010)
-        );
-        // [0x1f80, 0x2080) would cross 0x2000: moved to the boundary.
-        assert_eq!(
-            req(0x100, 0x80, 0, 0x1000, 0x1f80, usize::MAX).fit(&t),
-            Some(0x2000)
-        );
-        // Inclusive max: exactly the last byte is allowed, one less is not.
-        assert_eq!(req(0x100, 1, 0, 0, 0x10f00, 0x10fff).fit(&t), Some(0x10f00));
-        assert_eq!(req(0x100, 1, 0, 0, 0x10f00, 0x10ffe).fit(&t), None);
-        assert_eq!(
-            req(0x20000, 1, 0, 0, 0, usize::MAX).fit(&t),
-            None,
-            "too small"
-        );
-        // At the top of the address type, no wrap.
-        let top = free_tag(usize::MAX - 0xfff, 0x1000);
-        assert_eq!(
-            req(0x1000, 1, 0, 0, 0, usize::MAX).fit(&top),
-            Some(usize::MAX - 0xfff)
-        );
-        assert_eq!(req(0x10, 0x2000, 0, 0, 0, usize::MAX).fit(&top), None);
-    }
-
-    #[test]
-    fn crossing_a_boundary() {
-        assert!(crosses(0x0ff0, 0x1010, 0x1000));
-        assert!(!crosses(0x1000, 0x1fff, 0x1000));
-        assert!(!crosses(0, usize::MAX, 0), "nocross 0 never crosses");
     }
 
     #[test]

@@ -6,15 +6,14 @@
 //! `no_std` and self-hosted.
 //!
 //! ```
-//! use bsdalloc_vmem::{Arena, VmFlags, VMEM_ADDR_MAX};
+//! use bsdalloc_vmem::{Arena, VmFlags, XallocConstraints};
 //!
 //! // An address arena: [0x1000_0000, +256 MiB), 4 KiB quantum.
 //! let kva = Arena::create("kva", 0x1000_0000, 256 << 20, 4096).unwrap();
 //! let a = kva.alloc(3 * 4096, VmFlags::NOSLEEP | VmFlags::INSTANTFIT).unwrap();
 //! // 64 KiB-aligned, not crossing a 1 MiB boundary, in the upper half:
-//! let b = kva
-//!     .xalloc(8192, 65536, 0, 1 << 20, 0x1800_0000, VMEM_ADDR_MAX, VmFlags::NOSLEEP | VmFlags::BESTFIT)
-//!     .unwrap();
+//! let c = XallocConstraints::new(8192).align(65536).nocross(1 << 20).min(0x1800_0000);
+//! let b = kva.xalloc(c, VmFlags::NOSLEEP | VmFlags::BESTFIT).unwrap();
 //! assert_eq!(b % 65536, 0);
 //! assert!(b >= 0x1800_0000);
 //! kva.free(a, 3 * 4096);
@@ -115,7 +114,8 @@
 //! | `vmem_destroy` | [`vmem_destroy`] (`unsafe`: the arena is gone), [`Arena::destroy`] (safe: the arena stays, unusable), `Drop` of a by-value `Arena` |
 //! | `vmem_add`, `vmem_add_bts` | [`Arena::add`], [`Arena::add_bts`] |
 //! | `vmem_alloc`, `vmem_free` | [`Arena::alloc`], [`Arena::free`] (and [`Arena::alloc_segment`] → RAII [`Segment`]) |
-//! | `vmem_xalloc`, `vmem_xfree` | [`Arena::xalloc`], [`Arena::xfree`] ([`Arena::xalloc_segment`]) |
+//! | `vmem_xalloc`, `vmem_xfree` | [`vmem_xalloc`] (positional), [`Arena::xalloc`] with [`XallocConstraints`], [`Arena::xfree`] ([`Arena::xalloc_segment`]) |
+//! | `vmem_xalloc`'s `size, align, phase, nocross, minaddr, maxaddr` | [`XallocConstraints`] (`new(size)`, `.align()`, `.phase()`, `.nocross()`, `.min()`, `.max()`; max inclusive) |
 //! | `vmem_xalloc_addr`, `vmem_xfreeall` | [`Arena::xalloc_addr`] (extension: rounds a size that is not a quantum multiple), [`Arena::xfreeall`] |
 //! | `vmem_roundup_size`, `vmem_size` | [`Arena::roundup_size`], [`Arena::size`] with [`SizeType`] |
 //! | `vmem_import_t`, `vmem_ximport_t`, `vmem_release_t`, `arg` | [`SpanSource`] (implemented by [`Arena`] itself) |
@@ -154,6 +154,7 @@ extern crate std;
 mod alloc;
 mod arena;
 mod bt;
+mod constraints;
 mod debug;
 mod flags;
 mod inner;
@@ -164,6 +165,7 @@ pub use arena::{Arena, ArenaConfig, QuantumCache, SpanSource};
 #[cfg(feature = "std")]
 pub use bt::OsMetaSource;
 pub use bt::{BoundaryTag, MetaSource, TagSupplyStats, tag_supply_stats, vmem_subsystem_init};
+pub use constraints::XallocConstraints;
 pub use debug::{
     ArenaStats, Insanity, for_each_arena, vmem_printall, vmem_rehash_all, vmem_whatis,
 };

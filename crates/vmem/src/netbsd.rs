@@ -13,6 +13,7 @@ use bsdalloc_platform::{Ipl, SpinMutex, assert_not_in_interrupt};
 
 use crate::arena::{Arena, ArenaConfig, SpanSource};
 use crate::bt;
+use crate::constraints::XallocConstraints;
 use crate::flags::{SizeType, VmFlags, VmemError};
 
 struct Slots {
@@ -279,7 +280,10 @@ pub fn vmem_alloc(vm: &Arena, size: usize, flags: VmFlags) -> Result<usize, Vmem
     vm.alloc(size, flags)
 }
 
-/// `vmem_xalloc`.
+/// `vmem_xalloc`, with NetBSD's positional arguments: see
+/// [`XallocConstraints`] for their rules and [`Arena::xalloc`] for the
+/// rest.
+// NetBSD's signature, one to one.
 #[allow(clippy::too_many_arguments)]
 pub fn vmem_xalloc(
     vm: &Arena,
@@ -291,7 +295,15 @@ pub fn vmem_xalloc(
     maxaddr: usize,
     flags: VmFlags,
 ) -> Result<usize, VmemError> {
-    vm.xalloc(size, align, phase, nocross, minaddr, maxaddr, flags)
+    let c = XallocConstraints {
+        size,
+        align,
+        phase,
+        nocross,
+        minaddr,
+        maxaddr,
+    };
+    vm.xalloc(c, flags)
 }
 
 /// `vmem_xalloc_addr`.

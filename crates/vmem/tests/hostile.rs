@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use bsdalloc_platform::Ipl;
 use bsdalloc_vmem::{
-    Arena, ArenaConfig, BoundaryTag, QuantumCache, VMEM_ADDR_MAX, VmFlags, VmemError, vmem_create,
-    vmem_destroy,
+    Arena, ArenaConfig, BoundaryTag, QuantumCache, VmFlags, VmemError, XallocConstraints,
+    vmem_create, vmem_destroy,
 };
 
 const NS: VmFlags = VmFlags::NOSLEEP;
@@ -64,7 +64,7 @@ struct CountingCache {
 impl QuantumCache for CountingCache {
     fn qc_alloc(&self, arena: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        arena.xalloc(size, 0, 0, 0, 0, VMEM_ADDR_MAX, flags.sleep_part() | IF)
+        arena.xalloc(XallocConstraints::new(size), flags.sleep_part() | IF)
     }
     fn qc_free(&self, arena: &Arena, addr: usize, size: usize) {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -78,7 +78,7 @@ fn every_state_changing_entry_point_panics_after_destroy() {
     const GONE: &str = "vmem: arena 'gone' used after vmem_destroy";
     let a = Arena::create("gone", 0x1000, 0x1000, 0x10).unwrap();
     let x = a.alloc(0x10, NS | IF).unwrap();
-    let y = a.xalloc(0x10, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | IF).unwrap();
+    let y = a.xalloc(XallocConstraints::new(0x10), NS | IF).unwrap();
     a.free(x, 0x10);
     a.xfree(y, 0x10);
     a.destroy();
@@ -88,7 +88,7 @@ fn every_state_changing_entry_point_panics_after_destroy() {
         let _ = a.alloc(0x10, NS | IF);
     });
     must_panic("xalloc", GONE, || {
-        let _ = a.xalloc(0x10, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | IF);
+        let _ = a.xalloc(XallocConstraints::new(0x10), NS | IF);
     });
     must_panic("xalloc_addr", GONE, || {
         let _ = a.xalloc_addr(0x1000, 0x10, NS);
@@ -496,7 +496,7 @@ fn alloc_xalloc_xalloc_addr_of_a_size_that_overflows_when_rounded_fail_with_enom
         Err(VmemError::NoMemory)
     );
     assert_eq!(
-        a.xalloc(HUGE, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | IF),
+        a.xalloc(XallocConstraints::new(HUGE), NS | IF),
         Err(VmemError::NoMemory)
     );
     assert_eq!(a.xalloc_addr(0x1000, HUGE, NS), Err(VmemError::NoMemory));
@@ -546,7 +546,7 @@ fn free_and_xfree_of_a_size_that_overflows_when_rounded_panic_and_change_nothing
         "vmem_free: arena 'hugefree': size mismatch at 0x1000",
         || a.free(x, HUGE),
     );
-    let y = a.xalloc(0x1000, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | IF);
+    let y = a.xalloc(XallocConstraints::new(0x1000), NS | IF);
     assert_eq!(y, Err(VmemError::NoMemory), "arena full");
     must_panic(
         "xfree",
@@ -567,7 +567,13 @@ fn xalloc_with_a_huge_phase_and_nocross_checks_without_overflow() {
     // [phase, phase + size - 1] with phase just below 2^63 and the largest
     // nocross: legal, and computed without wrapping.
     let x = a
-        .xalloc(0x1000, top, top - 0x1000, top, 0, VMEM_ADDR_MAX, NS | IF)
+        .xalloc(
+            XallocConstraints::new(0x1000)
+                .align(top)
+                .phase(top - 0x1000)
+                .nocross(top),
+            NS | IF,
+        )
         .unwrap();
     assert_eq!(x % top, top - 0x1000);
     a.xfree(x, 0x1000);
@@ -575,7 +581,7 @@ fn xalloc_with_a_huge_phase_and_nocross_checks_without_overflow() {
         "nocross < size",
         "nocross 0x1000 < size 0xffffffffffffff9b",
         || {
-            let _ = a.xalloc(HUGE, 0, 0, 0x1000, 0, VMEM_ADDR_MAX, NS | IF);
+            let _ = a.xalloc(XallocConstraints::new(HUGE).nocross(0x1000), NS | IF);
         },
     );
 }
@@ -677,7 +683,7 @@ fn dropping_id_allocators_and_arenas_returns_every_boundary_tag() {
         let a = Arena::create("drop", 0x1000, 0x10_0000, 16).unwrap();
         let x = a.alloc(0x40, NS | IF).unwrap();
         let y = a
-            .xalloc(0x40, 0x100, 0, 0, 0, VMEM_ADDR_MAX, NS | IF)
+            .xalloc(XallocConstraints::new(0x40).align(0x100), NS | IF)
             .unwrap();
         a.free(x, 0x40);
         a.xfree(y, 0x40);
@@ -787,7 +793,9 @@ fn arenas_with_quantum_two_to_the_sixty_and_sixty_three_allocate_and_free() {
             let y = a.alloc(2 * q + 1, NS | VmFlags::BESTFIT).unwrap();
             assert_eq!((y, a.busy_size(y)), (2 * q, Some(3 * q)));
             a.free(y, 2 * q + 1);
-            let z = a.xalloc(q, 4 * q, 0, 0, 0, VMEM_ADDR_MAX, NS | IF).unwrap();
+            let z = a
+                .xalloc(XallocConstraints::new(q).align(4 * q), NS | IF)
+                .unwrap();
             assert_eq!(z % (4 * q), 0);
             a.xfree(z, q);
         } else {
@@ -828,7 +836,7 @@ fn populating_nextfit_allocation_counts_the_cursor_tag_in_its_reserve() {
     assert_eq!(a.stats().spare_tags, 0);
     let flags = NS | VmFlags::NEXTFIT | VmFlags::POPULATING;
     let x = a
-        .xalloc(0x10, 0x40, 0x10, 0, 0, VMEM_ADDR_MAX, flags)
+        .xalloc(XallocConstraints::new(0x10).align(0x40).phase(0x10), flags)
         .unwrap();
     assert_eq!(x, 0x10);
     let y = a

@@ -8,8 +8,8 @@ use std::time::Duration;
 use bsdalloc_platform::Ipl;
 use bsdalloc_vmem::{
     Arena, ArenaConfig, BoundaryTag, IdAllocator, IdPolicy, QuantumCache, SizeType, SpanSource,
-    VMEM_ADDR_MAX, VmFlags, VmemError, vmem_create, vmem_descriptors_live, vmem_destroy,
-    vmem_est_btcount, vmem_init, vmem_rehash_all, vmem_whatis, vmem_xcreate,
+    VmFlags, VmemError, XallocConstraints, vmem_create, vmem_descriptors_live, vmem_destroy,
+    vmem_est_btcount, vmem_init, vmem_rehash_all, vmem_whatis, vmem_xalloc, vmem_xcreate,
 };
 
 const NS: VmFlags = VmFlags::NOSLEEP;
@@ -41,7 +41,10 @@ fn quantum_rounding_and_alignment() {
 fn instantfit_takes_a_list_head_bestfit_the_smallest_class() {
     // Free segments of 3 and 5 quanta (separated by busy ones).
     let a = Arena::create("fits", 0, 64, 1).unwrap();
-    let p = |s, z| a.xalloc(z, 0, 0, 0, s, s + z - 1, NS | BF).unwrap();
+    let p = |s, z| {
+        a.xalloc(XallocConstraints::new(z).min(s).max(s + z - 1), NS | BF)
+            .unwrap()
+    };
     p(0, 10); // busy [0,10)
     p(13, 7); // busy [13,20) -> free [10,13) = 3
     p(25, 39); // busy [25,64) -> free [20,25) = 5
@@ -84,7 +87,10 @@ fn instantfit_falls_back_to_bestfit_before_failing() {
     // Only A lies in [0, 199]: instant fit probes the head (C), fails, and
     // falls back to best fit, which scans the list and finds A.
     let before = a.stats().counters.instantfit_fallbacks;
-    assert_eq!(a.xalloc(100, 0, 0, 0, 0, 199, NS | IF), Ok(0));
+    assert_eq!(
+        a.xalloc(XallocConstraints::new(100).max(199), NS | IF),
+        Ok(0)
+    );
     assert_eq!(a.stats().counters.instantfit_fallbacks, before + 1);
     a.xfree(0, 100);
     a.assert_sane();
@@ -122,7 +128,15 @@ fn xalloc_constraints_hold_for_every_strategy() {
             }
             let min = 0x100000 + rnd(8 << 20) / 16 * 16;
             let max = min + rnd(8 << 20) + size;
-            match a.xalloc(size, align, phase, nocross, min, max, NS | strat) {
+            match a.xalloc(
+                XallocConstraints::new(size)
+                    .align(align)
+                    .phase(phase)
+                    .nocross(nocross)
+                    .min(min)
+                    .max(max),
+                NS | strat,
+            ) {
                 Ok(x) => {
                     assert_eq!(x % align, phase, "phase");
                     assert!(x >= min && x + size - 1 <= max, "window");
@@ -154,22 +168,31 @@ fn alignment_near_the_top_of_the_address_space_never_wraps() {
     let a = Arena::create("top", usize::MAX - 0xfff, 0x1000, 0x10).unwrap();
     for fit in [IF, BF, VmFlags::NEXTFIT] {
         assert_eq!(
-            a.xalloc(0x10, 0x2000, 0, 0, 0, VMEM_ADDR_MAX, NS | fit),
+            a.xalloc(XallocConstraints::new(0x10).align(0x2000), NS | fit),
             Err(VmemError::NoMemory)
         );
         // With phase 0x1000 the span's start is itself ≡ phase (mod 0x2000).
         let p = a
-            .xalloc(0x10, 0x2000, 0x1000, 0, 0, VMEM_ADDR_MAX, NS | fit)
+            .xalloc(
+                XallocConstraints::new(0x10).align(0x2000).phase(0x1000),
+                NS | fit,
+            )
             .unwrap();
         assert_eq!(p, usize::MAX - 0xfff);
         a.xfree(p, 0x10);
     }
     let x = a
-        .xalloc(0x800, 0x800, 0, 0x1000, 0, VMEM_ADDR_MAX, NS | BF)
+        .xalloc(
+            XallocConstraints::new(0x800).align(0x800).nocross(0x1000),
+            NS | BF,
+        )
         .unwrap();
     assert_eq!(x, usize::MAX - 0xfff);
     let y = a
-        .xalloc(0x800, 0x800, 0, 0x1000, 0, VMEM_ADDR_MAX, NS | BF)
+        .xalloc(
+            XallocConstraints::new(0x800).align(0x800).nocross(0x1000),
+            NS | BF,
+        )
         .unwrap();
     assert_eq!(
         y,
@@ -179,6 +202,40 @@ fn alignment_near_the_top_of_the_address_space_never_wraps() {
     a.xfree(x, 0x800);
     a.xfree(y, 0x800);
     a.assert_sane();
+}
+
+#[test]
+fn positional_vmem_xalloc_and_constraints_agree() {
+    // The same requests through NetBSD's positional signature and through
+    // the value land on the same addresses in twin arenas.
+    let a = Arena::create("pos", 0x1000, 0x10000, 0x10).unwrap();
+    let b = Arena::create("val", 0x1000, 0x10000, 0x10).unwrap();
+    let asks = [
+        (0x30, 0, 0, 0, 0, usize::MAX),
+        (0x10, 0x100, 0x20, 0, 0, usize::MAX),
+        (0x80, 0x80, 0, 0x100, 0x1f80, usize::MAX),
+        (0x20, 0, 0, 0, 0x8000, 0x801f),
+    ];
+    for (size, align, phase, nocross, min, max) in asks {
+        let x = vmem_xalloc(&a, size, align, phase, nocross, min, max, NS | BF).unwrap();
+        let c = XallocConstraints::new(size)
+            .align(align)
+            .phase(phase)
+            .nocross(nocross)
+            .min(min)
+            .max(max);
+        let seg = b.xalloc_segment(c, NS | BF).unwrap();
+        assert_eq!(x, seg.addr(), "{c:?}");
+        assert_eq!(seg.size(), size);
+        // A constrained segment is an xalloc one: dropping it frees it with
+        // vmem_xfree (vmem_free would panic).
+        drop(seg);
+        a.xfree(x, size);
+    }
+    assert_eq!(a.stats().inuse, 0);
+    assert_eq!(b.stats().inuse, 0);
+    a.assert_sane();
+    b.assert_sane();
 }
 
 #[test]
@@ -401,15 +458,18 @@ fn restricted_requests_do_not_import_even_with_sleep() {
     .unwrap();
     let sleep = VmFlags::SLEEP | BF;
     assert_eq!(
-        a.xalloc(0x100, 0x1000, 0, 0, 0, VMEM_ADDR_MAX, sleep),
+        a.xalloc(XallocConstraints::new(0x100).align(0x1000), sleep),
         Err(VmemError::NoMemory)
     );
     assert_eq!(
-        a.xalloc(0x100, 0x1000, 0x10, 0, 0, VMEM_ADDR_MAX, sleep),
+        a.xalloc(
+            XallocConstraints::new(0x100).align(0x1000).phase(0x10),
+            sleep
+        ),
         Err(VmemError::NoMemory)
     );
     assert_eq!(
-        a.xalloc(0x100, 0, 0, 0x1000, 0, VMEM_ADDR_MAX, sleep),
+        a.xalloc(XallocConstraints::new(0x100).nocross(0x1000), sleep),
         Err(VmemError::NoMemory)
     );
     assert_eq!(src.imports.load(Ordering::SeqCst), 0);
@@ -566,7 +626,7 @@ struct CountingCache {
 impl QuantumCache for CountingCache {
     fn qc_alloc(&self, arena: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError> {
         self.allocs.fetch_add(1, Ordering::SeqCst);
-        arena.xalloc(size, 0, 0, 0, 0, VMEM_ADDR_MAX, flags.sleep_part() | IF)
+        arena.xalloc(XallocConstraints::new(size), flags.sleep_part() | IF)
     }
     fn qc_free(&self, arena: &Arena, addr: usize, size: usize) {
         self.frees.fetch_add(1, Ordering::SeqCst);
@@ -777,42 +837,51 @@ fn alloc_with_two_strategies() {
 #[should_panic(expected = "align 0x30 is not a power of two multiple of the quantum")]
 fn align_not_power_of_two() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
-    let _ = a.xalloc(0x10, 0x30, 0, 0, 0, VMEM_ADDR_MAX, NS | BF);
+    let _ = a.xalloc(XallocConstraints::new(0x10).align(0x30), NS | BF);
 }
 
 #[test]
 #[should_panic(expected = "phase 0x40 >= align 0x40")]
 fn phase_not_below_align() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
-    let _ = a.xalloc(0x10, 0x40, 0x40, 0, 0, VMEM_ADDR_MAX, NS | BF);
+    let _ = a.xalloc(
+        XallocConstraints::new(0x10).align(0x40).phase(0x40),
+        NS | BF,
+    );
 }
 
 #[test]
 #[should_panic(expected = "phase 0x20 without align")]
 fn phase_without_align() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
-    let _ = a.xalloc(0x10, 0, 0x20, 0, 0, VMEM_ADDR_MAX, NS | BF);
+    let _ = a.xalloc(XallocConstraints::new(0x10).phase(0x20), NS | BF);
 }
 
 #[test]
 #[should_panic(expected = "nocross 0x20 < size 0x40")]
 fn nocross_smaller_than_size() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
-    let _ = a.xalloc(0x40, 0, 0, 0x20, 0, VMEM_ADDR_MAX, NS | BF);
+    let _ = a.xalloc(XallocConstraints::new(0x40).nocross(0x20), NS | BF);
 }
 
 #[test]
 #[should_panic(expected = "itself crosses nocross")]
 fn phase_range_crosses_nocross() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
-    let _ = a.xalloc(0x40, 0x100, 0x30, 0x40, 0, VMEM_ADDR_MAX, NS | BF);
+    let _ = a.xalloc(
+        XallocConstraints::new(0x40)
+            .align(0x100)
+            .phase(0x30)
+            .nocross(0x40),
+        NS | BF,
+    );
 }
 
 #[test]
 #[should_panic(expected = "minaddr 0x200 > maxaddr 0x100")]
 fn min_above_max() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
-    let _ = a.xalloc(0x10, 0, 0, 0, 0x200, 0x100, NS | BF);
+    let _ = a.xalloc(XallocConstraints::new(0x10).min(0x200).max(0x100), NS | BF);
 }
 
 #[test]
@@ -843,7 +912,7 @@ fn free_wrong_size() {
 #[should_panic(expected = "was allocated by vmem_xalloc; free it with vmem_xfree")]
 fn free_of_xalloc_segment() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
-    let x = a.xalloc(0x10, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | BF).unwrap();
+    let x = a.xalloc(XallocConstraints::new(0x10), NS | BF).unwrap();
     a.free(x, 0x10);
 }
 
