@@ -133,7 +133,7 @@ fuzz_target!(|ops: Vec<Op>| {
         PARENT.add(1 << 32, 1 << 24, NS).unwrap();
     }
     let arena = Arena::create("fuzz", 0, 0, Q).unwrap();
-    let child = Arena::with_config(ArenaConfig { source: Some(&PARENT), ..ArenaConfig::new("child", Q) }, 0, 0).unwrap();
+    let child = Arena::with_config(ArenaConfig::new("child", Q).source(&PARENT), 0, 0).unwrap();
     let mut m = Model { spans: vec![], live: vec![] };
     let mut child_live: Vec<(usize, usize)> = vec![];
     for op in ops.into_iter().take(400) {

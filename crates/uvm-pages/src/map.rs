@@ -260,11 +260,8 @@ impl KernelMap {
         let region_base = [base, base + region_size, base + 2 * region_size];
         let kmem_base = base + half;
         let arena = |name: &'static str, b: usize, z: usize| {
-            let cfg = ArenaConfig {
-                ipl: Ipl::Vm,
-                ..ArenaConfig::new(name, ps)
-            };
-            Arena::with_config(cfg, b, z).map_err(BootError::Arena)
+            Arena::with_config(ArenaConfig::new(name, ps).ipl(Ipl::Vm), b, z)
+                .map_err(BootError::Arena)
         };
         let regions = [
             arena("kernel_map-w", region_base[0], region_size)?,

@@ -120,7 +120,22 @@ impl fmt::Debug for Arena {
     }
 }
 
-/// How an arena is configured (the arguments of `vmem_create`).
+/// How an arena is configured: the arguments of `vmem_create`, `vmem_xcreate`
+/// and `vmem_init` other than the initial span, which every way of creating
+/// an arena takes (`vmem_create(cfg, base, size)`, [`Arena::with_config`],
+/// [`Arena::new`], …).
+///
+/// ```
+/// use bsdalloc_platform::Ipl;
+/// use bsdalloc_vmem::{Arena, ArenaConfig, VmFlags, vmem_create, vmem_destroy};
+///
+/// // vmem_create("kva", base, size, PAGE_SIZE, NULL, NULL, NULL, 0, VM_SLEEP, IPL_VM)
+/// const KVA: ArenaConfig = ArenaConfig::new("kva", 4096).flags(VmFlags::SLEEP).ipl(Ipl::Vm);
+/// let kva: &'static Arena = vmem_create(KVA, 0x1000_0000, 1 << 24).unwrap();
+/// assert_eq!(kva.ipl(), Ipl::Vm);
+/// // SAFETY: `kva` is not used afterwards.
+/// unsafe { vmem_destroy(kva) };
+/// ```
 #[derive(Clone, Copy)]
 pub struct ArenaConfig {
     /// Name (truncated to 16 bytes, `VMEM_NAME_MAX`).
@@ -164,6 +179,34 @@ impl ArenaConfig {
             flags: VmFlags::NOSLEEP,
             ipl: Ipl::None,
         }
+    }
+
+    /// Import spans from `source` when the arena runs dry, and release them
+    /// to it.
+    #[must_use]
+    pub const fn source(self, source: &'static dyn SpanSource) -> ArenaConfig {
+        ArenaConfig {
+            source: Some(source),
+            ..self
+        }
+    }
+
+    /// Send sizes up to `qcache_max` to the quantum cache.
+    #[must_use]
+    pub const fn qcache_max(self, qcache_max: usize) -> ArenaConfig {
+        ArenaConfig { qcache_max, ..self }
+    }
+
+    /// Arena flags (replacing the default `VM_NOSLEEP`).
+    #[must_use]
+    pub const fn flags(self, flags: VmFlags) -> ArenaConfig {
+        ArenaConfig { flags, ..self }
+    }
+
+    /// The interrupt level that may use the arena.
+    #[must_use]
+    pub const fn ipl(self, ipl: Ipl) -> ArenaConfig {
+        ArenaConfig { ipl, ..self }
     }
 }
 
@@ -266,8 +309,13 @@ impl Arena {
         Self::with_config(ArenaConfig::new(name, quantum), base, size)
     }
 
-    /// `vmem_init(NULL, …)` semantics by value: configure, then add the
-    /// initial span if `size > 0`.
+    /// `vmem_create` by value: configure, then add the initial span
+    /// `[base, base+size)` if `size > 0`.
+    ///
+    /// # Panics
+    /// As [`Arena::new`]; also with `VM_XIMPORT` (set by
+    /// [`crate::vmem_xcreate`] only), `VM_PRIVTAGS` with an initial span, or
+    /// flags without exactly one of `VM_SLEEP` and `VM_NOSLEEP`.
     pub fn with_config(cfg: ArenaConfig, base: usize, size: usize) -> Result<Arena, VmemError> {
         if cfg.flags.contains(VmFlags::XIMPORT) {
             panic!("vmem_create: VM_XIMPORT is set by vmem_xcreate only");
@@ -275,7 +323,11 @@ impl Arena {
         Self::build(cfg, base, size)
     }
 
-    /// Validate, construct, reserve tags and add the initial span.
+    /// The one create path, behind `vmem_create`, `vmem_xcreate`,
+    /// `vmem_init` and [`Arena::with_config`]: validate, construct, reserve
+    /// tags and add the initial span. The caller then moves the arena where
+    /// it lives (nothing points into an arena that is not registered yet:
+    /// tags link to each other, never to their list heads).
     pub(crate) fn build(cfg: ArenaConfig, base: usize, size: usize) -> Result<Arena, VmemError> {
         if cfg.flags.contains(VmFlags::PRIVTAGS) && size != 0 {
             panic!("vmem_init: a VM_PRIVTAGS arena must be created without an initial span");

@@ -109,8 +109,9 @@
 //!
 //! | NetBSD | bsdalloc-vmem |
 //! |---|---|
-//! | `vmem_create`, `vmem_xcreate` | [`vmem_create`], [`vmem_xcreate`] → `&'static Arena`; or [`Arena::create`], [`Arena::with_config`] by value |
-//! | `vmem_init` | [`vmem_init`] (caller storage), [`Arena::new`] (const, for statics) |
+//! | `vmem_create`, `vmem_xcreate` | [`vmem_create`]`(cfg, base, size)`, [`vmem_xcreate`]`(cfg, base, size)` → `&'static Arena`; or [`Arena::with_config`]`(cfg, base, size)`, [`Arena::create`]`(name, base, size, quantum)` by value |
+//! | their `name, quantum, importfn/releasefn/arg, qcache_max, flags, ipl` | [`ArenaConfig`] (`new(name, quantum)`, `.source()`, `.qcache_max()`, `.flags()`, `.ipl()`) |
+//! | `vmem_init` | [`vmem_init`]`(storage, cfg, base, size)` (caller storage), [`Arena::new`]`(cfg)` (const, for statics) |
 //! | `vmem_destroy` | [`vmem_destroy`] (`unsafe`: the arena is gone), [`Arena::destroy`] (safe: the arena stays, unusable), `Drop` of a by-value `Arena` |
 //! | `vmem_add`, `vmem_add_bts` | [`Arena::add`], [`Arena::add_bts`] |
 //! | `vmem_alloc`, `vmem_free` | [`Arena::alloc`], [`Arena::free`] (and [`Arena::alloc_segment`] → RAII [`Segment`]) |

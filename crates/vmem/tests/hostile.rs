@@ -162,13 +162,13 @@ fn quantum_cache_paths_panic_after_destroy_without_calling_the_cache() {
 #[test]
 fn stale_vmem_create_reference_panics_instead_of_using_the_next_arena() {
     let _s = serial();
-    let a = vmem_create("first", 0x1000, 0x1000, 16, None, 0, NS, Ipl::None).unwrap();
+    let a = vmem_create(ArenaConfig::new("first", 16), 0x1000, 0x1000).unwrap();
     let stale: &'static Arena = a;
     // SAFETY: contract broken on purpose below, to check the best-effort
     // quarantine: the descriptor memory stays mapped (slabs are never
     // returned), so the stale reference reads a destroyed arena.
     unsafe { vmem_destroy(a) };
-    let b = vmem_create("second", 0x9000, 0x1000, 16, None, 0, NS, Ipl::None).unwrap();
+    let b = vmem_create(ArenaConfig::new("second", 16), 0x9000, 0x1000).unwrap();
     assert!(!std::ptr::eq(stale, b), "the destroyed slot is quarantined");
     must_panic(
         "stale alloc",
@@ -190,7 +190,7 @@ fn vmem_destroy_quarantines_sixteen_descriptors_before_reuse() {
     // in the quarantine.
     let gone: Vec<usize> = (0..16)
         .map(|_| {
-            let a = vmem_create("q", 0, 0x100, 16, None, 0, NS, Ipl::None).unwrap();
+            let a = vmem_create(ArenaConfig::new("q", 16), 0, 0x100).unwrap();
             let p = a as *const Arena as usize;
             // SAFETY: `a` is not used after this.
             unsafe { vmem_destroy(a) };
@@ -198,7 +198,7 @@ fn vmem_destroy_quarantines_sixteen_descriptors_before_reuse() {
         })
         .collect();
     let fresh: Vec<&'static Arena> = (0..8)
-        .map(|_| vmem_create("q", 0, 0x100, 16, None, 0, NS, Ipl::None).unwrap())
+        .map(|_| vmem_create(ArenaConfig::new("q", 16), 0, 0x100).unwrap())
         .collect();
     for f in &fresh {
         assert!(
@@ -237,7 +237,8 @@ fn debug_walkers_survive_arenas_created_and_destroyed_on_other_threads() {
                 let mut cycles = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let base = 0x10_0000 * (t + 1);
-                    let a = vmem_create("churn", base, 0x1000, 16, None, 0, NS, Ipl::Vm).unwrap();
+                    let a = vmem_create(ArenaConfig::new("churn", 16).ipl(Ipl::Vm), base, 0x1000)
+                        .unwrap();
                     let x = a.alloc(0x40, NS | IF).unwrap();
                     a.free(x, 0x40);
                     // SAFETY: `a` is not used after this.
@@ -286,7 +287,7 @@ fn for_each_arena_visits_each_arena_once_while_arenas_are_registered_between_bat
     // More than one batch (64) of arenas that stay registered for the
     // whole walk.
     let keep: Vec<&'static Arena> = (0..150)
-        .map(|i| vmem_create("keep", i * 0x1000, 0x1000, 16, None, 0, NS, Ipl::None).unwrap())
+        .map(|i| vmem_create(ArenaConfig::new("keep", 16), i * 0x1000, 0x1000).unwrap())
         .collect();
     let mut visits: HashMap<usize, usize> = HashMap::new();
     let mut added: Vec<&'static Arena> = Vec::new();
@@ -298,7 +299,7 @@ fn for_each_arena_visits_each_arena_once_while_arenas_are_registered_between_bat
         // go to the head of the list, which shifted a position-based resume.
         if calls == 10 || calls == 100 {
             for _ in 0..70 {
-                added.push(vmem_create("added", 0, 0x100, 16, None, 0, NS, Ipl::None).unwrap());
+                added.push(vmem_create(ArenaConfig::new("added", 16), 0, 0x100).unwrap());
             }
         }
         // And an arena registered during the walk disappears.
@@ -634,14 +635,9 @@ fn large_import_of_a_size_whose_sixteenfold_overflows_asks_for_the_size() {
 fn an_imported_span_that_wraps_around_is_refused_before_the_arena_changes() {
     let _s = serial();
     let a = bsdalloc_vmem::vmem_xcreate(
-        "wrapsrc",
+        ArenaConfig::new("wrapsrc", 4096).source(&WrappingSource),
         0,
         0,
-        4096,
-        Some(&WrappingSource),
-        0,
-        NS,
-        Ipl::None,
     )
     .unwrap();
     must_panic(

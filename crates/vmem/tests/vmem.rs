@@ -400,7 +400,7 @@ fn largeimport_asks_sixteen_times_and_ximport_keeps_the_real_size() {
     a.free(x, 0x100);
 
     let bigger: &'static CountingSource = leak(CountingSource::new(0x800));
-    let b = vmem_xcreate("ximport", 0, 0, 16, Some(bigger), 0, NS, Ipl::None).unwrap();
+    let b = vmem_xcreate(ArenaConfig::new("ximport", 16).source(bigger), 0, 0).unwrap();
     assert!(b.flags().contains(VmFlags::XIMPORT));
     let y = b.alloc(0x100, NS | IF).unwrap();
     assert_eq!(
@@ -673,7 +673,7 @@ fn quantum_cache_hook_takes_small_sizes() {
 #[test]
 fn created_arenas_come_from_meta_memory_and_go_back() {
     let before = vmem_descriptors_live();
-    let a = vmem_create("created", 0x1000, 0x1000, 16, None, 0, NS, Ipl::Vm).unwrap();
+    let a = vmem_create(ArenaConfig::new("created", 16).ipl(Ipl::Vm), 0x1000, 0x1000).unwrap();
     assert_eq!(vmem_descriptors_live(), before + 1);
     assert_eq!(a.ipl(), Ipl::Vm);
     let x = a.alloc(0x40, NS | IF).unwrap();
@@ -740,16 +740,12 @@ fn vmem_init_on_caller_storage_registers_the_arena() {
         Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
     let a = vmem_init(
         storage,
-        "static",
+        ArenaConfig::new("static", 0x10).ipl(Ipl::Vm),
         0x4000,
         0x1000,
-        0x10,
-        None,
-        0,
-        NS,
-        Ipl::Vm,
     )
     .unwrap();
+    assert_eq!(a.ipl(), Ipl::Vm);
     let x = a.alloc(0x20, NS | IF).unwrap();
     let mut out = String::new();
     vmem_whatis(x, &mut out).unwrap();
@@ -774,7 +770,7 @@ fn bootstrap_flag_fills_the_tag_reserve_at_creation() {
 
 #[test]
 fn rehash_all_resizes_registered_arenas() {
-    let a = vmem_create("rehash-all", 0, 1 << 20, 1, None, 0, NS, Ipl::None).unwrap();
+    let a = vmem_create(ArenaConfig::new("rehash-all", 1), 0, 1 << 20).unwrap();
     let xs: Vec<usize> = (0..5000).map(|_| a.alloc(1, NS | IF).unwrap()).collect();
     let grown = a.hash_size();
     for &x in &xs {
@@ -1001,7 +997,32 @@ fn privtags_with_initial_span() {
 #[test]
 #[should_panic(expected = "a VM_PRIVTAGS arena must be created without an initial span")]
 fn xcreate_privtags_with_initial_span() {
-    let _ = vmem_xcreate("px", 0, 16, 1, None, 0, NS | VmFlags::PRIVTAGS, Ipl::None);
+    let _ = vmem_xcreate(
+        ArenaConfig::new("px", 1).flags(NS | VmFlags::PRIVTAGS),
+        0,
+        16,
+    );
+}
+
+#[test]
+#[should_panic(
+    expected = "vmem_create: flags 0 must contain exactly one of VM_SLEEP and VM_NOSLEEP"
+)]
+fn create_without_a_sleep_flag() {
+    // Every create path checks the arena's flags, with or without a span.
+    let _ = vmem_create(ArenaConfig::new("nosleep", 1).flags(VmFlags::NONE), 0, 0);
+}
+
+#[test]
+#[should_panic(expected = "VM_XIMPORT is set by vmem_xcreate only")]
+fn vmem_create_with_ximport() {
+    let _ = vmem_create(ArenaConfig::new("x", 1).flags(NS | VmFlags::XIMPORT), 0, 0);
+}
+
+#[test]
+#[should_panic(expected = "vmem_xcreate: VM_XIMPORT is set by vmem_xcreate itself")]
+fn vmem_xcreate_with_ximport() {
+    let _ = vmem_xcreate(ArenaConfig::new("x", 1).flags(NS | VmFlags::XIMPORT), 0, 0);
 }
 
 #[test]
