@@ -677,7 +677,7 @@ impl KernelMap {
         let uflags = if flags.contains(VmFlags::NOSLEEP) {
             UvmFlags::NOWAIT
         } else {
-            UvmFlags(0)
+            UvmFlags::empty()
         };
         if self.back_or_wait(va, size, Backing::Wired, uflags).is_err() {
             vmem.free(va, size);

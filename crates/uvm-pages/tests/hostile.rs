@@ -145,7 +145,7 @@ fn overflowing_sizes_fail_and_change_nothing() {
         m.uvm_km_kmem_free(m.kmem_arena(), k, usize::MAX)
     });
     refused("is not inside a UVM_KMF_VAONLY allocation", || {
-        m.enter(live, usize::MAX, UvmFlags(0));
+        m.enter(live, usize::MAX, UvmFlags::empty());
     });
     refused("is not inside a UVM_KMF_VAONLY allocation", || {
         m.remove(live, usize::MAX)
@@ -303,7 +303,7 @@ fn enter_and_remove_outside_a_vaonly_allocation_are_refused() {
     m.uvm_km_free(gone, ps, V);
     let gone = gone.as_ptr() as usize;
     // A live entered page to watch.
-    m.enter(nn(p + ps), ps, UvmFlags(0)).unwrap();
+    m.enter(nn(p + ps), ps, UvmFlags::empty()).unwrap();
     fill(nn(p + ps), ps, 0x5E);
     let before = m.stats();
     let outside: [(usize, usize); 7] = [
@@ -317,7 +317,7 @@ fn enter_and_remove_outside_a_vaonly_allocation_are_refused() {
     ];
     for (a, size) in outside {
         refused("is not inside a UVM_KMF_VAONLY allocation", || {
-            m.enter(nn(a), size, UvmFlags(0));
+            m.enter(nn(a), size, UvmFlags::empty());
         });
         refused("is not inside a UVM_KMF_VAONLY allocation", || {
             m.remove(nn(a), size)
@@ -330,9 +330,9 @@ fn enter_and_remove_outside_a_vaonly_allocation_are_refused() {
     }
     check(nn(p + ps), ps, 0x5E);
     // Inside, they work, up to the allocation's last page.
-    m.enter(nn(q + 2 * ps), 2 * ps, UvmFlags(0)).unwrap();
+    m.enter(nn(q + 2 * ps), 2 * ps, UvmFlags::empty()).unwrap();
     fill(nn(q + 2 * ps), 2 * ps, 0x77);
-    m.enter(nn(g), 2 * ps, UvmFlags(0)).unwrap();
+    m.enter(nn(g), 2 * ps, UvmFlags::empty()).unwrap();
     m.remove(nn(g), 2 * ps);
     assert_eq!(m.stats().wired_pages, before.wired_pages + 2);
     m.uvm_km_free(nn(p), 4 * ps, V);
@@ -359,7 +359,7 @@ fn guarded_free_with_another_split_changes_nothing() {
     for t in [W, P, V] {
         let p = m.uvm_km_alloc_guarded(2 * ps, 2, t).unwrap();
         if t == V {
-            m.enter(p, 2 * ps, UvmFlags(0)).unwrap();
+            m.enter(p, 2 * ps, UvmFlags::empty()).unwrap();
         }
         fill(p, 2 * ps, 0x3C);
         let before = m.stats();

@@ -158,12 +158,12 @@ fn vaonly_is_address_space_until_entered() {
     assert_eq!(m.stats().committed_pages, before, "no pages");
     assert_eq!(m.stats().va_in_use[2], 8 * ps);
     let q = NonNull::new(p.as_ptr().wrapping_add(2 * ps)).unwrap();
-    m.enter(q, 2 * ps, UvmFlags(0)).unwrap();
+    m.enter(q, 2 * ps, UvmFlags::empty()).unwrap();
     // SAFETY: two entered pages.
     unsafe { q.as_ptr().add(ps).write(9) };
     assert_eq!(m.stats().committed_pages, before + 2);
     m.remove(q, 2 * ps);
-    m.enter(q, ps, UvmFlags(0)).unwrap(); // left entered: freed with the range
+    m.enter(q, ps, UvmFlags::empty()).unwrap(); // left entered: freed with the range
     m.uvm_km_free(p, 8 * ps, V);
     assert_eq!(m.stats().committed_pages, before);
     assert_eq!(m.stats().wired_pages, 0);
@@ -443,8 +443,38 @@ fn alloc_size_zero() {
 }
 
 #[test]
-#[should_panic(expected = "must contain exactly one type")]
-fn alloc_two_types() {
+#[should_panic(expected = "uvm_km_alloc: unknown flags 0x100")]
+fn alloc_unknown_flags_from_a_raw_word() {
+    // A caller passing a C flag word keeps its unknown bits (from_bits_retain)
+    // and uvm_km_alloc refuses them; from_bits refuses them at once.
+    assert_eq!(UvmFlags::from_bits(0x101), None);
+    let raw = UvmFlags::from_bits_retain(0x101);
+    assert_eq!(raw.unknown(), 0x100);
+    assert_eq!(format!("{raw:?}"), "UVM_KMF_WIRED | 0x100");
+    map(0, 0).uvm_km_alloc(4096, 0, raw);
+}
+
+#[test]
+fn flags_print_netbsd_names() {
+    assert_eq!(
+        format!("{:?}", W | UvmFlags::ZERO),
+        "UVM_KMF_WIRED | UVM_KMF_ZERO"
+    );
+    assert_eq!(format!("{:?}", UvmFlags::empty()), "0");
+    assert_eq!(UvmFlags::TYPEMASK.bits(), 0x7);
+    assert_eq!((V | UvmFlags::NOWAIT).typ(), V);
+    // The mask is no flag of its own: it names nothing when printed.
+    assert_eq!(
+        format!("{:?}", UvmFlags::TYPEMASK),
+        "UVM_KMF_WIRED | UVM_KMF_PAGEABLE | UVM_KMF_VAONLY"
+    );
+}
+
+#[test]
+#[should_panic(
+    expected = "uvm_km_alloc: flags UVM_KMF_WIRED | UVM_KMF_PAGEABLE must contain exactly one type (got 0x3)"
+)]
+fn alloc_two_types_names_them() {
     map(0, 0).uvm_km_alloc(4096, 0, W | P);
 }
 
@@ -499,8 +529,8 @@ fn free_foreign_pointer() {
 fn enter_twice() {
     let m = map(0, 0);
     let p = m.uvm_km_alloc(4096, 0, V).unwrap();
-    m.enter(p, 4096, UvmFlags(0)).unwrap();
-    m.enter(p, 4096, UvmFlags(0));
+    m.enter(p, 4096, UvmFlags::empty()).unwrap();
+    m.enter(p, 4096, UvmFlags::empty());
 }
 
 #[test]

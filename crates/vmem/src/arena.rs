@@ -278,7 +278,7 @@ impl Arena {
             name: truncate_name(cfg.name),
             quantum: cfg.quantum,
             qshift: cfg.quantum.trailing_zeros(),
-            flags: VmFlags(cfg.flags.0 & VmFlags::ARENA_MASK.0),
+            flags: cfg.flags.intersection(VmFlags::ARENA_MASK),
             ipl: cfg.ipl,
             source: cfg.source,
             qcache_max: qmax,

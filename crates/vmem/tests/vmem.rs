@@ -823,6 +823,41 @@ fn alloc_without_sleep_flag() {
 }
 
 #[test]
+#[should_panic(
+    expected = "vmem_alloc: flags VM_NOSLEEP | VM_INSTANTFIT | VM_BESTFIT must contain exactly one of VM_INSTANTFIT, VM_BESTFIT, VM_NEXTFIT"
+)]
+fn two_strategies_are_named_in_the_panic() {
+    let a = Arena::create("z", 0, 100, 1).unwrap();
+    let _ = a.alloc(1, NS | IF | BF);
+}
+
+#[test]
+fn flags_print_netbsd_names() {
+    assert_eq!(
+        format!("{:?}", VmFlags::SLEEP | BF),
+        "VM_SLEEP | VM_BESTFIT"
+    );
+    assert_eq!(format!("{:?}", VmFlags::NONE), "0");
+    assert_eq!(
+        format!("{:?}", VmFlags::from_bits_retain(0x8000_0001)),
+        "VM_SLEEP | 0x80000000",
+        "unknown bits in hex"
+    );
+    assert_eq!(format!("{:?}", VmFlags::LARGEHASH), "VM_LARGEHASH");
+    // NetBSD's values.
+    assert_eq!(VmFlags::SLEEP.bits(), 0x1);
+    assert_eq!(VmFlags::NOSLEEP.bits(), 0x2);
+    assert_eq!(VmFlags::INSTANTFIT.bits(), 0x1000);
+    assert_eq!(VmFlags::BESTFIT.bits(), 0x2000);
+    assert_eq!(VmFlags::BOOTSTRAP.bits(), 0x1_0000);
+    assert_eq!(VmFlags::POPULATING.bits(), 0x4_0000);
+    assert_eq!(VmFlags::LARGEIMPORT.bits(), 0x8_0000);
+    assert_eq!(VmFlags::XIMPORT.bits(), 0x10_0000);
+    assert_eq!(VmFlags::PRIVTAGS.bits(), 0x20_0000);
+    assert_eq!((VmFlags::SLEEP | IF).sleep_part(), VmFlags::SLEEP);
+}
+
+#[test]
 #[should_panic(expected = "must contain exactly one of VM_INSTANTFIT, VM_BESTFIT, VM_NEXTFIT")]
 fn alloc_with_two_strategies() {
     let a = Arena::create("z", 0, 100, 1).unwrap();
