@@ -187,6 +187,16 @@ impl QuantumCache for BumpCache {
     }
 
     fn qc_free(&self, _arena: &Arena, _addr: usize, _size: usize) {}
+
+    // Pieces are never reused, so no slab is ever idle.
+    fn qc_reclaim(&self, _arena: &Arena) {}
+
+    fn qc_destroy(&self, arena: &Arena) {
+        let slab = self.slab.swap(0, Ordering::SeqCst);
+        if slab != 0 {
+            arena.xfree(slab, SLAB_PAGES * arena.quantum());
+        }
+    }
 }
 
 static BUMP: BumpCache = BumpCache {

@@ -3,7 +3,9 @@
 use core::fmt;
 use core::ptr::{self, NonNull};
 
-use bsdalloc_platform::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use bsdalloc_platform::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering,
+};
 use bsdalloc_platform::sync::cell::UnsafeCell;
 use bsdalloc_platform::{Ipl, KMutex, KMutexGuard, WaitChannel, WaitQueue};
 
@@ -38,12 +40,31 @@ pub trait SpanSource: Sync {
 
 /// The quantum-cache hook (DESIGN.md §1): an arena with `qcache_max > 0`
 /// sends sizes up to `qcache_max` here. `bsdalloc-pool-cache` implements
-/// it; without one the arena serves those sizes itself.
+/// it (NetBSD's `qc_cache` pool caches, one per multiple of the quantum);
+/// without one the arena serves those sizes itself.
+///
+/// The cache takes its memory from the arena it serves, in segments of its
+/// own (with `xalloc`/`alloc` on `arena`, sizes above `qcache_max` or with
+/// the cache detached), and hands out pieces of them. Every method is
+/// called with no vmem lock held, so it may call the arena.
 pub trait QuantumCache: Sync {
     /// Allocate `size` bytes (a multiple of the quantum, ≤ `qcache_max`).
     fn qc_alloc(&self, arena: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError>;
+
     /// Free what `qc_alloc(size)` returned.
     fn qc_free(&self, arena: &Arena, addr: usize, size: usize);
+
+    /// Give cached segments that hold nothing back to `arena` (NetBSD's
+    /// pool reclaim of the `qc_cache` pools): what [`Arena::reclaim`] asks
+    /// when memory is short. Outstanding pieces stay valid.
+    fn qc_reclaim(&self, arena: &Arena);
+
+    /// Give everything back to `arena`: called once, by [`Arena::destroy`]
+    /// (NetBSD's `qc_destroy` in `vmem_destroy`), after the cache has been
+    /// detached, so frees of any size now reach the arena itself. Pieces
+    /// still handed out are the caller's leak; a cache may panic on them,
+    /// as `pool_cache_destroy` does.
+    fn qc_destroy(&self, arena: &Arena);
 }
 
 /// An importer over a parent arena: `vmem_alloc(parent)` / `vmem_free`.
@@ -78,7 +99,9 @@ pub struct Arena {
     ipl: Ipl,
     pub(crate) source: Option<&'static dyn SpanSource>,
     pub(crate) qcache_max: usize,
-    qcache_set: AtomicBool,
+    /// `QC_NONE`, `QC_PLUGGED` or `QC_DETACHED`: whether `qcache` holds
+    /// the cache and whether allocations go to it.
+    qcache_state: AtomicU8,
     qcache: UnsafeCell<Option<&'static dyn QuantumCache>>,
     /// `MUTEX_DEFAULT` at the arena's level: adaptive at `IPL_NONE` (its
     /// waiters sleep instead of spinning), a spin mutex above.
@@ -104,7 +127,7 @@ pub struct Arena {
 }
 
 // SAFETY: all mutable state is behind the arena's spin mutex, except the
-// quantum-cache hook, written once before `qcache_set` is published.
+// quantum-cache hook, written once before `qcache_state` publishes it.
 unsafe impl Sync for Arena {}
 // SAFETY: as above; the raw tag pointers inside belong to the arena.
 unsafe impl Send for Arena {}
@@ -221,6 +244,14 @@ const fn truncate_name(name: &'static str) -> &'static str {
     name.split_at(n).0
 }
 
+/// No quantum cache was ever plugged in.
+const QC_NONE: u8 = 0;
+/// A quantum cache is plugged in and serves sizes up to `qcache_max`.
+const QC_PLUGGED: u8 = 1;
+/// The cache was detached by `destroy` (and told to give everything back):
+/// the arena serves every size itself from then on.
+const QC_DETACHED: u8 = 2;
+
 /// Pause before retrying a tag refill under `VM_SLEEP` ("sleep one tick").
 fn pause() {
     #[cfg(feature = "std")]
@@ -282,7 +313,7 @@ impl Arena {
             ipl: cfg.ipl,
             source: cfg.source,
             qcache_max: qmax,
-            qcache_set: AtomicBool::new(false),
+            qcache_state: AtomicU8::new(QC_NONE),
             qcache: UnsafeCell::new(None),
             lock: KMutex::new(cfg.ipl, Inner::new()),
             cv: WaitChannel::new("vmem"),
@@ -416,8 +447,8 @@ impl Arena {
     /// Plug in the quantum cache (DESIGN.md §1). Once, before any allocation.
     ///
     /// # Panics
-    /// If the arena has no `qcache_max`, already has a cache, or has live
-    /// allocations.
+    /// If the arena has no `qcache_max`, already has (or had) a cache, or
+    /// has live allocations.
     pub fn set_quantum_cache(&self, qc: &'static dyn QuantumCache) {
         self.assert_alive();
         assert!(
@@ -435,20 +466,22 @@ impl Arena {
                 self.name
             );
         }
-        if self.qcache_set.load(Ordering::Relaxed) {
+        if self.qcache_state.load(Ordering::Relaxed) != QC_NONE {
             drop(g);
             panic!("vmem '{}': quantum cache already set", self.name);
         }
-        // SAFETY: written once, under the lock, before `qcache_set` is
-        // published with Release; readers load it with Acquire first.
+        // SAFETY: written once, under the lock, before `qcache_state` is
+        // published with Release; readers load it with Acquire first, and
+        // no later state writes the cell again.
         self.qcache.with_mut(|p| unsafe { *p = Some(qc) });
-        self.qcache_set.store(true, Ordering::Release);
+        self.qcache_state.store(QC_PLUGGED, Ordering::Release);
         drop(g);
     }
 
+    /// The plugged-in cache, unless none was or `destroy` detached it.
     #[inline]
     pub(crate) fn quantum_cache(&self) -> Option<&'static dyn QuantumCache> {
-        if self.qcache_set.load(Ordering::Acquire) {
+        if self.qcache_state.load(Ordering::Acquire) == QC_PLUGGED {
             // SAFETY: published once (see set_quantum_cache), never changed.
             self.qcache.with(|p| unsafe { *p })
         } else {
@@ -456,9 +489,24 @@ impl Arena {
         }
     }
 
-    /// Whether a quantum cache is plugged in.
+    /// Whether a quantum cache is plugged in (and not yet detached by
+    /// [`Arena::destroy`]).
     pub fn has_quantum_cache(&self) -> bool {
         self.quantum_cache().is_some()
+    }
+
+    /// Ask the quantum cache to give the segments it holds idle back to the
+    /// arena ([`QuantumCache::qc_reclaim`]; NetBSD reclaims the `qc_cache`
+    /// pools when memory is short). Without a cache, nothing to do.
+    ///
+    /// # Panics
+    /// On a destroyed arena.
+    #[track_caller]
+    pub fn reclaim(&self) {
+        self.assert_alive();
+        if let Some(qc) = self.quantum_cache() {
+            qc.qc_reclaim(self);
+        }
     }
 
     // ---- tags ----
@@ -760,11 +808,32 @@ impl Arena {
     /// that hold the arena, so it must not be called from such a walker's
     /// callback on the same arena.
     ///
+    /// An arena with a quantum cache first detaches it and has it give
+    /// everything back ([`QuantumCache::qc_destroy`], called once, with no
+    /// lock held); the arena then serves every size itself.
+    ///
     /// # Panics
     /// If allocations are still live ("vmem_destroy: … still allocated"), or
-    /// if the arena was already destroyed; nothing changes then.
+    /// if the arena was already destroyed; nothing changes then, except
+    /// that a quantum cache, once told to destroy itself, stays detached.
     #[track_caller]
     pub fn destroy(&self) {
+        let g = self.check_alive(self.lock.lock());
+        // The quantum cache first (NetBSD's `qc_destroy`): its segments are
+        // busy ones of this arena. Detached under the lock, so that from now
+        // on every size, the cache's own frees included, comes here; called
+        // without it (unknown code).
+        let detached = if self.qcache_state.load(Ordering::Relaxed) == QC_PLUGGED {
+            self.qcache_state.store(QC_DETACHED, Ordering::Release);
+            // SAFETY: published before QC_PLUGGED (see set_quantum_cache).
+            self.qcache.with(|p| unsafe { *p })
+        } else {
+            None
+        };
+        drop(g);
+        if let Some(qc) = detached {
+            qc.qc_destroy(self);
+        }
         let g = self.check_alive(self.lock.lock());
         if g.hash.nbusy != 0 {
             let (n, b) = (g.hash.nbusy, g.inuse);
@@ -882,11 +951,13 @@ impl Arena {
 /// caller storage are never dropped (they end with [`vmem_destroy`]); nor
 /// are statics.
 ///
+/// A plugged-in quantum cache is destroyed first, as by [`Arena::destroy`].
+///
 /// # Panics
 /// With live allocations, as `vmem_destroy` does ("… still allocated"),
 /// except while the thread is already panicking (with the `std` feature):
-/// the arena's tags and spans are then leaked rather than turning the
-/// unwind into an abort.
+/// the arena's tags and spans (and the cache) are then leaked rather than
+/// turning the unwind into an abort.
 ///
 /// [`vmem_destroy`]: crate::vmem_destroy
 impl Drop for Arena {
@@ -895,17 +966,15 @@ impl Drop for Arena {
         if self.destroyed.load(Ordering::Acquire) {
             return;
         }
-        let (n, bytes) = {
-            let g = self.lock.get_mut();
-            (g.hash.nbusy, g.inuse)
-        };
-        if n != 0 {
-            #[cfg(feature = "std")]
-            if std::thread::panicking() {
-                return;
-            }
-            self.still_allocated(n, bytes);
+        // While unwinding, a busy arena (or its quantum cache, whose
+        // segments are busy here) is leaked rather than torn down: a panic
+        // from `destroy`, or from the cache, would abort.
+        #[cfg(feature = "std")]
+        if std::thread::panicking() && self.lock.get_mut().hash.nbusy != 0 {
+            return;
         }
+        // Panics with live allocations, after the quantum cache gave its
+        // segments back.
         self.destroy();
     }
 }

@@ -121,6 +121,7 @@
 //! | `vmem_roundup_size`, `vmem_size` | [`Arena::roundup_size`], [`Arena::size`] with [`SizeType`] |
 //! | `vmem_import_t`, `vmem_ximport_t`, `vmem_release_t`, `arg` | [`SpanSource`] (implemented by [`Arena`] itself) |
 //! | `qcache_max` + pool caches | [`ArenaConfig::qcache_max`], [`QuantumCache`], [`Arena::set_quantum_cache`] |
+//! | `qc_destroy` in `vmem_destroy`; reclaim of the `qc_cache` pools | [`QuantumCache::qc_destroy`] (by [`Arena::destroy`]), [`QuantumCache::qc_reclaim`] (by [`Arena::reclaim`]) |
 //! | `vmem_rehash_start` | [`Arena::rehash`], [`vmem_rehash_all`] |
 //! | `vmem_subsystem_init` | [`vmem_subsystem_init`] with a [`MetaSource`] |
 //! | `vmem_dump`, `vmem_print`, `vmem_printall`, `vmem_whatis` | [`Arena::dump`], [`vmem_printall`], [`vmem_whatis`] |

@@ -632,6 +632,175 @@ impl QuantumCache for CountingCache {
         self.frees.fetch_add(1, Ordering::SeqCst);
         arena.xfree(addr, size);
     }
+    // A pass-through cache holds nothing to give back.
+    fn qc_reclaim(&self, _arena: &Arena) {}
+    fn qc_destroy(&self, _arena: &Arena) {}
+}
+
+/// A quantum cache in pool_cache's shape: one slab (an `xalloc` segment of
+/// `SLAB_QUANTA` quanta) per size, cut into pieces kept on a free list;
+/// `qc_reclaim` gives back the slabs with no piece out, `qc_destroy` all of
+/// them. Each call checks that the arena's lock is not held (the arena is
+/// at `IPL_VM`, so a held spin mutex makes `arena.stats()` panic with
+/// "locking against myself" instead of hanging).
+struct SlabCache {
+    /// Per size class (quanta 1..=4): the slab's start (0: none), its free
+    /// pieces as a bit mask, and how many pieces are out.
+    classes: std::sync::Mutex<[(usize, u64, u32); 4]>,
+    reclaims: AtomicUsize,
+    destroys: AtomicUsize,
+}
+
+const SLAB_QUANTA: usize = 16;
+
+impl SlabCache {
+    fn new() -> SlabCache {
+        SlabCache {
+            classes: std::sync::Mutex::new([(0, 0, 0); 4]),
+            reclaims: AtomicUsize::new(0),
+            destroys: AtomicUsize::new(0),
+        }
+    }
+
+    /// Give back every slab with nothing out (all of them if `all`).
+    fn give_back(&self, arena: &Arena, all: bool) {
+        let _ = arena.stats(); // panics if the arena lock is held here
+        let q = arena.quantum();
+        let mut slabs = vec![];
+        {
+            let mut c = self.classes.lock().unwrap();
+            for (i, (slab, free, out)) in c.iter_mut().enumerate() {
+                if *slab != 0 && (all || *out == 0) {
+                    slabs.push((*slab, (i + 1) * q * SLAB_QUANTA));
+                    (*slab, *free, *out) = (0, 0, 0);
+                }
+            }
+        }
+        for (slab, size) in slabs {
+            arena.xfree(slab, size);
+        }
+    }
+}
+
+impl QuantumCache for SlabCache {
+    fn qc_alloc(&self, arena: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError> {
+        let _ = arena.stats();
+        let q = arena.quantum();
+        let i = size / q - 1;
+        let mut c = self.classes.lock().unwrap();
+        let (slab, free, out) = &mut c[i];
+        if *slab == 0 {
+            let per = size * SLAB_QUANTA;
+            *slab = arena.xalloc(XallocConstraints::new(per), flags.sleep_part() | IF)?;
+            *free = (1u64 << SLAB_QUANTA) - 1;
+        }
+        if *free == 0 {
+            return Err(VmemError::NoMemory);
+        }
+        let k = free.trailing_zeros() as usize;
+        *free &= !(1 << k);
+        *out += 1;
+        Ok(*slab + k * size)
+    }
+
+    fn qc_free(&self, arena: &Arena, addr: usize, size: usize) {
+        let _ = arena.stats();
+        let i = size / arena.quantum() - 1;
+        let mut c = self.classes.lock().unwrap();
+        let (slab, free, out) = &mut c[i];
+        let k = (addr - *slab) / size;
+        *free |= 1 << k;
+        *out -= 1;
+    }
+
+    fn qc_reclaim(&self, arena: &Arena) {
+        self.reclaims.fetch_add(1, Ordering::SeqCst);
+        self.give_back(arena, false);
+    }
+
+    fn qc_destroy(&self, arena: &Arena) {
+        self.destroys.fetch_add(1, Ordering::SeqCst);
+        self.give_back(arena, true);
+    }
+}
+
+#[test]
+fn reclaim_and_destroy_go_through_the_quantum_cache_unlocked() {
+    let q = 0x100;
+    let qc: &'static SlabCache = leak(SlabCache::new());
+    let cfg = ArenaConfig::new("qc-slabs", q)
+        .qcache_max(4 * q)
+        .ipl(Ipl::Vm);
+    let a = Arena::with_config(cfg, 0x10_0000, 0x10_0000).unwrap();
+    a.set_quantum_cache(qc);
+    let x = a.alloc(q, NS | IF).unwrap();
+    let y = a.alloc(2 * q, NS | IF).unwrap();
+    // Two slabs, busy segments of the arena; pieces are not.
+    assert_eq!(a.stats().nbusy, 2);
+    assert_eq!(a.size(SizeType::ALLOC), 3 * q * SLAB_QUANTA);
+    assert!(!a.is_allocated(x + q), "pieces are the cache's own");
+    // Reclaim gives back only the slab with nothing out.
+    a.free(y, 2 * q);
+    a.reclaim();
+    assert_eq!(qc.reclaims.load(Ordering::SeqCst), 1);
+    assert_eq!(a.stats().nbusy, 1, "the 2-quanta slab went back");
+    // Destroy with a piece still out of the cache: the cache gives its
+    // slab back (its own leak check would be pool_cache's), then the arena
+    // is empty and goes.
+    a.destroy();
+    assert_eq!(qc.destroys.load(Ordering::SeqCst), 1, "called once");
+    assert!(a.is_destroyed());
+    assert!(!a.has_quantum_cache(), "detached by destroy");
+    let _ = x;
+}
+
+#[test]
+fn dropping_an_arena_destroys_its_quantum_cache_first() {
+    let q = 0x100;
+    let qc: &'static SlabCache = leak(SlabCache::new());
+    {
+        let cfg = ArenaConfig::new("qc-drop", q)
+            .qcache_max(4 * q)
+            .ipl(Ipl::Vm);
+        let a = Arena::with_config(cfg, 0x10_0000, 0x10_0000).unwrap();
+        a.set_quantum_cache(qc);
+        let x = a.alloc(3 * q, NS | IF).unwrap();
+        a.free(x, 3 * q);
+        assert_eq!(a.stats().nbusy, 1, "the cache keeps its slab");
+        // Dropped here: with the slab still busy, this used to panic
+        // "still allocated".
+    }
+    assert_eq!(qc.destroys.load(Ordering::SeqCst), 1);
+    assert_eq!(qc.reclaims.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_refused_destroy_leaves_the_cache_detached_and_the_arena_usable() {
+    let q = 0x100;
+    let qc: &'static SlabCache = leak(SlabCache::new());
+    let cfg = ArenaConfig::new("qc-busy", q)
+        .qcache_max(4 * q)
+        .ipl(Ipl::Vm);
+    let a = Arena::with_config(cfg, 0x10_0000, 0x10_0000).unwrap();
+    a.set_quantum_cache(qc);
+    let small = a.alloc(q, NS | IF).unwrap();
+    let big = a.alloc(8 * q, NS | IF).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.destroy()));
+    assert!(r.is_err(), "a live segment outside the cache refuses it");
+    assert_eq!(qc.destroys.load(Ordering::SeqCst), 1);
+    assert!(!a.is_destroyed());
+    // From now on the arena serves small sizes itself.
+    let z = a.alloc(q, NS | IF).unwrap();
+    assert!(
+        a.is_allocated(z),
+        "a busy segment of the arena, not a piece"
+    );
+    a.free(z, q);
+    a.reclaim(); // no cache any more: nothing to call
+    assert_eq!(qc.reclaims.load(Ordering::SeqCst), 0);
+    a.free(big, 8 * q);
+    a.destroy();
+    let _ = small;
 }
 
 #[test]
