@@ -846,7 +846,7 @@ impl Arena {
         // only registered arenas, under the list lock: once unregistered, no
         // new pin appears, and the ones taken before go away when their
         // callbacks return.
-        crate::debug::unregister(self);
+        crate::registry::unregister(self);
         let mut g = self.check_alive(self.lock.lock());
         while self.walkers.load(Ordering::Relaxed) != 0 {
             // Unpinning happens under this lock and broadcasts `cv`.

@@ -158,9 +158,13 @@ mod arena;
 mod bt;
 mod constraints;
 mod debug;
+mod fit;
 mod flags;
+mod hash;
 mod inner;
+mod links;
 mod netbsd;
+mod registry;
 mod wrappers;
 
 pub use arena::{Arena, ArenaConfig, QuantumCache, SpanSource};
@@ -168,9 +172,7 @@ pub use arena::{Arena, ArenaConfig, QuantumCache, SpanSource};
 pub use bt::OsMetaSource;
 pub use bt::{BoundaryTag, MetaSource, TagSupplyStats, tag_supply_stats, vmem_subsystem_init};
 pub use constraints::XallocConstraints;
-pub use debug::{
-    ArenaStats, Insanity, for_each_arena, vmem_printall, vmem_rehash_all, vmem_whatis,
-};
+pub use debug::{ArenaStats, Insanity, vmem_printall, vmem_whatis};
 pub use flags::{
     BT_MAXFREE, BT_MINRESERVE, STATIC_BT_COUNT, SizeType, VMEM_ADDR_MAX, VMEM_ADDR_MIN,
     VMEM_HASHSIZE_MAX, VMEM_HASHSIZE_MAX_LARGE, VMEM_HASHSIZE_MIN, VMEM_MAXORDER, VMEM_NAME_MAX,
@@ -182,4 +184,5 @@ pub use netbsd::{
     vmem_roundup_size, vmem_size, vmem_xalloc, vmem_xalloc_addr, vmem_xcreate, vmem_xfree,
     vmem_xfreeall,
 };
+pub use registry::{for_each_arena, vmem_rehash_all};
 pub use wrappers::{Id, IdAllocator, IdPolicy, Segment};
