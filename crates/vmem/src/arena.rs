@@ -1,4 +1,8 @@
-//! The arena: NetBSD's `struct vmem` and its entry points.
+//! The arena: NetBSD's `struct vmem`, its configuration, the import
+//! source trait, and the entry points that manage tags, spans, sleepers,
+//! sizes and the busy hash. Allocation and free are in `alloc.rs`,
+//! creation and destruction in `lifecycle.rs`, the quantum cache in
+//! `qcache.rs`.
 
 use core::fmt;
 use core::ptr::{self, NonNull};
@@ -9,12 +13,10 @@ use bsdalloc_platform::sync::atomic::{
 use bsdalloc_platform::sync::cell::UnsafeCell;
 use bsdalloc_platform::{Ipl, KMutex, KMutexGuard, WaitChannel, WaitQueue};
 
-use crate::bt::{self, BT_F_PRIVATE, BT_TYPE_BUSY, BT_TYPE_SPAN, BT_TYPE_SPAN_STATIC, BoundaryTag};
-use crate::flags::{
-    BT_MINRESERVE, SizeType, VMEM_HASHSIZE_MAX, VMEM_HASHSIZE_MAX_LARGE, VMEM_NAME_MAX,
-    VMEM_QCACHE_IDX_MAX, VmFlags, VmemError,
-};
+use crate::bt::{self, BT_F_PRIVATE, BT_TYPE_BUSY, BT_TYPE_SPAN_STATIC, BoundaryTag};
+use crate::flags::{SizeType, VMEM_HASHSIZE_MAX, VMEM_HASHSIZE_MAX_LARGE, VmFlags, VmemError};
 use crate::inner::Inner;
+use crate::qcache::QuantumCache;
 
 type Bt = BoundaryTag;
 
@@ -36,35 +38,6 @@ pub trait SpanSource: Sync {
     fn can_release(&self) -> bool {
         true
     }
-}
-
-/// The quantum-cache hook (DESIGN.md §1): an arena with `qcache_max > 0`
-/// sends sizes up to `qcache_max` here. `bsdalloc-pool-cache` implements
-/// it (NetBSD's `qc_cache` pool caches, one per multiple of the quantum);
-/// without one the arena serves those sizes itself.
-///
-/// The cache takes its memory from the arena it serves, in segments of its
-/// own (with `xalloc`/`alloc` on `arena`, sizes above `qcache_max` or with
-/// the cache detached), and hands out pieces of them. Every method is
-/// called with no vmem lock held, so it may call the arena.
-pub trait QuantumCache: Sync {
-    /// Allocate `size` bytes (a multiple of the quantum, ≤ `qcache_max`).
-    fn qc_alloc(&self, arena: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError>;
-
-    /// Free what `qc_alloc(size)` returned.
-    fn qc_free(&self, arena: &Arena, addr: usize, size: usize);
-
-    /// Give cached segments that hold nothing back to `arena` (NetBSD's
-    /// pool reclaim of the `qc_cache` pools): what [`Arena::reclaim`] asks
-    /// when memory is short. Outstanding pieces stay valid.
-    fn qc_reclaim(&self, arena: &Arena);
-
-    /// Give everything back to `arena`: called once, by [`Arena::destroy`]
-    /// (NetBSD's `qc_destroy` in `vmem_destroy`), after the cache has been
-    /// detached, so frees of any size now reach the arena itself. Pieces
-    /// still handed out are the caller's leak; a cache may panic on them,
-    /// as `pool_cache_destroy` does.
-    fn qc_destroy(&self, arena: &Arena);
 }
 
 /// An importer over a parent arena: `vmem_alloc(parent)` / `vmem_free`.
@@ -96,13 +69,13 @@ pub struct Arena {
     pub(crate) quantum: usize,
     pub(crate) qshift: u32,
     pub(crate) flags: VmFlags,
-    ipl: Ipl,
+    pub(crate) ipl: Ipl,
     pub(crate) source: Option<&'static dyn SpanSource>,
     pub(crate) qcache_max: usize,
     /// `QC_NONE`, `QC_PLUGGED` or `QC_DETACHED`: whether `qcache` holds
     /// the cache and whether allocations go to it.
-    qcache_state: AtomicU8,
-    qcache: UnsafeCell<Option<&'static dyn QuantumCache>>,
+    pub(crate) qcache_state: AtomicU8,
+    pub(crate) qcache: UnsafeCell<Option<&'static dyn QuantumCache>>,
     /// `MUTEX_DEFAULT` at the arena's level: adaptive at `IPL_NONE` (its
     /// waiters sleep instead of spinning), a spin mutex above.
     pub(crate) lock: KMutex<Inner>,
@@ -233,25 +206,6 @@ impl ArenaConfig {
     }
 }
 
-const fn truncate_name(name: &'static str) -> &'static str {
-    if name.len() <= VMEM_NAME_MAX {
-        return name;
-    }
-    let mut n = VMEM_NAME_MAX;
-    while !name.is_char_boundary(n) {
-        n -= 1;
-    }
-    name.split_at(n).0
-}
-
-/// No quantum cache was ever plugged in.
-const QC_NONE: u8 = 0;
-/// A quantum cache is plugged in and serves sizes up to `qcache_max`.
-const QC_PLUGGED: u8 = 1;
-/// The cache was detached by `destroy` (and told to give everything back):
-/// the arena serves every size itself from then on.
-const QC_DETACHED: u8 = 2;
-
 /// Pause before retrying a tag refill under `VM_SLEEP` ("sleep one tick").
 fn pause() {
     #[cfg(feature = "std")]
@@ -282,111 +236,6 @@ pub(crate) fn check_fit_flags(what: &str, flags: VmFlags) -> VmFlags {
 }
 
 impl Arena {
-    /// `vmem_init` on caller storage, without an initial span: a const
-    /// constructor for statics. Add spans with [`Arena::add`].
-    ///
-    /// # Panics
-    /// If the quantum is not a power of two, `qcache_max` is not a multiple
-    /// of it, or `VM_XIMPORT` is passed (only `vmem_xcreate` sets it).
-    pub const fn new(cfg: ArenaConfig) -> Arena {
-        assert!(
-            cfg.quantum.is_power_of_two(),
-            "vmem_init: quantum must be a power of two"
-        );
-        assert!(
-            cfg.qcache_max.is_multiple_of(cfg.quantum),
-            "vmem_init: qcache_max must be a multiple of the quantum"
-        );
-        // Clamp to 16 quanta; with a quantum of 2^60 or more, 16 quanta do
-        // not fit in a usize and any legal qcache_max is below them.
-        let mut qmax = cfg.qcache_max;
-        if let Some(limit) = VMEM_QCACHE_IDX_MAX.checked_mul(cfg.quantum)
-            && qmax > limit
-        {
-            qmax = limit;
-        }
-        Arena {
-            name: truncate_name(cfg.name),
-            quantum: cfg.quantum,
-            qshift: cfg.quantum.trailing_zeros(),
-            flags: cfg.flags.intersection(VmFlags::ARENA_MASK),
-            ipl: cfg.ipl,
-            source: cfg.source,
-            qcache_max: qmax,
-            qcache_state: AtomicU8::new(QC_NONE),
-            qcache: UnsafeCell::new(None),
-            lock: KMutex::new(cfg.ipl, Inner::new()),
-            cv: WaitChannel::new("vmem"),
-            next: AtomicPtr::new(ptr::null_mut()),
-            registered: AtomicBool::new(false),
-            serial: AtomicU64::new(0),
-            walkers: AtomicUsize::new(0),
-            descriptor: AtomicBool::new(false),
-            destroyed: AtomicBool::new(false),
-        }
-    }
-
-    /// An arena with an initial static span `[base, base+size)` (size 0:
-    /// none), `IPL_NONE`, no source. The common case of `vmem_create`.
-    ///
-    /// # Panics
-    /// As [`Arena::new`].
-    pub fn create(
-        name: &'static str,
-        base: usize,
-        size: usize,
-        quantum: usize,
-    ) -> Result<Arena, VmemError> {
-        Self::with_config(ArenaConfig::new(name, quantum), base, size)
-    }
-
-    /// `vmem_create` by value: configure, then add the initial span
-    /// `[base, base+size)` if `size > 0`.
-    ///
-    /// # Panics
-    /// As [`Arena::new`]; also with `VM_XIMPORT` (set by
-    /// [`crate::vmem_xcreate`] only), `VM_PRIVTAGS` with an initial span, or
-    /// flags without exactly one of `VM_SLEEP` and `VM_NOSLEEP`.
-    pub fn with_config(cfg: ArenaConfig, base: usize, size: usize) -> Result<Arena, VmemError> {
-        if cfg.flags.contains(VmFlags::XIMPORT) {
-            panic!("vmem_create: VM_XIMPORT is set by vmem_xcreate only");
-        }
-        Self::build(cfg, base, size)
-    }
-
-    /// The one create path, behind `vmem_create`, `vmem_xcreate`,
-    /// `vmem_init` and [`Arena::with_config`]: validate, construct, reserve
-    /// tags and add the initial span. The caller then moves the arena where
-    /// it lives (nothing points into an arena that is not registered yet:
-    /// tags link to each other, never to their list heads).
-    pub(crate) fn build(cfg: ArenaConfig, base: usize, size: usize) -> Result<Arena, VmemError> {
-        if cfg.flags.contains(VmFlags::PRIVTAGS) && size != 0 {
-            panic!("vmem_init: a VM_PRIVTAGS arena must be created without an initial span");
-        }
-        check_sleep_flags("vmem_create", cfg.flags);
-        let a = Arena::new(cfg);
-        a.init(cfg.flags, base, size)?;
-        Ok(a)
-    }
-
-    /// The run-time part of `vmem_init`: bootstrap reserve, initial span.
-    pub(crate) fn init(&self, flags: VmFlags, base: usize, size: usize) -> Result<(), VmemError> {
-        self.init_reserve(flags)?;
-        if size > 0 {
-            self.add(base, size, flags.sleep_part())?;
-        }
-        Ok(())
-    }
-
-    fn init_reserve(&self, flags: VmFlags) -> Result<(), VmemError> {
-        if flags.contains(VmFlags::BOOTSTRAP) && !self.flags.contains(VmFlags::PRIVTAGS) {
-            let g = self.lock.lock();
-            let g = self.refill(g, flags.sleep_part(), BT_MINRESERVE + 1)?;
-            drop(g);
-        }
-        Ok(())
-    }
-
     /// The arena's name.
     pub fn name(&self) -> &'static str {
         self.name
@@ -442,71 +291,6 @@ impl Arena {
     pub(crate) fn fail_early(&self) -> VmemError {
         self.check_alive(self.lock.lock()).stats.failures += 1;
         VmemError::NoMemory
-    }
-
-    /// Plug in the quantum cache (DESIGN.md §1). Once, before any allocation.
-    ///
-    /// # Panics
-    /// If the arena has no `qcache_max`, already has (or had) a cache, or
-    /// has live allocations.
-    pub fn set_quantum_cache(&self, qc: &'static dyn QuantumCache) {
-        self.assert_alive();
-        assert!(
-            self.qcache_max > 0,
-            "vmem '{}': no qcache_max, nothing to cache",
-            self.name
-        );
-        let g = self.check_alive(self.lock.lock());
-        // The panics below run the panic hook (unknown code): never with
-        // the arena's spin mutex held.
-        if g.hash.nbusy != 0 {
-            drop(g);
-            panic!(
-                "vmem '{}': quantum cache plugged in after allocations",
-                self.name
-            );
-        }
-        if self.qcache_state.load(Ordering::Relaxed) != QC_NONE {
-            drop(g);
-            panic!("vmem '{}': quantum cache already set", self.name);
-        }
-        // SAFETY: written once, under the lock, before `qcache_state` is
-        // published with Release; readers load it with Acquire first, and
-        // no later state writes the cell again.
-        self.qcache.with_mut(|p| unsafe { *p = Some(qc) });
-        self.qcache_state.store(QC_PLUGGED, Ordering::Release);
-        drop(g);
-    }
-
-    /// The plugged-in cache, unless none was or `destroy` detached it.
-    #[inline]
-    pub(crate) fn quantum_cache(&self) -> Option<&'static dyn QuantumCache> {
-        if self.qcache_state.load(Ordering::Acquire) == QC_PLUGGED {
-            // SAFETY: published once (see set_quantum_cache), never changed.
-            self.qcache.with(|p| unsafe { *p })
-        } else {
-            None
-        }
-    }
-
-    /// Whether a quantum cache is plugged in (and not yet detached by
-    /// [`Arena::destroy`]).
-    pub fn has_quantum_cache(&self) -> bool {
-        self.quantum_cache().is_some()
-    }
-
-    /// Ask the quantum cache to give the segments it holds idle back to the
-    /// arena ([`QuantumCache::qc_reclaim`]; NetBSD reclaims the `qc_cache`
-    /// pools when memory is short). Without a cache, nothing to do.
-    ///
-    /// # Panics
-    /// On a destroyed arena.
-    #[track_caller]
-    pub fn reclaim(&self) {
-        self.assert_alive();
-        if let Some(qc) = self.quantum_cache() {
-            qc.qc_reclaim(self);
-        }
     }
 
     // ---- tags ----
@@ -800,128 +584,6 @@ impl Arena {
         self.lock.lock().hash.size
     }
 
-    /// `vmem_destroy`: give imported spans back to the source, every tag
-    /// back to the supply (donated ones are dropped with the arena), the
-    /// hash table back to the meta source. The arena is unusable afterwards.
-    ///
-    /// A destroy waits (sleeping) for [`crate::for_each_arena`] walkers
-    /// that hold the arena, so it must not be called from such a walker's
-    /// callback on the same arena.
-    ///
-    /// An arena with a quantum cache first detaches it and has it give
-    /// everything back ([`QuantumCache::qc_destroy`], called once, with no
-    /// lock held); the arena then serves every size itself.
-    ///
-    /// # Panics
-    /// If allocations are still live ("vmem_destroy: … still allocated"), or
-    /// if the arena was already destroyed; nothing changes then, except
-    /// that a quantum cache, once told to destroy itself, stays detached.
-    #[track_caller]
-    pub fn destroy(&self) {
-        let g = self.check_alive(self.lock.lock());
-        // The quantum cache first (NetBSD's `qc_destroy`): its segments are
-        // busy ones of this arena. Detached under the lock, so that from now
-        // on every size, the cache's own frees included, comes here; called
-        // without it (unknown code).
-        let detached = if self.qcache_state.load(Ordering::Relaxed) == QC_PLUGGED {
-            self.qcache_state.store(QC_DETACHED, Ordering::Release);
-            // SAFETY: published before QC_PLUGGED (see set_quantum_cache).
-            self.qcache.with(|p| unsafe { *p })
-        } else {
-            None
-        };
-        drop(g);
-        if let Some(qc) = detached {
-            qc.qc_destroy(self);
-        }
-        let g = self.check_alive(self.lock.lock());
-        if g.hash.nbusy != 0 {
-            let (n, b) = (g.hash.nbusy, g.inuse);
-            drop(g);
-            self.still_allocated(n, b);
-        }
-        drop(g);
-        // Only once the arena is known to be idle: a refused destroy changes
-        // nothing. (The arena list ranks above arena locks.) Walkers pin
-        // only registered arenas, under the list lock: once unregistered, no
-        // new pin appears, and the ones taken before go away when their
-        // callbacks return.
-        crate::registry::unregister(self);
-        let mut g = self.check_alive(self.lock.lock());
-        while self.walkers.load(Ordering::Relaxed) != 0 {
-            // Unpinning happens under this lock and broadcasts `cv`.
-            g = self.cv.wait(g);
-        }
-        if g.hash.nbusy != 0 {
-            // Allocated from while the lock was dropped (racing a destroy is
-            // the caller's bug): refuse rather than tear live segments down.
-            // The arena stays usable, though no longer registered.
-            let (n, b) = (g.hash.nbusy, g.inuse);
-            drop(g);
-            self.still_allocated(n, b);
-        }
-        self.destroyed.store(true, Ordering::Release);
-        // Sleepers of a destroyed arena wake to its use-after-destroy panic.
-        g.sleepers.wake_all();
-        g.generation = g.generation.wrapping_add(1);
-        let mut released: [(usize, usize); 8] = [(0, 0); 8];
-        loop {
-            // Tear down span by span; release imported ones unlocked.
-            let mut n = 0;
-            let mut bt = g.seg_head;
-            while !bt.is_null() && n < released.len() {
-                // SAFETY: walking our own segment list.
-                let next = unsafe { (*bt).seg_next };
-                g.seg_remove(bt);
-                // SAFETY: a tag we just unlinked.
-                let (typ, start, size) = unsafe { ((*bt).typ, (*bt).start, (*bt).size) };
-                if typ == crate::bt::BT_TYPE_FREE {
-                    g.fl_remove(bt, self.qshift);
-                }
-                if typ == BT_TYPE_SPAN {
-                    released[n] = (start, size);
-                    n += 1;
-                }
-                if Inner::is_span_type(typ) {
-                    g.size -= size;
-                    g.nspans -= 1;
-                }
-                g.spare_push(bt);
-                bt = next;
-            }
-            if n == 0 && g.seg_head.is_null() {
-                break;
-            }
-            drop(g);
-            if let Some(src) = self.source.filter(|s| s.can_release()) {
-                for &(s, z) in &released[..n] {
-                    src.release(s, z);
-                }
-            }
-            g = self.lock.lock();
-        }
-        g.cursor = ptr::null_mut();
-        g.nimported = 0;
-        self.trim(&mut g, 0);
-        // SAFETY: no tags remain; switching back to the embedded bucket.
-        let (old, oldsize) = unsafe { g.hash.rehash(ptr::null_mut(), 1) };
-        drop(g);
-        if let (Some(old), Some(meta)) = (NonNull::new(old.cast::<u8>()), bt::meta_source()) {
-            // SAFETY: the table came from alloc_meta(table_bytes(oldsize)).
-            unsafe { meta.free_meta(old, table_bytes(oldsize)) };
-        }
-        self.cv.broadcast();
-    }
-
-    #[cold]
-    #[track_caller]
-    fn still_allocated(&self, n: usize, bytes: usize) -> ! {
-        panic!(
-            "vmem_destroy: arena '{}': {n} allocations ({bytes:#x} bytes) still allocated",
-            self.name
-        );
-    }
-
     /// Whether `addr` is the start of a busy segment (for wrappers/tests).
     pub fn is_allocated(&self, addr: usize) -> bool {
         self.busy_size(addr).is_some()
@@ -939,43 +601,6 @@ impl Arena {
             // SAFETY: as above.
             unsafe { (*bt).size }
         })
-    }
-}
-
-/// A by-value arena ([`Arena::create`], [`Arena::with_config`], a field of
-/// a struct) is destroyed when dropped, unless [`Arena::destroy`] already
-/// ran: tags back to the global supply, imported spans back to the source,
-/// the hash table back to the meta source.
-///
-/// Arenas that live in a `vmem_create` descriptor or in `vmem_init`'s
-/// caller storage are never dropped (they end with [`vmem_destroy`]); nor
-/// are statics.
-///
-/// A plugged-in quantum cache is destroyed first, as by [`Arena::destroy`].
-///
-/// # Panics
-/// With live allocations, as `vmem_destroy` does ("… still allocated"),
-/// except while the thread is already panicking (with the `std` feature):
-/// the arena's tags and spans (and the cache) are then leaked rather than
-/// turning the unwind into an abort.
-///
-/// [`vmem_destroy`]: crate::vmem_destroy
-impl Drop for Arena {
-    #[track_caller]
-    fn drop(&mut self) {
-        if self.destroyed.load(Ordering::Acquire) {
-            return;
-        }
-        // While unwinding, a busy arena (or its quantum cache, whose
-        // segments are busy here) is leaked rather than torn down: a panic
-        // from `destroy`, or from the cache, would abort.
-        #[cfg(feature = "std")]
-        if std::thread::panicking() && self.lock.get_mut().hash.nbusy != 0 {
-            return;
-        }
-        // Panics with live allocations, after the quantum cache gave its
-        // segments back.
-        self.destroy();
     }
 }
 

@@ -162,12 +162,14 @@ mod fit;
 mod flags;
 mod hash;
 mod inner;
+mod lifecycle;
 mod links;
 mod netbsd;
+mod qcache;
 mod registry;
 mod wrappers;
 
-pub use arena::{Arena, ArenaConfig, QuantumCache, SpanSource};
+pub use arena::{Arena, ArenaConfig, SpanSource};
 #[cfg(feature = "std")]
 pub use bt::OsMetaSource;
 pub use bt::{BoundaryTag, MetaSource, TagSupplyStats, tag_supply_stats, vmem_subsystem_init};
@@ -184,5 +186,6 @@ pub use netbsd::{
     vmem_roundup_size, vmem_size, vmem_xalloc, vmem_xalloc_addr, vmem_xcreate, vmem_xfree,
     vmem_xfreeall,
 };
+pub use qcache::QuantumCache;
 pub use registry::{for_each_arena, vmem_rehash_all};
 pub use wrappers::{Id, IdAllocator, IdPolicy, Segment};
