@@ -170,7 +170,9 @@ impl Arena {
                 // run out of tags halfway. (The reserve above covers them;
                 // this keeps a refill-policy change from corrupting the
                 // arena.)
-                let need = g.carve_tags(bt, a, req.size(), self.quantum) + cursor;
+                // SAFETY: the search just returned `bt`, a FREE tag holding
+                // [a, a+size), with the lock held since.
+                let need = unsafe { g.carve_tags(bt, a, req.size(), self.quantum) } + cursor;
                 if g.nspare < need {
                     g = match self.refill(g, flags, need) {
                         // The lock may have been dropped: search again.
@@ -182,11 +184,15 @@ impl Arena {
                     };
                     continue;
                 }
-                let busy = g.carve(bt, a, req.size(), self.qshift, self.quantum, xalloc);
+                // SAFETY: as above (the refill that drops the lock searches
+                // again), with the spares counted.
+                let busy = unsafe { g.carve(bt, a, req.size(), self.qshift, self.quantum, xalloc) };
                 if strat == VmFlags::NEXTFIT {
                     self.ensure_cursor(&mut g);
                     g.cursor_unlink();
-                    g.cursor_place_after(busy);
+                    // SAFETY: `busy` is on the segment list; the cursor was
+                    // just taken off it.
+                    unsafe { g.cursor_place_after(busy) };
                 }
                 g.stats.allocs += 1;
                 if woken {
@@ -231,10 +237,12 @@ impl Arena {
     fn ensure_cursor(&self, g: &mut Inner) {
         if g.cursor.is_null() {
             let c = g.spare_pop();
-            // SAFETY: a fresh spare tag.
-            unsafe { (*c).typ = BT_TYPE_CURSOR };
+            // SAFETY: a fresh spare tag, on no list.
+            unsafe {
+                (*c).typ = BT_TYPE_CURSOR;
+                g.seg_insert_before(ptr::null_mut(), c);
+            }
             g.cursor = c;
-            g.seg_insert_before(ptr::null_mut(), c);
         }
     }
 
@@ -396,25 +404,35 @@ impl Arena {
                 self.name
             );
         }
-        self.free_busy(g, bt);
+        // SAFETY: the hash lookup found `bt` under this very lock.
+        unsafe { self.free_busy(g, bt) };
     }
 
     /// Free BUSY tag `bt` (spec §1.6), consuming the lock.
-    fn free_busy(&self, mut g: KMutexGuard<'_, Inner>, bt: *mut Bt) {
-        // SAFETY: `bt` is a BUSY tag on the hash.
-        unsafe { g.hash.remove(bt) };
+    ///
+    /// # Safety
+    /// `bt` is a BUSY tag on this arena's busy hash (`g` is its lock).
+    unsafe fn free_busy(&self, mut g: KMutexGuard<'_, Inner>, bt: *mut Bt) {
         g.stats.frees += 1;
         let had_cursor = g.cursor_unlink();
-        let (seg, whole_span) = g.free_coalesce(bt, self.qshift);
+        // SAFETY: caller's contract: on the hash, hence on the segment list;
+        // taken off the hash here, with the cursor off the list.
+        let (seg, whole_span) = unsafe {
+            g.hash.remove(bt);
+            g.free_coalesce(bt, self.qshift)
+        };
         let release = match (whole_span, self.source) {
             (Some(span), Some(src)) if src.can_release() => Some((span, src)),
             _ => None,
         };
         match release {
             Some((span, src)) => {
-                let (start, size) = g.remove_span(span, seg);
+                // SAFETY: `free_coalesce` found `seg` filling imported span
+                // `span`; the cursor is off the list.
+                let (start, size) = unsafe { g.remove_span(span, seg) };
                 if had_cursor {
-                    g.cursor_place_after(ptr::null_mut());
+                    // SAFETY: the cursor is off the list.
+                    unsafe { g.cursor_place_after(ptr::null_mut()) };
                 }
                 g.stats.releases += 1;
                 self.trim(&mut g, BT_MAXFREE);
@@ -423,9 +441,14 @@ impl Arena {
                 src.release(start, size);
             }
             None => {
-                g.fl_insert(seg, self.qshift);
-                if had_cursor {
-                    g.cursor_place_after(seg);
+                // SAFETY: `seg` is the FREE tag `free_coalesce` left on the
+                // segment list and on no free list; the cursor is off the
+                // list.
+                unsafe {
+                    g.fl_insert(seg, self.qshift);
+                    if had_cursor {
+                        g.cursor_place_after(seg);
+                    }
                 }
                 self.trim(&mut g, BT_MAXFREE);
                 self.wake_sleepers(&mut g);
@@ -452,7 +475,8 @@ impl Arena {
             if bt.is_null() {
                 return;
             }
-            self.free_busy(g, bt);
+            // SAFETY: a BUSY tag on the segment list is on the busy hash.
+            unsafe { self.free_busy(g, bt) };
         }
     }
 }

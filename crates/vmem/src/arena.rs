@@ -318,7 +318,8 @@ impl Arena {
             }
             let got = bt::SUPPLY.lock().pop();
             match got {
-                Some(t) => g.spare_push(t),
+                // SAFETY: the supply handed `t` over: ours, on no list.
+                Some(t) => unsafe { g.spare_push(t) },
                 None => {
                     drop(g);
                     let grown = bt::grow_supply(flags);
@@ -344,7 +345,8 @@ impl Arena {
         let mut s = bt::SUPPLY.lock();
         while g.nspare > keep {
             match g.spare_pop_shared() {
-                Some(t) => s.push(t),
+                // SAFETY: taken off our spare list: referenced by nobody.
+                Some(t) => unsafe { s.push(t) },
                 None => break,
             }
         }
@@ -361,7 +363,9 @@ impl Arena {
         for t in tags.iter_mut() {
             *t = BoundaryTag::new();
             t.flags = BT_F_PRIVATE;
-            g.spare_push(t as *mut Bt);
+            // SAFETY: donated for good (`&'static mut`): the arena's own,
+            // on no list.
+            unsafe { g.spare_push(ptr::from_mut(t)) };
         }
     }
 
@@ -534,12 +538,7 @@ impl Arena {
         }
         // SAFETY: the table has room for `newsize` bucket heads (or is the
         // embedded bucket when newsize is 1).
-        let (old, oldsize) = unsafe {
-            g.hash.rehash(
-                table.map_or(ptr::null_mut(), |p| p.as_ptr().cast()),
-                newsize,
-            )
-        };
+        let (old, oldsize) = unsafe { g.hash.rehash(table.map(NonNull::cast), newsize) };
         g.stats.rehashes += 1;
         if decay {
             let h = &mut g.hash;
@@ -550,10 +549,10 @@ impl Arena {
             };
         }
         drop(g);
-        if let (Some(old), Some(meta)) = (NonNull::new(old.cast::<u8>()), bt::meta_source()) {
+        if let (Some(old), Some(meta)) = (old, bt::meta_source()) {
             // SAFETY: the old table came from alloc_meta(table_bytes(oldsize))
             // and no arena references it after the rehash.
-            unsafe { meta.free_meta(old, table_bytes(oldsize)) };
+            unsafe { meta.free_meta(old.cast(), table_bytes(oldsize)) };
         }
     }
 

@@ -339,13 +339,17 @@ fn write_tag(w: &mut dyn Write, t: &TagSnap) -> fmt::Result {
     )
 }
 
-fn on_list(head: *mut BoundaryTag, bt: *const BoundaryTag) -> bool {
+/// Whether `bt` is on the `link_*` list that starts at `head`.
+///
+/// # Safety
+/// `head` is null or the head of a list of this arena's tags (lock held).
+unsafe fn on_list(head: *mut BoundaryTag, bt: *const BoundaryTag) -> bool {
     let mut p = head;
     while !p.is_null() {
         if ptr::eq(p, bt) {
             return true;
         }
-        // SAFETY: list members are valid.
+        // SAFETY: list members are valid (caller's contract).
         p = unsafe { (*p).link_next };
     }
     false
@@ -441,7 +445,8 @@ fn check_inner(g: &mut Inner, qshift: u32) -> Result<(), Insanity> {
                     return Err(Insanity::Uncoalesced { a: pf, b: t.start });
                 }
                 let list = Inner::list_floor(t.size >> qshift);
-                if list >= VMEM_MAXORDER || !on_list(g.freelist[list], t) {
+                // SAFETY: a free-list head of this arena, under its lock.
+                if list >= VMEM_MAXORDER || !unsafe { on_list(g.freelist[list], t) } {
                     return Err(Insanity::FreeList {
                         start: t.start,
                         size: t.size,

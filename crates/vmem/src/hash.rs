@@ -1,17 +1,17 @@
 //! The busy-tag hash: BUSY tags chained by start address, so that a free
 //! finds its tag in constant expected time (NetBSD's `vm_hashlist`).
 
-use core::ptr;
+use core::ptr::{self, NonNull};
 
 use crate::bt::BoundaryTag;
-use crate::links::{link_push, link_unlink};
+use crate::links::{bucket, link_push, link_unlink};
 
 type Bt = BoundaryTag;
 
 /// The busy-tag hash: chains of BUSY tags keyed by start address.
 pub(crate) struct BusyHash {
-    /// `size` bucket heads, or null while the embedded bucket is in use.
-    pub(crate) table: *mut *mut Bt,
+    /// `size` bucket heads, or `None` while the embedded bucket is in use.
+    pub(crate) table: Option<NonNull<*mut Bt>>,
     pub(crate) size: usize,
     pub(crate) embedded: *mut Bt,
     pub(crate) nbusy: usize,
@@ -21,7 +21,7 @@ pub(crate) struct BusyHash {
 impl BusyHash {
     pub(crate) const fn new() -> Self {
         BusyHash {
-            table: ptr::null_mut(),
+            table: None,
             size: 1,
             embedded: ptr::null_mut(),
             nbusy: 0,
@@ -41,11 +41,17 @@ impl BusyHash {
 
     #[inline]
     fn head(&mut self, addr: usize) -> *mut *mut Bt {
-        if self.table.is_null() {
-            &mut self.embedded
-        } else {
-            // SAFETY: the table has `size` entries and the index is < size.
-            unsafe { self.table.add(Self::bucket_index(addr, self.size)) }
+        self.head_at(Self::bucket_index(addr, self.size))
+    }
+
+    /// Bucket `i` (< `size`).
+    #[inline]
+    fn head_at(&mut self, i: usize) -> *mut *mut Bt {
+        debug_assert!(i < self.size);
+        match self.table {
+            None => &mut self.embedded,
+            // SAFETY: the table has `size` entries and i < size.
+            Some(t) => unsafe { bucket(t, i) }.as_ptr(),
         }
     }
 
@@ -91,26 +97,22 @@ impl BusyHash {
         ptr::null_mut()
     }
 
-    /// Move every tag to `table` of `size` buckets (a power of two; null
-    /// and 1 for the embedded bucket). Returns the old table and size.
+    /// Move every tag to `table` of `size` buckets (a power of two;
+    /// `None` and 1 for the embedded bucket). Returns the old table and
+    /// size.
     ///
     /// # Safety
-    /// `table` has `size` writable entries, or is null with `size == 1`.
+    /// `table` has `size` writable entries, or is `None` with `size == 1`.
     pub(crate) unsafe fn rehash(
         &mut self,
-        table: *mut *mut Bt,
+        table: Option<NonNull<*mut Bt>>,
         size: usize,
-    ) -> (*mut *mut Bt, usize) {
+    ) -> (Option<NonNull<*mut Bt>>, usize) {
         let mut all: *mut Bt = ptr::null_mut();
         // Collect every tag into one chain.
         let old_size = self.size;
         for i in 0..old_size {
-            let head = if self.table.is_null() {
-                &mut self.embedded as *mut *mut Bt
-            } else {
-                // SAFETY: i < old size.
-                unsafe { self.table.add(i) }
-            };
+            let head = self.head_at(i);
             // SAFETY: valid chains of valid tags.
             unsafe {
                 let mut bt = *head;
@@ -127,10 +129,10 @@ impl BusyHash {
         self.table = table;
         self.size = size;
         self.embedded = ptr::null_mut();
-        if !table.is_null() {
+        if let Some(t) = table {
             for i in 0..size {
                 // SAFETY: caller's contract on `table`.
-                unsafe { *table.add(i) = ptr::null_mut() };
+                unsafe { bucket(t, i).write(ptr::null_mut()) };
             }
         }
         let n = self.nbusy;

@@ -78,6 +78,15 @@
 //! constrained request (align, phase, nocross) never imports and fails with
 //! `ENOMEM` even with `VM_SLEEP`, as in NetBSD.
 //!
+//! **Raw pointers.** Tags link to each other by raw pointers, valid only
+//! while the tag is on the list it was found on, under the arena lock. The
+//! link manipulation and the pointer arithmetic on vmem's own memory (tag
+//! chunks, hash tables, descriptor slots) live in one module (`links.rs`),
+//! with strict-provenance arithmetic (pointers derived from their
+//! allocation, never from integers) for Miri; every internal function that
+//! follows a tag pointer its caller passes is `unsafe`, its list membership
+//! the contract.
+//!
 //! **Invariants** (checked by [`Arena::check`], the `VMEM_SANITY` walker):
 //! no tag is inverted; spans never overlap; each span is tiled exactly by
 //! its segments; no two free segments are adjacent; each free segment is on

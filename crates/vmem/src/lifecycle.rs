@@ -2,7 +2,7 @@
 //! create path behind `vmem_create`, `vmem_xcreate`, `vmem_init` and
 //! [`Arena::with_config`], and the teardown of `vmem_destroy` and `Drop`.
 
-use core::ptr::{self, NonNull};
+use core::ptr;
 
 use bsdalloc_platform::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering,
@@ -194,13 +194,15 @@ impl Arena {
             let mut n = 0;
             let mut bt = g.seg_head;
             while !bt.is_null() && n < released.len() {
-                // SAFETY: walking our own segment list.
-                let next = unsafe { (*bt).seg_next };
-                g.seg_remove(bt);
-                // SAFETY: a tag we just unlinked.
-                let (typ, start, size) = unsafe { ((*bt).typ, (*bt).start, (*bt).size) };
+                // SAFETY: walking our own segment list; `bt` is on it.
+                let (next, typ, start, size) = unsafe {
+                    let t = ((*bt).seg_next, (*bt).typ, (*bt).start, (*bt).size);
+                    g.seg_remove(bt);
+                    t
+                };
                 if typ == crate::bt::BT_TYPE_FREE {
-                    g.fl_remove(bt, self.qshift);
+                    // SAFETY: a FREE tag is on the free list of its class.
+                    unsafe { g.fl_remove(bt, self.qshift) };
                 }
                 if typ == BT_TYPE_SPAN {
                     released[n] = (start, size);
@@ -210,7 +212,8 @@ impl Arena {
                     g.size -= size;
                     g.nspans -= 1;
                 }
-                g.spare_push(bt);
+                // SAFETY: off every list now (no BUSY tags are left).
+                unsafe { g.spare_push(bt) };
                 bt = next;
             }
             if n == 0 && g.seg_head.is_null() {
@@ -228,11 +231,11 @@ impl Arena {
         g.nimported = 0;
         self.trim(&mut g, 0);
         // SAFETY: no tags remain; switching back to the embedded bucket.
-        let (old, oldsize) = unsafe { g.hash.rehash(ptr::null_mut(), 1) };
+        let (old, oldsize) = unsafe { g.hash.rehash(None, 1) };
         drop(g);
-        if let (Some(old), Some(meta)) = (NonNull::new(old.cast::<u8>()), bt::meta_source()) {
+        if let (Some(old), Some(meta)) = (old, bt::meta_source()) {
             // SAFETY: the table came from alloc_meta(table_bytes(oldsize)).
-            unsafe { meta.free_meta(old, table_bytes(oldsize)) };
+            unsafe { meta.free_meta(old.cast(), table_bytes(oldsize)) };
         }
         self.cv.broadcast();
     }

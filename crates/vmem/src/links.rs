@@ -1,8 +1,19 @@
-//! The intrusive tag links, with the arena lock held: the doubly linked
-//! `link_*` lists (free lists, hash chains), the spare-tag list, the
-//! segment list, and the free-list size classes.
+//! Raw pointers in one place: the intrusive tag links, with the arena lock
+//! held (the doubly linked `link_*` lists of free lists and hash chains,
+//! the spare-tag list, the segment list), the free-list size classes, and
+//! the pointer arithmetic on vmem's own memory (tag chunks, bucket tables,
+//! descriptor slots).
+//!
+//! A tag pointer is only as good as the list it was found on, which the
+//! type cannot say: every function here that follows a pointer its caller
+//! passes is `unsafe`, with the list membership it relies on as its
+//! contract. Functions that only follow the arena's own list heads are
+//! safe. Arithmetic derives every pointer from the allocation it lies in
+//! (`NonNull::add`, `cast`), never from an integer, so that Miri's strict
+//! provenance checks it.
 
-use core::ptr;
+use core::mem::{align_of, size_of};
+use core::ptr::{self, NonNull};
 
 use crate::bt::{BT_F_PRIVATE, BoundaryTag};
 use crate::inner::Inner;
@@ -47,11 +58,61 @@ pub(crate) unsafe fn link_unlink(head: *mut *mut Bt, bt: *mut Bt) {
     }
 }
 
+// ---- pointer arithmetic ----
+
+/// Cut `chunk`, `bytes` long, into slots of `stride` bytes for `T`s: the
+/// slot pointers in address order, derived from `chunk` (its provenance).
+///
+/// # Safety
+/// `chunk` points at `bytes` bytes of one allocation; `stride` is at least
+/// the size of `T` and a multiple of its alignment, and `chunk` is aligned
+/// for `T`.
+pub(crate) unsafe fn slots<T>(
+    chunk: NonNull<u8>,
+    bytes: usize,
+    stride: usize,
+) -> impl Iterator<Item = NonNull<T>> {
+    debug_assert!(stride >= size_of::<T>() && stride.is_multiple_of(align_of::<T>()));
+    debug_assert!(chunk.cast::<T>().is_aligned());
+    (0..bytes / stride).map(move |i| {
+        // SAFETY: slot i ends at (i + 1) * stride <= bytes: inside the
+        // chunk (caller's contract).
+        unsafe { chunk.add(i * stride) }.cast::<T>()
+    })
+}
+
+/// The `W` at byte `offset` of the memory at `p` (a descriptor slot's link
+/// word).
+///
+/// # Safety
+/// `p` points into one allocation with at least `offset + size_of::<W>()`
+/// bytes from `p`, and `p + offset` is aligned for `W`.
+pub(crate) unsafe fn word_at<W>(p: NonNull<u8>, offset: usize) -> NonNull<W> {
+    // SAFETY: inside the allocation (caller's contract).
+    let w = unsafe { p.add(offset) }.cast::<W>();
+    debug_assert!(w.is_aligned());
+    w
+}
+
+/// Bucket `i` of a busy-hash table.
+///
+/// # Safety
+/// `table` points at a table of more than `i` bucket heads.
+#[inline]
+pub(crate) unsafe fn bucket(table: NonNull<*mut Bt>, i: usize) -> NonNull<*mut Bt> {
+    // SAFETY: caller's contract.
+    unsafe { table.add(i) }
+}
+
 impl Inner {
     // ---- spare tags ----
 
-    pub(crate) fn spare_push(&mut self, bt: *mut Bt) {
-        // SAFETY: `bt` is a tag this arena owns and no list references.
+    /// Reset `bt` (keeping its private flag) and put it on the spare list.
+    ///
+    /// # Safety
+    /// `bt` points at a tag this arena owns that no list references.
+    pub(crate) unsafe fn spare_push(&mut self, bt: *mut Bt) {
+        // SAFETY: caller's contract.
         unsafe {
             let private = (*bt).flags & BT_F_PRIVATE;
             *bt = BoundaryTag::new();
@@ -98,9 +159,13 @@ impl Inner {
     // ---- segment list ----
 
     /// Insert `bt` before `next` (null: at the tail).
-    pub(crate) fn seg_insert_before(&mut self, next: *mut Bt, bt: *mut Bt) {
+    ///
+    /// # Safety
+    /// `next` is null or on this arena's segment list; `bt` points at a tag
+    /// this arena owns that is not on it.
+    pub(crate) unsafe fn seg_insert_before(&mut self, next: *mut Bt, bt: *mut Bt) {
         self.generation = self.generation.wrapping_add(1);
-        // SAFETY: `next` is on the list (or null) and `bt` is not.
+        // SAFETY: caller's contract.
         unsafe {
             let prev = if next.is_null() {
                 self.seg_tail
@@ -123,19 +188,28 @@ impl Inner {
     }
 
     /// Insert `bt` after `prev` (null: at the head).
-    pub(crate) fn seg_insert_after(&mut self, prev: *mut Bt, bt: *mut Bt) {
+    ///
+    /// # Safety
+    /// As [`Inner::seg_insert_before`], with `prev` for `next`.
+    pub(crate) unsafe fn seg_insert_after(&mut self, prev: *mut Bt, bt: *mut Bt) {
         let next = if prev.is_null() {
             self.seg_head
         } else {
-            // SAFETY: `prev` is on the list.
+            // SAFETY: `prev` is on the list (caller's contract).
             unsafe { (*prev).seg_next }
         };
-        self.seg_insert_before(next, bt);
+        // SAFETY: `next` follows `prev` on the list, or is null; `bt` is
+        // the caller's.
+        unsafe { self.seg_insert_before(next, bt) };
     }
 
-    pub(crate) fn seg_remove(&mut self, bt: *mut Bt) {
+    /// Take `bt` off the segment list.
+    ///
+    /// # Safety
+    /// `bt` is on this arena's segment list.
+    pub(crate) unsafe fn seg_remove(&mut self, bt: *mut Bt) {
         self.generation = self.generation.wrapping_add(1);
-        // SAFETY: `bt` is on the list.
+        // SAFETY: caller's contract.
         unsafe {
             let prev = (*bt).seg_prev;
             let next = (*bt).seg_next;
@@ -188,9 +262,13 @@ impl Inner {
         if quanta.is_power_of_two() { f } else { f + 1 }
     }
 
-    pub(crate) fn fl_insert(&mut self, bt: *mut Bt, qshift: u32) {
+    /// Put FREE tag `bt` on the free list of its size class.
+    ///
+    /// # Safety
+    /// `bt` points at a FREE tag of this arena that is on no link list.
+    pub(crate) unsafe fn fl_insert(&mut self, bt: *mut Bt, qshift: u32) {
         self.generation = self.generation.wrapping_add(1);
-        // SAFETY: `bt` is a FREE tag on no free list; the head is ours.
+        // SAFETY: caller's contract; the head is ours.
         unsafe {
             let i = Self::list_floor((*bt).size >> qshift);
             link_push(&mut self.freelist[i], bt);
@@ -198,9 +276,14 @@ impl Inner {
         self.nfree_segs += 1;
     }
 
-    pub(crate) fn fl_remove(&mut self, bt: *mut Bt, qshift: u32) {
+    /// Take FREE tag `bt` off its free list.
+    ///
+    /// # Safety
+    /// `bt` is on this arena's free list of its size class (its size not
+    /// changed since it was put there).
+    pub(crate) unsafe fn fl_remove(&mut self, bt: *mut Bt, qshift: u32) {
         self.generation = self.generation.wrapping_add(1);
-        // SAFETY: `bt` is on the free list of its size class.
+        // SAFETY: caller's contract.
         unsafe {
             let i = Self::list_floor((*bt).size >> qshift);
             link_unlink(&mut self.freelist[i], bt);
@@ -212,8 +295,9 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     //! Pure logic, no OS pages: runs under Miri (`cargo xtask ci --full`).
-    use core::ptr;
+    use core::ptr::{self, NonNull};
 
+    use super::{slots, word_at};
     use crate::bt::{BT_TYPE_FREE, BoundaryTag};
     use crate::flags::VMEM_MAXORDER;
     use crate::inner::Inner;
@@ -248,18 +332,22 @@ mod tests {
         let mut table = [ptr::null_mut::<BoundaryTag>(); 4];
         let p: [*mut BoundaryTag; 8] = core::array::from_fn(|i| &mut tags[i] as *mut BoundaryTag);
         for &t in &p[..4] {
-            inner.fl_insert(t, 4);
+            // SAFETY: FREE tags on no list.
+            unsafe { inner.fl_insert(t, 4) };
         }
         assert_eq!(inner.nfree_segs, 4);
-        inner.fl_remove(p[1], 4);
-        inner.fl_remove(p[3], 4);
+        // SAFETY: both on the free list of their class.
+        unsafe {
+            inner.fl_remove(p[1], 4);
+            inner.fl_remove(p[3], 4);
+        }
         assert_eq!(inner.nfree_segs, 2);
         for &t in &p[4..] {
             // SAFETY: valid tags on no list.
             unsafe { inner.hash.insert(t) };
         }
         // SAFETY: a 4-bucket table, then back to the embedded bucket.
-        unsafe { inner.hash.rehash(table.as_mut_ptr(), 4) };
+        unsafe { inner.hash.rehash(NonNull::new(table.as_mut_ptr()), 4) };
         assert_eq!(inner.hash.nbusy, 4);
         for &t in &p[4..] {
             // SAFETY: `t` is a valid tag.
@@ -269,8 +357,30 @@ mod tests {
         unsafe { inner.hash.remove(p[5]) };
         assert!(inner.hash.lookup(5 * 16).is_null());
         // SAFETY: back to the embedded bucket.
-        unsafe { inner.hash.rehash(ptr::null_mut(), 1) };
+        unsafe { inner.hash.rehash(None, 1) };
         assert_eq!(inner.hash.lookup(6 * 16), p[6]);
         assert_eq!(inner.hash.nbusy, 3);
+    }
+
+    #[test]
+    fn slots_and_words_stay_inside_their_chunk() {
+        let mut chunk = [0u64; 16];
+        let p = NonNull::new(chunk.as_mut_ptr().cast::<u8>()).unwrap();
+        let all: [NonNull<u64>; 4] = {
+            // SAFETY: 128 bytes of one array, aligned for u64.
+            let mut it = unsafe { slots::<u64>(p, 128, 32) };
+            core::array::from_fn(|_| it.next().unwrap())
+        };
+        for (i, s) in all.iter().enumerate() {
+            // SAFETY: each slot is 32 bytes of the array; its last word too.
+            unsafe {
+                s.write(i as u64);
+                word_at::<u64>(s.cast(), 24).write(100 + i as u64);
+            }
+        }
+        assert_eq!(chunk[0], 0);
+        assert_eq!(chunk[3], 100);
+        assert_eq!(chunk[12], 3);
+        assert_eq!(chunk[15], 103);
     }
 }

@@ -15,6 +15,7 @@ use crate::arena::{Arena, ArenaConfig};
 use crate::bt;
 use crate::constraints::XallocConstraints;
 use crate::flags::{SizeType, VmFlags, VmemError};
+use crate::links::{slots, word_at};
 
 struct Slots {
     free: *mut u8,
@@ -69,12 +70,10 @@ fn slot_size() -> usize {
 /// # Safety
 /// `p` is the start of a descriptor slot.
 unsafe fn slot_link(p: *mut u8) -> *mut *mut u8 {
+    let p = NonNull::new(p).expect("descriptor slots are never null");
     // SAFETY: the link word is the last pointer-sized word of the slot,
     // past the arena; slots are 64-byte aligned, so it is aligned.
-    unsafe {
-        p.add(slot_size() - core::mem::size_of::<*mut u8>())
-            .cast::<*mut u8>()
-    }
+    unsafe { word_at::<*mut u8>(p, slot_size() - core::mem::size_of::<*mut u8>()) }.as_ptr()
 }
 
 fn alloc_descriptor(flags: VmFlags) -> Option<NonNull<Arena>> {
@@ -91,15 +90,13 @@ fn alloc_descriptor(flags: VmFlags) -> Option<NonNull<Arena>> {
         }
         let meta = bt::meta_source()?;
         let chunk = meta.alloc_meta(DESC_CHUNK, flags)?;
-        let n = DESC_CHUNK / slot_size();
         let mut s = DESCRIPTORS.lock();
-        for i in 0..n {
-            // SAFETY: slot i lies inside the fresh chunk, 64-byte aligned.
-            unsafe {
-                let p = chunk.as_ptr().add(i * slot_size());
-                slot_link(p).write(s.free);
-                s.free = p;
-            }
+        // SAFETY: the fresh chunk is ours, DESC_CHUNK bytes, 64-byte aligned
+        // (the MetaSource contract), as slot_size() is.
+        for p in unsafe { slots::<u8>(chunk, DESC_CHUNK, slot_size()) } {
+            // SAFETY: the start of a slot of the chunk.
+            unsafe { slot_link(p.as_ptr()).write(s.free) };
+            s.free = p.as_ptr();
         }
         s.chunks += 1;
     }

@@ -43,7 +43,7 @@ impl Arena {
         }
         self.serial.store(l.next_serial, Ordering::Relaxed);
         l.next_serial += 1;
-        self.next.store(l.head as *mut Arena, Ordering::Relaxed);
+        self.next.store(l.head.cast_mut(), Ordering::Relaxed);
         l.head = self;
     }
 }
@@ -53,7 +53,7 @@ pub(crate) fn unregister(a: &Arena) {
     if !a.registered.swap(false, Ordering::AcqRel) {
         return;
     }
-    let me = a as *const Arena;
+    let me = ptr::from_ref(a);
     if l.head == me {
         l.head = a.next.load(Ordering::Relaxed);
         return;
