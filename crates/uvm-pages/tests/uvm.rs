@@ -2,14 +2,14 @@
 //! pagedaemon (the rump `uvmwait` shape), drain hooks, arena stacking on
 //! `uvm_km_kmem_alloc`, guard pages, and each bad input.
 
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bsdalloc_platform::{
     Delivery, Ipl, OS_PAGES, curcpu, intr_establish, intr_trigger, splvm, splx,
 };
-use bsdalloc_uvm_pages::{KernelMap, KmConfig, KmemSource, UvmFlags};
+use bsdalloc_uvm_pages::{DrainHook, KernelMap, KmConfig, KmemSource, UvmFlags};
 use bsdalloc_vmem::{Arena, ArenaConfig, SizeType, VmFlags, VmemError};
 
 const W: UvmFlags = UvmFlags::WIRED;
@@ -256,18 +256,23 @@ fn budget_sleep_until_memory_comes_back() {
     assert_eq!((st.wired_pages, st.committed_pages), (0, 0));
 }
 
-static HOOK_MAP: AtomicUsize = AtomicUsize::new(0);
-static HOOK_HELD: AtomicUsize = AtomicUsize::new(0);
-static HOOK_CALLS: AtomicUsize = AtomicUsize::new(0);
+/// A "pool" that holds pages of its map and gives them back when the
+/// pagedaemon asks: its state is the hook's own `self`.
+struct HoldingPool {
+    map: &'static KernelMap,
+    held: AtomicPtr<u8>,
+    pages: usize,
+    calls: AtomicUsize,
+}
 
-fn drain_hook(_arg: usize, flags: UvmFlags) {
-    assert!(flags.contains(UvmFlags::NOWAIT));
-    HOOK_CALLS.fetch_add(1, Ordering::SeqCst);
-    let held = HOOK_HELD.swap(0, Ordering::SeqCst);
-    if held != 0 {
-        // SAFETY: set below to a leaked &'static KernelMap.
-        let m = unsafe { &*(HOOK_MAP.load(Ordering::SeqCst) as *const KernelMap) };
-        m.uvm_km_free(NonNull::new(held as *mut u8).unwrap(), 8 * m.page_size(), W);
+impl DrainHook for HoldingPool {
+    fn drain(&self, flags: UvmFlags) {
+        assert!(flags.contains(UvmFlags::NOWAIT));
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(p) = NonNull::new(self.held.swap(ptr::null_mut(), Ordering::SeqCst)) {
+            self.map
+                .uvm_km_free(p, self.pages * self.map.page_size(), W);
+        }
     }
 }
 
@@ -275,22 +280,51 @@ fn drain_hook(_arg: usize, flags: UvmFlags) {
 fn pagedaemon_runs_drain_hooks_on_shortage() {
     let m = map(16, 16);
     let ps = m.page_size();
-    HOOK_MAP.store(m as *const KernelMap as usize, Ordering::SeqCst);
-    m.register_drain_hook(drain_hook, 0);
-    // A "pool" holds 8 pages it would give back if asked.
-    HOOK_HELD.store(
-        m.uvm_km_alloc(8 * ps, 0, W).unwrap().as_ptr() as usize,
-        Ordering::SeqCst,
-    );
+    // A pool holds 8 pages it would give back if asked; another, empty,
+    // is asked too and sees its own state.
+    let pool = leak(HoldingPool {
+        map: m,
+        held: AtomicPtr::new(m.uvm_km_alloc(8 * ps, 0, W).unwrap().as_ptr()),
+        pages: 8,
+        calls: AtomicUsize::new(0),
+    });
+    let empty = leak(HoldingPool {
+        map: m,
+        held: AtomicPtr::new(ptr::null_mut()),
+        pages: 0,
+        calls: AtomicUsize::new(0),
+    });
+    m.register_drain_hook(pool);
+    m.register_drain_hook(empty);
     let a = m.uvm_km_alloc(8 * ps, 0, W).unwrap();
     // 16 of 16 pages in use: the next NOWAIT request needs the pool's pages.
     let b = m
         .uvm_km_alloc(4 * ps, 0, W | UvmFlags::NOWAIT)
         .expect("the drain hook freed memory");
-    assert_eq!(HOOK_CALLS.load(Ordering::SeqCst), 1);
+    assert_eq!(pool.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(empty.calls.load(Ordering::SeqCst), 1);
+    assert!(pool.held.load(Ordering::SeqCst).is_null());
     assert!(m.stats().pagedaemon_runs >= 1);
     m.uvm_km_free(a, 8 * ps, W);
     m.uvm_km_free(b, 4 * ps, W);
+}
+
+#[test]
+fn map_addresses_become_pointers_into_the_reservation() {
+    let m = map(0, 0);
+    let ps = m.page_size();
+    let va = m
+        .uvm_km_kmem_alloc(m.kmem_arena(), 2 * ps, VmFlags::SLEEP)
+        .unwrap();
+    let p = m.va_ptr(va + ps).unwrap();
+    assert_eq!(p.as_ptr().addr(), va + ps);
+    // SAFETY: the second page of a wired kmem allocation.
+    unsafe { p.as_ptr().write_bytes(0x5A, ps) };
+    let (base, size) = m.range();
+    assert!(m.va_ptr(base).is_some());
+    assert!(m.va_ptr(base + size).is_none(), "one past the map");
+    assert!(m.va_ptr(base - 1).is_none());
+    m.uvm_km_kmem_free(m.kmem_arena(), va, 2 * ps);
 }
 
 #[test]
