@@ -365,27 +365,28 @@ impl CpuState {
                 return;
             }
             let cur = self.ipl.load(Ordering::Relaxed);
-            let mut best: Option<(usize, u8)> = None;
+            // Source, level, and the establishment the level is of.
+            let mut best: Option<(usize, u8, Option<u64>)> = None;
             let mut bits = pend;
             while bits != 0 {
                 let i = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                let ipl = table.level_of(i);
-                if ipl > cur && best.is_none_or(|(_, b)| ipl > b) {
-                    best = Some((i, ipl));
+                let (ipl, which) = table.level_of(i);
+                if ipl > cur && best.is_none_or(|(_, b, _)| ipl > b) {
+                    best = Some((i, ipl, which));
                 }
             }
-            let Some((i, ipl)) = best else { return };
+            let Some((i, ipl, which)) = best else { return };
             let bit = 1u64 << i;
             // A nested handler may have claimed it between the load and here.
             if self.pending.fetch_and(!bit, Ordering::AcqRel) & bit == 0 {
                 continue;
             }
-            self.run_handler(table, i, ipl);
+            self.run_handler(table, i, ipl, which);
         }
     }
 
-    fn run_handler(&self, table: &IntrTable, i: usize, ipl: u8) {
+    fn run_handler(&self, table: &IntrTable, i: usize, ipl: u8, which: Option<u64>) {
         /// Puts the level and depth back, also when a handler panics (a
         /// test that expects the panic goes on with a sane CPU).
         struct Restore<'a> {
@@ -409,7 +410,7 @@ impl CpuState {
         self.ipl.store(ipl, Ordering::Release);
         self.depth.store(_restore.depth + 1, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
-        table.invoke(i);
+        table.invoke(i, which);
     }
 
     /// A thread is leaving the machine: whatever a panic left behind (a

@@ -578,19 +578,15 @@ fn kmem_free_not_allocated() {
     m.uvm_km_kmem_free(m.kmem_arena(), a, 4096);
 }
 
-static INTR_MAP: AtomicUsize = AtomicUsize::new(0);
-
-fn waitok_in_interrupt(_: usize) {
-    // SAFETY: a leaked &'static KernelMap stored below.
-    let m = unsafe { &*(INTR_MAP.load(Ordering::SeqCst) as *const KernelMap) };
+/// The map travels as the handler's (typed) argument.
+fn waitok_in_interrupt(m: &'static KernelMap) {
     m.uvm_km_alloc(4096, 0, W);
 }
 
 #[test]
 #[should_panic(expected = "uvm_km_alloc (without UVM_KMF_NOWAIT): sleeping in interrupt context")]
 fn waitok_from_interrupt_context() {
-    INTR_MAP.store(map(0, 0) as *const KernelMap as usize, Ordering::SeqCst);
-    let src = intr_establish(Ipl::Vm, waitok_in_interrupt, 0).unwrap();
+    let src = intr_establish(Ipl::Vm, waitok_in_interrupt, map(0, 0)).unwrap();
     let s = splvm();
     assert_eq!(intr_trigger(curcpu(), src), Delivery::Delivered);
     splx(s);
