@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::ptr::NonNull;
 
 use bsdalloc_benches::Xorshift;
-use bsdalloc_vmem::{Arena, VMEM_ADDR_MAX, VmFlags};
+use bsdalloc_vmem::{Arena, VmFlags, XallocConstraints};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
 const Q: usize = 16;
@@ -302,7 +302,15 @@ fn v3(c: &mut Criterion) {
             let (s, al, ph, nc, mi, ma) = xparams(rng);
             (
                 arena
-                    .xalloc(s, al, ph, nc, mi, ma, NS | VmFlags::INSTANTFIT)
+                    .xalloc(
+                        XallocConstraints::new(s)
+                            .align(al)
+                            .phase(ph)
+                            .nocross(nc)
+                            .min(mi)
+                            .max(ma),
+                        NS | VmFlags::INSTANTFIT,
+                    )
                     .unwrap(),
                 s,
             )
@@ -427,7 +435,7 @@ fn v5(_c: &mut Criterion) {
         let (mut lo, mut hi) = (0usize, span / Q);
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
-            match arena.xalloc(mid * Q, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | VmFlags::BESTFIT) {
+            match arena.xalloc(XallocConstraints::new(mid * Q), NS | VmFlags::BESTFIT) {
                 Ok(a) => {
                     arena.xfree(a, mid * Q);
                     lo = mid;

@@ -8,7 +8,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use bsdalloc_vmem::{Arena, ArenaConfig, SizeType, VMEM_ADDR_MAX, VmFlags};
+use bsdalloc_vmem::{Arena, ArenaConfig, SizeType, VMEM_ADDR_MAX, VmFlags, XallocConstraints};
 use libfuzzer_sys::fuzz_target;
 
 const Q: usize = 16;
@@ -133,7 +133,7 @@ fuzz_target!(|ops: Vec<Op>| {
         PARENT.add(1 << 32, 1 << 24, NS).unwrap();
     }
     let arena = Arena::create("fuzz", 0, 0, Q).unwrap();
-    let child = Arena::with_config(ArenaConfig { source: Some(&PARENT), ..ArenaConfig::new("child", Q) }, 0, 0).unwrap();
+    let child = Arena::with_config(ArenaConfig::new("child", Q).source(&PARENT), 0, 0).unwrap();
     let mut m = Model { spans: vec![], live: vec![] };
     let mut child_live: Vec<(usize, usize)> = vec![];
     for op in ops.into_iter().take(400) {
@@ -180,7 +180,8 @@ fuzz_target!(|ops: Vec<Op>| {
                 } else {
                     (min as usize * Q, min as usize * Q + span as usize * Q)
                 };
-                match arena.xalloc(size, align, phase, nocross, min, max, NS | fit.flag()) {
+                let c = XallocConstraints::new(size).align(align).phase(phase).nocross(nocross).min(min).max(max);
+                match arena.xalloc(c, NS | fit.flag()) {
                     Ok(a) => {
                         assert_eq!(a % align, phase);
                         assert!(a >= min && a as u128 + size as u128 - 1 <= max as u128);

@@ -20,14 +20,15 @@ thread_local! {
     static HOLDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-fn net_interrupt(_: usize) {
+/// A handler's argument is typed: the net interrupt gets the lock it takes.
+fn net_interrupt(shared: &'static SpinMutex<u64>) {
     if HOLDING.with(|h| h.get()) {
         IN_HANDLER_WHILE_LOCKED.fetch_add(1, Ordering::Relaxed);
     }
-    *SHARED.lock() += 1000;
+    *shared.lock() += 1000;
 }
 
-fn clock_interrupt(_: usize) {
+fn clock_interrupt(_: &'static ()) {
     assert!(in_interrupt());
 }
 
@@ -40,8 +41,8 @@ fn main() {
         "bsdalloc-platform user-space machine: page size {} bytes",
         page_size()
     );
-    let net = intr_establish(Ipl::Vm, net_interrupt, 0).expect("intr_establish");
-    let clock = intr_establish(Ipl::Sched, clock_interrupt, 0).expect("intr_establish");
+    let net = intr_establish(Ipl::Vm, net_interrupt, &SHARED).expect("intr_establish");
+    let clock = intr_establish(Ipl::Sched, clock_interrupt, &()).expect("intr_establish");
 
     let stop = Arc::new(AtomicBool::new(false));
     let cpus = Arc::new(Mutex::new(Vec::<CpuId>::new()));

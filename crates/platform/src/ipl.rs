@@ -406,27 +406,28 @@ impl CpuState {
                 return;
             }
             let cur = self.ipl.load(Ordering::Relaxed);
-            let mut best: Option<(usize, u8)> = None;
+            // Source, level, and the establishment the level is of.
+            let mut best: Option<(usize, u8, Option<u64>)> = None;
             let mut bits = pend;
             while bits != 0 {
                 let i = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                let ipl = table.level_of(i);
-                if ipl > cur && best.is_none_or(|(_, b)| ipl > b) {
-                    best = Some((i, ipl));
+                let (ipl, which) = table.level_of(i);
+                if ipl > cur && best.is_none_or(|(_, b, _)| ipl > b) {
+                    best = Some((i, ipl, which));
                 }
             }
-            let Some((i, ipl)) = best else { return };
+            let Some((i, ipl, which)) = best else { return };
             let bit = 1u64 << i;
             // A nested handler may have claimed it between the load and here.
             if self.pending.fetch_and(!bit, Ordering::AcqRel) & bit == 0 {
                 continue;
             }
-            self.run_handler(table, i, ipl);
+            self.run_handler(table, i, ipl, which);
         }
     }
 
-    fn run_handler(&self, table: &IntrTable, i: usize, ipl: u8) {
+    fn run_handler(&self, table: &IntrTable, i: usize, ipl: u8, which: Option<u64>) {
         /// Puts the level and depth back, also when a handler panics (a
         /// test that expects the panic goes on with a sane CPU).
         struct Restore<'a> {
@@ -456,7 +457,7 @@ impl CpuState {
         self.ipl.store(ipl, Ordering::Release);
         self.depth.store(_restore.depth + 1, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
-        table.invoke(i);
+        table.invoke(i, which);
     }
 
     /// A thread is leaving the machine: whatever a panic left behind (a
@@ -600,19 +601,25 @@ mod tests {
     fn a_blocked_interrupt_waits_for_splx_and_coalesces() {
         static TABLE: IntrTable = IntrTable::new();
         static RUNS: AtomicU32 = AtomicU32::new(0);
-        fn handler(arg: usize) {
-            RUNS.fetch_add(arg as u32, Ordering::Relaxed);
+        static ONE: u32 = 1;
+        fn handler(arg: &'static u32) {
+            RUNS.fetch_add(*arg, Ordering::Relaxed);
         }
         let cpu = CpuState::with_index(3);
         assert_eq!(cpu.index(), Some(3));
-        let src = TABLE.establish(Ipl::Vm, handler, 1).unwrap();
+        let src = TABLE
+            .establish(Ipl::Vm, handler as fn(&'static u32), &ONE)
+            .unwrap();
         let s = cpu.splraise(Ipl::Vm);
         assert_eq!(s.ipl(), Ipl::None);
-        assert!(cpu.post(src), "newly pending");
-        assert!(!cpu.post(src), "a second post coalesces with the first");
+        assert!(cpu.post(src.number()), "newly pending");
+        assert!(
+            !cpu.post(src.number()),
+            "a second post coalesces with the first"
+        );
         cpu.dispatch(&TABLE);
         assert_eq!(RUNS.load(Ordering::Relaxed), 0, "IPL_VM is blocked");
-        assert_eq!(cpu.pending(), 1 << src);
+        assert_eq!(cpu.pending(), 1 << src.number());
         cpu.splx(s, &TABLE);
         assert_eq!(RUNS.load(Ordering::Relaxed), 1, "ran once, at splx");
         assert_eq!((cpu.pending(), TABLE.runs(src)), (0, 1));
@@ -629,17 +636,18 @@ mod tests {
         /// interrupt context.
         static SEEN: [AtomicU8; 3] = [const { AtomicU8::new(0) }; 3];
         static INTR: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
-        fn handler(_: usize) {
+        fn handler(_: &'static ()) {
             let n = NEXT.fetch_add(1, Ordering::Relaxed) as usize;
             SEEN[n].store(CPU.curipl() as u8, Ordering::Relaxed);
             INTR[n].store(CPU.in_interrupt(), Ordering::Relaxed);
         }
-        let soft = TABLE.establish(Ipl::SoftNet, handler, 0).unwrap();
-        let vm = TABLE.establish(Ipl::Vm, handler, 0).unwrap();
-        let sched = TABLE.establish(Ipl::Sched, handler, 0).unwrap();
+        let h = handler as fn(&'static ());
+        let soft = TABLE.establish(Ipl::SoftNet, h, &()).unwrap();
+        let vm = TABLE.establish(Ipl::Vm, h, &()).unwrap();
+        let sched = TABLE.establish(Ipl::Sched, h, &()).unwrap();
         let s = CPU.splraise(Ipl::High);
         for src in [soft, vm, sched] {
-            assert!(CPU.post(src));
+            assert!(CPU.post(src.number()));
         }
         // Down to IPL_VM: only the IPL_SCHED one gets through.
         let mid = Spl(Ipl::Vm);
@@ -657,13 +665,15 @@ mod tests {
     fn a_pending_interrupt_of_a_removed_source_is_dropped() {
         static TABLE: IntrTable = IntrTable::new();
         static RUNS: AtomicU32 = AtomicU32::new(0);
-        fn handler(_: usize) {
+        fn handler(_: &'static ()) {
             RUNS.fetch_add(1, Ordering::Relaxed);
         }
         let cpu = CpuState::new();
-        let src = TABLE.establish(Ipl::SoftClock, handler, 0).unwrap();
+        let src = TABLE
+            .establish(Ipl::SoftClock, handler as fn(&'static ()), &())
+            .unwrap();
         let s = cpu.splraise(Ipl::High);
-        assert!(cpu.post(src));
+        assert!(cpu.post(src.number()));
         TABLE.disestablish(src);
         cpu.splx(s, &TABLE);
         assert_eq!(RUNS.load(Ordering::Relaxed), 0);

@@ -15,13 +15,14 @@
 //! static LOCK: SpinMutex<u32> = SpinMutex::new(Ipl::Vm, 0);
 //! static SEEN: AtomicU32 = AtomicU32::new(0);
 //!
-//! fn handler(_arg: usize) {
+//! // The handler's argument is typed: here, the counter it bumps.
+//! fn handler(seen: &'static AtomicU32) {
 //!     assert!(in_interrupt());
 //!     *LOCK.lock() += 1;          // safe: the interrupted code cannot hold LOCK
-//!     SEEN.fetch_add(1, Ordering::SeqCst);
+//!     seen.fetch_add(1, Ordering::SeqCst);
 //! }
 //!
-//! let src = intr_establish(Ipl::Vm, handler, 0).unwrap();
+//! let src = intr_establish(Ipl::Vm, handler, &SEEN).unwrap();
 //! let me = curcpu();
 //! {
 //!     let g = LOCK.lock();        // raises this CPU to IPL_VM
@@ -92,7 +93,10 @@
 //! on their behalf under the slot's lock.
 //!
 //! **Interrupts in user space.** [`intr_establish`] registers a handler at
-//! a level; [`intr_trigger`] posts it to a CPU (`fetch_or` into the target's
+//! a level, with a typed argument (stored type-erased; the establishment,
+//! removal and dispatch of a source are paired by a generation in its state
+//! word, seqlock-style, so a handler never runs with another
+//! establishment's argument or level); [`intr_trigger`] posts it to a CPU (`fetch_or` into the target's
 //! pending word, then `tgkill` with `SIGRTMIN+4`). The signal handler runs
 //! the target's dispatch: a handler whose level is blocked stays pending
 //! until `splx`. Triggers that arrive while the same source is still pending
@@ -177,7 +181,7 @@
 //! | `curcpu()`, `cpu_index()`, `ncpu`, `MAXCPUS` | [`curcpu`] → [`CpuId`], [`ncpu`], [`MAXCPUS`] |
 //! | `percpu(9)` | [`PerCpu`] (objects), [`CpuLocal`], [`cpu_local!`] (statics) |
 //! | `xc_unicast`, `xc_broadcast` + `xc_wait` | [`xc_unicast`], [`xc_broadcast`] (both wait) |
-//! | `intr_establish`, `intr_disestablish` | [`intr_establish`], [`intr_disestablish`] |
+//! | `intr_establish(…, handler, void *arg)`, `intr_disestablish` | [`intr_establish`] with a typed `&'static T` argument ([`IntrHandler<T>`](IntrHandler)), [`intr_disestablish`] |
 //! | `uvm_pagealloc` + `pmap_kenter_pa` (wired), `pmap_kremove` | [`PageSource::commit`], [`PageSource::decommit`] |
 //! | `uvm_map` (VA only), `uvm_unmap` | [`PageSource::reserve`], [`PageSource::release`] |
 //! | `pmap_protect` | [`PageSource::protect`] |

@@ -41,7 +41,7 @@ static VIOLATIONS: AtomicU64 = AtomicU64::new(0);
 static VM_RUNS: AtomicU64 = AtomicU64::new(0);
 static SCHED_RUNS: AtomicU64 = AtomicU64::new(0);
 
-fn vm_handler(_: usize) {
+fn vm_handler(_: &'static ()) {
     if !in_interrupt() || curipl() != Ipl::Vm || HOLDING_VM.with(Cell::get) {
         VIOLATIONS.fetch_add(1, Ordering::SeqCst);
     }
@@ -49,7 +49,7 @@ fn vm_handler(_: usize) {
     VM_RUNS.fetch_add(1, Ordering::SeqCst);
 }
 
-fn sched_handler(_: usize) {
+fn sched_handler(_: &'static ()) {
     if !in_interrupt() || curipl() != Ipl::Sched || HOLDING_SCHED.with(Cell::get) {
         VIOLATIONS.fetch_add(1, Ordering::SeqCst);
     }
@@ -60,8 +60,8 @@ fn sched_handler(_: usize) {
 #[test]
 fn interrupt_storm_against_threads_holding_ipl_vm_mutexes() {
     let done = watchdog("interrupt storm", Duration::from_secs(120));
-    let vm = intr_establish(Ipl::Vm, vm_handler, 0).unwrap();
-    let sched = intr_establish(Ipl::Sched, sched_handler, 0).unwrap();
+    let vm = intr_establish(Ipl::Vm, vm_handler, &()).unwrap();
+    let sched = intr_establish(Ipl::Sched, sched_handler, &()).unwrap();
     const THREADS: usize = 4;
     let stop = Arc::new(AtomicBool::new(false));
     let cpus: Arc<std::sync::Mutex<Vec<CpuId>>> = Arc::default();

@@ -103,9 +103,9 @@ fn adaptive_mutex_under_spin_mutex_panics() {
 // unwinds into the test like any other.
 
 // The kind travels as the handler's argument: the tests run in parallel.
-fn forbidden_in_interrupt(kind: usize) {
+fn forbidden_in_interrupt(kind: &'static u32) {
     assert!(in_interrupt());
-    match kind {
+    match *kind {
         0 => {
             let cv = WaitChannel::new("intr");
             let m = SpinMutex::<()>::new(Ipl::High, ());
@@ -125,7 +125,8 @@ fn forbidden_in_interrupt(kind: usize) {
 }
 
 fn fire_forbidden(kind: u32) {
-    let src = intr_establish(Ipl::Vm, forbidden_in_interrupt, kind as usize).unwrap();
+    const KINDS: [u32; 4] = [0, 1, 2, 3];
+    let src = intr_establish(Ipl::Vm, forbidden_in_interrupt, &KINDS[kind as usize]).unwrap();
     let s = splvm();
     assert_eq!(intr_trigger(curcpu(), src), Delivery::Delivered);
     splx(s); // the handler runs here and panics
@@ -241,10 +242,10 @@ fn an_interrupt_handler_is_a_lock_order_context_of_its_own() {
     // suspended below the handler's level.
     static INNER: SpinMutex<u32> = SpinMutex::ranked(Ipl::SoftNet, LockRank::Registry, 0);
     static OUTER: SpinMutex<u32> = SpinMutex::ranked(Ipl::Vm, LockRank::Pool, 0);
-    fn handler(_: usize) {
+    fn handler(_: &'static ()) {
         *OUTER.lock() += 1;
     }
-    let src = intr_establish(Ipl::Vm, handler, 0).unwrap();
+    let src = intr_establish(Ipl::Vm, handler as fn(&'static ()), &()).unwrap();
     {
         let _g = INNER.lock();
         assert_eq!(intr_trigger(curcpu(), src), Delivery::Delivered);

@@ -37,10 +37,7 @@ static MUTEX_BROKEN_FAILURE: StdAtomicBool = StdAtomicBool::new(false);
 static XCALL_OK_FAILURE: StdAtomicBool = StdAtomicBool::new(false);
 static XCALL_BROKEN_FAILURE: StdAtomicBool = StdAtomicBool::new(false);
 
-fn mutex_handler(arg: usize) {
-    // SAFETY: `arg` points at the model's shared state, alive until every
-    // model thread has been joined.
-    let m = unsafe { &*(arg as *const MutexModel) };
+fn mutex_handler(m: &'static MutexModel) {
     // On CPU 0, `lock` panics with "locking against myself" if the
     // interrupted code holds the lock: the deadlock a late spl raise causes.
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.lock.lock())) {
@@ -53,14 +50,14 @@ fn mutex_handler(arg: usize) {
 fn mutex_model(raise_spl: bool, failure: &'static StdAtomicBool) {
     loom_model(move || {
         let table = Arc::new(IntrTable::new());
-        let shared = Arc::new(MutexModel {
+        // The handler's argument is `&'static`: each explored execution
+        // leaks its own model state (a few bytes).
+        let shared: &'static MutexModel = Box::leak(Box::new(MutexModel {
             lock: SpinMutex::new(Ipl::Vm, 0),
             handler_done: AtomicBool::new(false),
             failure,
-        });
-        let src = table
-            .establish(Ipl::Vm, mutex_handler, Arc::as_ptr(&shared) as usize)
-            .unwrap();
+        }));
+        let src = table.establish(Ipl::Vm, mutex_handler, shared).unwrap();
         let cpu0 = Arc::new(CpuState::with_index(0));
         let cpu1 = Arc::new(CpuState::with_index(1));
         // This thread is the device that raises the interrupt, and a CPU
@@ -68,7 +65,7 @@ fn mutex_model(raise_spl: bool, failure: &'static StdAtomicBool) {
         model::enter_cpu(Arc::new(CpuState::with_index(2)), table.clone());
 
         let t0 = {
-            let (table, shared, cpu0) = (table.clone(), shared.clone(), cpu0.clone());
+            let (table, cpu0) = (table.clone(), cpu0.clone());
             loom::thread::spawn(move || {
                 model::enter_cpu(cpu0, table);
                 {
@@ -88,14 +85,14 @@ fn mutex_model(raise_spl: bool, failure: &'static StdAtomicBool) {
             })
         };
         let t1 = {
-            let (table, shared, cpu1) = (table.clone(), shared.clone(), cpu1.clone());
+            let (table, cpu1) = (table.clone(), cpu1.clone());
             loom::thread::spawn(move || {
                 model::enter_cpu(cpu1, table);
                 *shared.lock.lock() += 1;
             })
         };
         // The device: raise the interrupt on CPU 0.
-        cpu0.post(src);
+        cpu0.post(src.number());
         t0.join().unwrap();
         t1.join().unwrap();
 
@@ -124,6 +121,105 @@ fn ipl_spin_mutex_with_interrupt_and_second_cpu() {
 #[should_panic(expected = "locking against myself")]
 fn broken_spin_mutex_raising_spl_late_is_caught() {
     mutex_model(false, &MUTEX_BROKEN_FAILURE);
+}
+
+/// Model (b): a source re-established, with another argument type and
+/// level, while CPU 0 takes its interrupt. The two argument types share a
+/// prefix (`repr(C)`: magic, failure flag), so that a handler handed the
+/// other type's argument reads a wrong magic instead of undefined bytes.
+#[repr(C)]
+struct VmArg {
+    magic: u64,
+    failure: &'static StdAtomicBool,
+    runs: AtomicU32,
+}
+
+#[repr(C)]
+struct SchedArg {
+    magic: u64,
+    failure: &'static StdAtomicBool,
+    level: Ipl,
+    runs: AtomicU32,
+}
+
+const VM_MAGIC: u64 = 0x0056_4d56_4d56_4d56;
+const SCHED_MAGIC: u64 = 0x0053_4353_4353_4353;
+
+static REESTABLISH_OK_FAILURE: StdAtomicBool = StdAtomicBool::new(false);
+static REESTABLISH_BROKEN_FAILURE: StdAtomicBool = StdAtomicBool::new(false);
+
+fn vm_arg_handler(a: &'static VmArg) {
+    if a.magic != VM_MAGIC || bsdalloc_platform::curipl() != Ipl::Vm {
+        a.failure.store(true, std::sync::atomic::Ordering::SeqCst);
+        return;
+    }
+    a.runs.fetch_add(1, Ordering::Relaxed);
+}
+
+fn sched_arg_handler(a: &'static SchedArg) {
+    if a.magic != SCHED_MAGIC || bsdalloc_platform::curipl() != a.level {
+        a.failure.store(true, std::sync::atomic::Ordering::SeqCst);
+        return;
+    }
+    a.runs.fetch_add(1, Ordering::Relaxed);
+}
+
+fn reestablish_model(ordered: bool, failure: &'static StdAtomicBool) {
+    loom_model(move || {
+        let table = Arc::new(IntrTable::new());
+        let vm: &'static VmArg = Box::leak(Box::new(VmArg {
+            magic: VM_MAGIC,
+            failure,
+            runs: AtomicU32::new(0),
+        }));
+        let sched: &'static SchedArg = Box::leak(Box::new(SchedArg {
+            magic: SCHED_MAGIC,
+            failure,
+            level: Ipl::Sched,
+            runs: AtomicU32::new(0),
+        }));
+        let src = table.establish(Ipl::Vm, vm_arg_handler, vm).unwrap();
+        let cpu0 = Arc::new(CpuState::with_index(0));
+        let t0 = {
+            let (table, cpu0) = (table.clone(), cpu0.clone());
+            loom::thread::spawn(move || {
+                model::enter_cpu(cpu0.clone(), table);
+                cpu0.post(src.number());
+                hardintr();
+            })
+        };
+        // This thread is CPU 1, re-establishing the source meanwhile.
+        model::enter_cpu(Arc::new(CpuState::with_index(1)), table.clone());
+        table.disestablish(src);
+        let again = if ordered {
+            table.establish(Ipl::Sched, sched_arg_handler, sched)
+        } else {
+            table.establish_unordered_for_model(Ipl::Sched, sched_arg_handler, sched)
+        }
+        .unwrap();
+        t0.join().unwrap();
+        // The same line, a new establishment; the interrupt ran at most
+        // once, with one establishment's handler, argument and level.
+        let runs = vm.runs.load(Ordering::Relaxed) + sched.runs.load(Ordering::Relaxed);
+        if again.number() != src.number() || again == src || runs > 1 {
+            failure.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    assert!(
+        !failure.load(std::sync::atomic::Ordering::SeqCst),
+        "a handler ran with another establishment's argument or level"
+    );
+}
+
+#[test]
+fn reestablishing_a_source_while_its_interrupt_runs_pairs_handler_and_argument() {
+    reestablish_model(true, &REESTABLISH_OK_FAILURE);
+}
+
+#[test]
+#[should_panic(expected = "another establishment's argument or level")]
+fn broken_establish_publishing_ready_first_is_caught() {
+    reestablish_model(false, &REESTABLISH_BROKEN_FAILURE);
 }
 
 /// Pages for per-CPU storage in the models: zeroed heap memory (the models

@@ -1,90 +1,83 @@
 //! `UVM_KMF_*` flags and errors.
+//!
+//! [`UvmFlags`] follows the stack's pattern for NetBSD flag words (see
+//! `bsdalloc_vmem`'s flags): a [`bitflags`] type with NetBSD's values and
+//! names without the `UVM_KMF_` prefix, masks outside the `bitflags!`
+//! block, and a `Debug` that prints `UVM_KMF_WIRED | UVM_KMF_ZERO` (then
+//! unknown bits in hex, or `0`). Callers who build flags from a raw word
+//! ([`UvmFlags::from_bits_retain`]) keep the unknown bits, which
+//! `uvm_km_alloc` refuses with "unknown flags"; [`UvmFlags::from_bits`]
+//! refuses them at once.
 
 use core::fmt;
-use core::ops::BitOr;
 
-/// The `uvm_km_alloc` / `uvm_km_free` flags (NetBSD's values).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct UvmFlags(pub u32);
+bitflags::bitflags! {
+    /// The `uvm_km_alloc` / `uvm_km_free` flags (NetBSD's values).
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct UvmFlags: u32 {
+        /// `UVM_KMF_WIRED`: resident memory, mapped at once.
+        const WIRED = 0x1;
+        /// `UVM_KMF_PAGEABLE`: demand-zero memory (pages appear when touched).
+        const PAGEABLE = 0x2;
+        /// `UVM_KMF_VAONLY`: address space only; map pages with
+        /// [`KernelMap::enter`](crate::KernelMap::enter).
+        const VAONLY = 0x4;
+        /// `UVM_KMF_CANFAIL`: fail instead of waiting when memory cannot be
+        /// reclaimed.
+        const CANFAIL = 0x8;
+        /// `UVM_KMF_ZERO`: zero-filled (WIRED).
+        const ZERO = 0x10;
+        /// `UVM_KMF_EXEC`: executable mapping.
+        const EXEC = 0x20;
+        /// `UVM_KMF_TRYLOCK`: fail rather than wait for the map's lock.
+        const TRYLOCK = 0x0020_0000;
+        /// `UVM_KMF_NOWAIT`: never sleep.
+        const NOWAIT = 0x0040_0000;
+        /// `UVM_KMF_WAITVA`: sleep for address space if there is none.
+        const WAITVA = 0x0080_0000;
+        /// `UVM_KMF_COLORMATCH`: VAONLY only; `align` carries a cache colour.
+        const COLORMATCH = 0x0400_0000;
+    }
+}
 
 impl UvmFlags {
-    /// `UVM_KMF_WIRED`: resident memory, mapped at once.
-    pub const WIRED: UvmFlags = UvmFlags(0x1);
-    /// `UVM_KMF_PAGEABLE`: demand-zero memory (pages appear when touched).
-    pub const PAGEABLE: UvmFlags = UvmFlags(0x2);
-    /// `UVM_KMF_VAONLY`: address space only; map pages with
-    /// [`KernelMap::enter`](crate::KernelMap::enter).
-    pub const VAONLY: UvmFlags = UvmFlags(0x4);
     /// `UVM_KMF_TYPEMASK`: exactly one type per call.
-    pub const TYPEMASK: UvmFlags = UvmFlags(0x7);
-    /// `UVM_KMF_CANFAIL`: fail instead of waiting when memory cannot be
-    /// reclaimed.
-    pub const CANFAIL: UvmFlags = UvmFlags(0x8);
-    /// `UVM_KMF_ZERO`: zero-filled (WIRED).
-    pub const ZERO: UvmFlags = UvmFlags(0x10);
-    /// `UVM_KMF_EXEC`: executable mapping.
-    pub const EXEC: UvmFlags = UvmFlags(0x20);
-    /// `UVM_KMF_TRYLOCK`: fail rather than wait for the map's lock.
-    pub const TRYLOCK: UvmFlags = UvmFlags(0x0020_0000);
-    /// `UVM_KMF_NOWAIT`: never sleep.
-    pub const NOWAIT: UvmFlags = UvmFlags(0x0040_0000);
-    /// `UVM_KMF_WAITVA`: sleep for address space if there is none.
-    pub const WAITVA: UvmFlags = UvmFlags(0x0080_0000);
-    /// `UVM_KMF_COLORMATCH`: VAONLY only; `align` carries a cache colour.
-    pub const COLORMATCH: UvmFlags = UvmFlags(0x0400_0000);
-
-    const KNOWN: u32 =
-        0x7 | 0x8 | 0x10 | 0x20 | 0x0020_0000 | 0x0040_0000 | 0x0080_0000 | 0x0400_0000;
-
-    /// Whether every flag of `other` is set.
-    #[inline]
-    pub const fn contains(self, other: UvmFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
+    pub const TYPEMASK: UvmFlags = UvmFlags::WIRED
+        .union(UvmFlags::PAGEABLE)
+        .union(UvmFlags::VAONLY);
 
     /// The type bits.
     #[inline]
     pub const fn typ(self) -> UvmFlags {
-        UvmFlags(self.0 & Self::TYPEMASK.0)
+        self.intersection(Self::TYPEMASK)
     }
 
-    pub(crate) fn unknown(self) -> u32 {
-        self.0 & !Self::KNOWN
-    }
-}
-
-impl BitOr for UvmFlags {
-    type Output = UvmFlags;
-    fn bitor(self, rhs: UvmFlags) -> UvmFlags {
-        UvmFlags(self.0 | rhs.0)
+    /// Bits that name no `UVM_KMF_*` flag (only in flags built with
+    /// [`UvmFlags::from_bits_retain`]).
+    #[inline]
+    pub const fn unknown(self) -> u32 {
+        self.bits() & !Self::all().bits()
     }
 }
 
 impl fmt::Debug for UvmFlags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: &[(UvmFlags, &str)] = &[
-            (UvmFlags::WIRED, "UVM_KMF_WIRED"),
-            (UvmFlags::PAGEABLE, "UVM_KMF_PAGEABLE"),
-            (UvmFlags::VAONLY, "UVM_KMF_VAONLY"),
-            (UvmFlags::CANFAIL, "UVM_KMF_CANFAIL"),
-            (UvmFlags::ZERO, "UVM_KMF_ZERO"),
-            (UvmFlags::EXEC, "UVM_KMF_EXEC"),
-            (UvmFlags::TRYLOCK, "UVM_KMF_TRYLOCK"),
-            (UvmFlags::NOWAIT, "UVM_KMF_NOWAIT"),
-            (UvmFlags::WAITVA, "UVM_KMF_WAITVA"),
-            (UvmFlags::COLORMATCH, "UVM_KMF_COLORMATCH"),
-        ];
+        // NetBSD's spelling (see the module docs).
         let mut first = true;
-        for (fl, name) in NAMES {
-            if self.contains(*fl) {
-                if !first {
-                    f.write_str(" | ")?;
-                }
-                f.write_str(name)?;
-                first = false;
+        for (name, _) in self.iter_names() {
+            if !first {
+                f.write_str(" | ")?;
             }
+            write!(f, "UVM_KMF_{name}")?;
+            first = false;
         }
-        if first {
+        let unknown = self.unknown();
+        if unknown != 0 {
+            if !first {
+                f.write_str(" | ")?;
+            }
+            write!(f, "{unknown:#x}")?;
+        } else if first {
             f.write_str("0")?;
         }
         Ok(())
@@ -110,7 +103,7 @@ impl KmType {
             UvmFlags::VAONLY => KmType::VaOnly,
             t => panic!(
                 "{what}: flags {flags:?} must contain exactly one type (got {:#x})",
-                t.0
+                t.bits()
             ),
         }
     }

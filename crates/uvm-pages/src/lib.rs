@@ -44,6 +44,13 @@
 //! as zero on demand), freed pages go straight back to the OS
 //! (`MADV_DONTNEED`: resident memory really drops).
 //!
+//! **Raw pointers** live in one module (`raw.rs`): the page bitmaps (atomics
+//! in the meta area, behind a bounds-checked safe API once carved) and the
+//! reservation, which turns map addresses — integers, as vmem hands them
+//! out — into pointers with the reservation's provenance (`with_addr`,
+//! never an integer cast), so that Miri's strict provenance can check the
+//! map.
+//!
 //! **The budget and the pagedaemon.** With a page limit set, a request that
 //! would commit more pages than the limit first runs a pagedaemon pass
 //! ([`KernelMap::pagedaemon`]): cached pages go back to the OS, then every
@@ -94,7 +101,8 @@
 //! | `uvm_km_va_starved_p` | [`KernelMap::va_starved`] |
 //! | `pmap_kenter_pa`, `pmap_kremove` (for VA-only) | [`KernelMap::enter`], [`KernelMap::remove`] |
 //! | `uvm_kick_pdaemon`, pagedaemon | [`KernelMap::pagedaemon`] |
-//! | pool drain hooks called at shortage | [`KernelMap::register_drain_hook`] |
+//! | pool drain hooks called at shortage | [`DrainHook`] (a trait: the hook's state is its `self`), [`KernelMap::register_drain_hook`] |
+//! | (Rust) a map address as a pointer | [`KernelMap::va_ptr`] (keeps the reservation's provenance) |
 //! | `uvmexp.free`, `freetarg`, limits | [`KmConfig::limit_pages`], [`KmConfig::free_target_pages`], [`KmStats`] |
 //! | `UVM_KMF_*` | [`UvmFlags`] |
 //! | guard pages (old `KMEM_GUARD`) | [`KernelMap::uvm_km_alloc_guarded`], [`KernelMap::uvm_km_free_guarded`] |
@@ -108,8 +116,10 @@ extern crate std;
 mod flags;
 mod map;
 mod pages;
+mod raw;
 mod source;
 
 pub use flags::{BootError, KmType, UvmFlags};
-pub use map::{DrainHook, KernelMap, KmConfig, KmStats};
+pub use map::{KernelMap, KmConfig, KmStats};
+pub use pages::DrainHook;
 pub use source::KmemSource;

@@ -7,12 +7,12 @@ use core::ptr::NonNull;
 
 use bsdalloc_platform::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use bsdalloc_platform::{Ipl, PageSource, Protection, SpinMutex, WaitChannel, assert_sleepable};
-use bsdalloc_vmem::{
-    Arena, ArenaConfig, SizeType, VMEM_ADDR_MAX, VMEM_ADDR_MIN, VmFlags, VmemError,
-};
+use bsdalloc_vmem::{Arena, ArenaConfig, SizeType, VmFlags, VmemError, XallocConstraints};
 
 use crate::flags::{BootError, KmType, UvmFlags};
+use crate::pages::DrainHook;
 use crate::pages::{Backing, Refused};
+use crate::raw::{Bitmap, Reservation};
 
 /// How to set up the kernel map.
 #[derive(Clone, Copy)]
@@ -64,10 +64,6 @@ impl Default for KmConfig {
         Self::new()
     }
 }
-
-/// A drain hook: called by the pagedaemon, with its argument and
-/// `UVM_KMF_NOWAIT`, when memory is short. Pools register theirs.
-pub type DrainHook = fn(arg: usize, flags: UvmFlags);
 
 const NHOOKS: usize = 16;
 
@@ -153,7 +149,7 @@ pub(crate) struct State {
     /// every undone claim): what a budget waiter waits for, and whether a
     /// pagedaemon pass can find anything new.
     pub(crate) free_gen: u64,
-    pub(crate) hooks: [Option<(DrainHook, usize)>; NHOOKS],
+    pub(crate) hooks: [Option<&'static dyn DrainHook>; NHOOKS],
 }
 
 /// NetBSD's `kernel_map` with its `kmem_arena`, in user space.
@@ -161,6 +157,8 @@ pub struct KernelMap {
     pub(crate) pages: &'static dyn PageSource,
     pub(crate) ps: usize,
     pub(crate) pshift: u32,
+    /// The reservation, whose pointers `va_ptr` hands out.
+    pub(crate) va: Reservation,
     pub(crate) base: usize,
     pub(crate) size: usize,
     /// Per type (wired, pageable, VA-only): an arena over its own region, so
@@ -172,19 +170,18 @@ pub struct KernelMap {
     pub(crate) kmem: Arena,
     pub(crate) kmem_base: usize,
     /// Page bitmaps over the whole reservation.
-    pub(crate) committed_bits: *const AtomicU64,
-    pub(crate) wired_bits: *const AtomicU64,
-    pub(crate) inuse_bits: *const AtomicU64,
+    pub(crate) committed_bits: Bitmap,
+    pub(crate) wired_bits: Bitmap,
+    pub(crate) inuse_bits: Bitmap,
     /// The first page of each backed allocation (wired, pageable, kmem).
     /// With the in-use bits it gives every allocation's exact extent, which
     /// a free must match before it touches anything — also where a
     /// quantum cache hides the allocation from its vmem arena.
-    pub(crate) start_bits: *const AtomicU64,
+    pub(crate) start_bits: Bitmap,
     /// The pages of VA-only allocations (their guard pages excluded); the
     /// first page of each also has its start bit. `enter` and `remove` must
     /// stay inside one.
-    pub(crate) vaonly_bits: *const AtomicU64,
-    pub(crate) nwords: usize,
+    pub(crate) vaonly_bits: Bitmap,
     pub(crate) meta: NonNull<u8>,
     pub(crate) meta_len: usize,
     pub(crate) limit: usize,
@@ -262,11 +259,8 @@ impl KernelMap {
         let region_base = [base, base + region_size, base + 2 * region_size];
         let kmem_base = base + half;
         let arena = |name: &'static str, b: usize, z: usize| {
-            let cfg = ArenaConfig {
-                ipl: Ipl::Vm,
-                ..ArenaConfig::new(name, ps)
-            };
-            Arena::with_config(cfg, b, z).map_err(BootError::Arena)
+            Arena::with_config(ArenaConfig::new(name, ps).ipl(Ipl::Vm), b, z)
+                .map_err(BootError::Arena)
         };
         let regions = [
             arena("kernel_map-w", region_base[0], region_size)?,
@@ -274,25 +268,17 @@ impl KernelMap {
             arena("kernel_map-va", region_base[2], region_size)?,
         ];
         let kmem = arena("kmem", kmem_base, size - half)?;
-        let m = meta.as_ptr();
         // Bitmaps after the descriptor, 64-byte aligned.
         let bits0 = (size_of::<KernelMap>() + 63) & !63;
-        // SAFETY: inside the committed meta area, aligned for AtomicU64;
-        // fresh pages read as zero, a valid AtomicU64 value.
-        let (cb, wb, ib, sb, vb) = unsafe {
-            let c = m.add(bits0).cast::<AtomicU64>();
-            (
-                c as *const AtomicU64,
-                c.add(nwords) as *const AtomicU64,
-                c.add(2 * nwords) as *const AtomicU64,
-                c.add(3 * nwords) as *const AtomicU64,
-                c.add(4 * nwords) as *const AtomicU64,
-            )
-        };
+        // SAFETY: NBITMAPS * nwords words inside the committed meta area
+        // (meta_len counts them), 64-byte aligned; fresh pages read as zero,
+        // a valid AtomicU64; the area lives until `destroy`, with the map.
+        let [cb, wb, ib, sb, vb] = unsafe { Bitmap::carve::<NBITMAPS>(meta, bits0, nwords) };
         let map = KernelMap {
             pages: cfg.pages,
             ps,
             pshift: ps.trailing_zeros(),
+            va: Reservation::new(va, size),
             base,
             size,
             regions,
@@ -305,7 +291,6 @@ impl KernelMap {
             inuse_bits: ib,
             start_bits: sb,
             vaonly_bits: vb,
-            nwords,
             meta,
             meta_len,
             limit: cfg.limit_pages,
@@ -334,7 +319,7 @@ impl KernelMap {
         // lives there until `destroy`; the source is written before the
         // first shared reference to the map is handed out.
         let map: &'static KernelMap = unsafe {
-            let p = m.cast::<KernelMap>();
+            let p = meta.as_ptr().cast::<KernelMap>();
             p.write(map);
             let src = crate::KmemSource::new(&*p, &(*p).kmem);
             (*p).own_source.write(src);
@@ -481,15 +466,8 @@ impl KernelMap {
             VmFlags::NOSLEEP
         };
         let arena = &self.regions[t.index()];
-        let va = match arena.xalloc(
-            total,
-            align,
-            0,
-            0,
-            VMEM_ADDR_MIN,
-            VMEM_ADDR_MAX,
-            vaflags | VmFlags::INSTANTFIT,
-        ) {
+        let c = XallocConstraints::new(total).align(align);
+        let va = match arena.xalloc(c, vaflags | VmFlags::INSTANTFIT) {
             Ok(v) => v,
             Err(_) => {
                 self.count_failure();
@@ -522,7 +500,7 @@ impl KernelMap {
             }
         }
         self.va_in_use[t.index()].fetch_add(total, Ordering::Relaxed);
-        NonNull::new(va as *mut u8)
+        Some(self.va_of(self.page_index(va)))
     }
 
     /// `uvm_km_free(kernel_map, va, size, type)`: the only way to free
@@ -605,7 +583,10 @@ impl KernelMap {
         // Pages the caller entered into a VA-only allocation and did not
         // remove go back too.
         if t == KmType::VaOnly
-            && self.count_bits(self.committed_bits, self.page_index(a), size >> self.pshift) != 0
+            && self
+                .committed_bits
+                .count(self.page_index(a), size >> self.pshift)
+                != 0
         {
             self.remove_impl(a, size);
         }
@@ -652,7 +633,7 @@ impl KernelMap {
     fn remove_impl(&self, a: usize, size: usize) {
         let first = self.page_index(a);
         let n = size >> self.pshift;
-        let entered = self.count_bits(self.inuse_bits, first, n);
+        let entered = self.inuse_bits.count(first, n);
         {
             let mut s = self.state.lock();
             s.wired -= entered;
@@ -689,7 +670,7 @@ impl KernelMap {
         let uflags = if flags.contains(VmFlags::NOSLEEP) {
             UvmFlags::NOWAIT
         } else {
-            UvmFlags(0)
+            UvmFlags::empty()
         };
         if self.back_or_wait(va, size, Backing::Wired, uflags).is_err() {
             vmem.free(va, size);
@@ -799,7 +780,7 @@ impl KernelMap {
         // (nothing in the map needs dropping); the caller guarantees no
         // further use of `self`.
         unsafe {
-            pages.release(NonNull::new_unchecked(self.base as *mut u8), self.size);
+            pages.release(self.va.start(), self.size);
             pages.decommit(meta, meta_len);
             pages.release(meta, meta_len);
         }

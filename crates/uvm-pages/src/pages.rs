@@ -6,80 +6,66 @@
 use core::ptr::NonNull;
 
 use bsdalloc_platform::SpinMutexGuard;
-use bsdalloc_platform::sync::atomic::{AtomicU64, Ordering};
+use bsdalloc_platform::sync::atomic::Ordering;
 
 use crate::flags::{KmType, UvmFlags};
-use crate::map::{DrainHook, KernelMap, State, Where};
+use crate::map::{KernelMap, State, Where};
+use crate::raw::Bitmap;
+
+/// A drain hook: what the pagedaemon asks to give memory back when memory
+/// is short (NetBSD's pagedaemon drains the pools). Pools implement it and
+/// register themselves with [`KernelMap::register_drain_hook`]; the hook's
+/// state is its own `self`, not an integer smuggling a pointer.
+///
+/// ```
+/// use bsdalloc_uvm_pages::{DrainHook, KernelMap, KmConfig, UvmFlags};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// struct Pool {
+///     drained: AtomicUsize,
+/// }
+/// impl DrainHook for Pool {
+///     fn drain(&self, flags: UvmFlags) {
+///         assert!(flags.contains(UvmFlags::NOWAIT));
+///         self.drained.fetch_add(1, Ordering::Relaxed); // free idle pages here
+///     }
+/// }
+/// static POOL: Pool = Pool { drained: AtomicUsize::new(0) };
+///
+/// let map = KernelMap::bootstrap(KmConfig { size: 1 << 30, ..KmConfig::new() }).unwrap();
+/// map.register_drain_hook(&POOL);
+/// map.pagedaemon();
+/// assert_eq!(POOL.drained.load(Ordering::Relaxed), 1);
+/// ```
+pub trait DrainHook: Sync {
+    /// Give back what can be given back, without sleeping: `flags` is
+    /// `UVM_KMF_NOWAIT`. Called with no lock of the map held (it may free
+    /// memory to the map).
+    fn drain(&self, flags: UvmFlags);
+}
 
 impl KernelMap {
-    // ---- the page bitmaps ----
-
-    pub(crate) fn bitword(&self, which: *const AtomicU64, w: usize) -> &AtomicU64 {
-        debug_assert!(w < self.nwords);
-        // SAFETY: w < nwords and the bitmap lives as long as the map.
-        unsafe { &*which.add(w) }
-    }
+    // ---- pages and addresses ----
 
     pub(crate) fn page_index(&self, va: usize) -> usize {
         (va - self.base) >> self.pshift
     }
 
-    /// Set (or clear) bits [first, first+n) of a bitmap.
-    pub(crate) fn set_bits(&self, which: *const AtomicU64, first: usize, n: usize, on: bool) {
-        let mut i = first;
-        let end = first + n;
-        while i < end {
-            let w = i / 64;
-            let lo = i % 64;
-            let hi = (end - w * 64).min(64);
-            let mask = if hi - lo == 64 {
-                u64::MAX
-            } else {
-                ((1u64 << (hi - lo)) - 1) << lo
-            };
-            if on {
-                self.bitword(which, w).fetch_or(mask, Ordering::AcqRel);
-            } else {
-                self.bitword(which, w).fetch_and(!mask, Ordering::AcqRel);
-            }
-            i = w * 64 + hi;
-        }
-    }
-
-    pub(crate) fn bit(&self, which: *const AtomicU64, i: usize) -> bool {
-        self.bitword(which, i / 64).load(Ordering::Acquire) & (1 << (i % 64)) != 0
-    }
-
-    /// Count set bits of [first, first+n).
-    pub(crate) fn count_bits(&self, which: *const AtomicU64, first: usize, n: usize) -> usize {
-        (first..first + n).filter(|&i| self.bit(which, i)).count()
-    }
-
-    /// Call `f(first, len, set)` for each maximal run of equal bits.
-    pub(crate) fn runs(
-        &self,
-        which: *const AtomicU64,
-        first: usize,
-        n: usize,
-        mut f: impl FnMut(usize, usize, bool),
-    ) {
-        let mut i = first;
-        let end = first + n;
-        while i < end {
-            let v = self.bit(which, i);
-            let mut j = i + 1;
-            while j < end && self.bit(which, j) == v {
-                j += 1;
-            }
-            f(i, j - i, v);
-            i = j;
-        }
-    }
-
+    /// The first byte of page `page` of the map, as a pointer into the
+    /// reservation.
     pub(crate) fn va_of(&self, page: usize) -> NonNull<u8> {
-        let a = self.base + (page << self.pshift);
-        // SAFETY: inside our non-null reservation.
-        unsafe { NonNull::new_unchecked(a as *mut u8) }
+        self.va
+            .ptr(self.base + (page << self.pshift))
+            .expect("uvm_km: page outside the kernel map")
+    }
+
+    /// Address `va` of this map as a pointer (with the reservation's
+    /// provenance: vmem hands out integers, and a pointer made from an
+    /// integer has none), or `None` if `va` is outside the map. For
+    /// memory from [`KernelMap::uvm_km_kmem_alloc`] or an arena stacked on
+    /// the map's kmem arena.
+    pub fn va_ptr(&self, va: usize) -> Option<NonNull<u8>> {
+        self.va.ptr(va)
     }
 
     /// Mark [va, va+size) as one VA-only allocation: its pages VA-only,
@@ -88,8 +74,8 @@ impl KernelMap {
     pub(crate) fn mark_vaonly(&self, va: usize, size: usize) {
         let first = self.page_index(va);
         let _s = self.state.lock();
-        self.set_bits(self.vaonly_bits, first, size >> self.pshift, true);
-        self.set_bits(self.start_bits, first, 1, true);
+        self.vaonly_bits.set(first, size >> self.pshift, true);
+        self.start_bits.set(first, 1, true);
     }
 
     /// Unmark the VA-only allocation [va, va+size) if it is exactly one
@@ -98,14 +84,14 @@ impl KernelMap {
         let first = self.page_index(va);
         let n = size >> self.pshift;
         let s = self.state.lock();
-        if !self.bit(self.start_bits, first) {
+        if !self.start_bits.get(first) {
             return Err(Refused::NotAllocated);
         }
-        if !self.is_one_allocation(&s, self.vaonly_bits, first, n, end) {
+        if !self.is_one_allocation(&s, &self.vaonly_bits, first, n, end) {
             return Err(Refused::Extent);
         }
-        self.set_bits(self.vaonly_bits, first, n, false);
-        self.set_bits(self.start_bits, first, 1, false);
+        self.vaonly_bits.set(first, n, false);
+        self.start_bits.set(first, 1, false);
         Ok(())
     }
 
@@ -121,9 +107,9 @@ impl KernelMap {
         let first = self.page_index(a);
         let end = first + (size >> self.pshift);
         let _s = self.state.lock();
-        let inside = (first..end).all(|i| self.bit(self.vaonly_bits, i))
-            && (first + 1..end).all(|i| !self.bit(self.start_bits, i));
-        inside.then(|| (size, self.count_bits(self.inuse_bits, first, end - first)))
+        let inside = (first..end).all(|i| self.vaonly_bits.get(i))
+            && (first + 1..end).all(|i| !self.start_bits.get(i));
+        inside.then(|| (size, self.inuse_bits.count(first, end - first)))
     }
 
     // ---- budget and the pagedaemon ----
@@ -132,14 +118,14 @@ impl KernelMap {
     ///
     /// # Panics
     /// If all 16 slots are taken.
-    pub fn register_drain_hook(&self, hook: DrainHook, arg: usize) {
+    pub fn register_drain_hook(&self, hook: &'static dyn DrainHook) {
         let mut s = self.state.lock();
-        let slot = s
-            .hooks
-            .iter_mut()
-            .find(|h| h.is_none())
-            .expect("uvm_km: all 16 drain hooks are in use");
-        *slot = Some((hook, arg));
+        let Some(slot) = s.hooks.iter_mut().find(|h| h.is_none()) else {
+            // The panic hook is unknown code: not under the spin mutex.
+            drop(s);
+            panic!("uvm_km: all 16 drain hooks are in use");
+        };
+        *slot = Some(hook);
     }
 
     /// `uvm_kick_pdaemon` and one pass of the pagedaemon, in the caller:
@@ -153,8 +139,8 @@ impl KernelMap {
             (s.hooks, s.free_gen)
         };
         let mut freed = self.trim_cache(0);
-        for (hook, arg) in hooks.iter().flatten() {
-            hook(*arg, UvmFlags::NOWAIT);
+        for hook in hooks.iter().flatten() {
+            hook.drain(UvmFlags::NOWAIT);
         }
         freed += self.trim_cache(0);
         let hooks_freed = self.state.lock().free_gen != gen0;
@@ -198,8 +184,8 @@ impl KernelMap {
                 } else {
                     ((1u64 << (hi_bit - lo_bit)) - 1) << lo_bit
                 };
-                let c = self.bitword(self.committed_bits, w).load(Ordering::Acquire);
-                let u = self.bitword(self.inuse_bits, w).load(Ordering::Acquire);
+                let c = self.committed_bits.word(w).load(Ordering::Acquire);
+                let u = self.inuse_bits.word(w).load(Ordering::Acquire);
                 let mut free = c & !u & span_mask;
                 while free != 0 {
                     if s.cached <= keep {
@@ -214,8 +200,8 @@ impl KernelMap {
                     // SAFETY: committed pages of our reservation, unused.
                     unsafe { self.pages.decommit(self.va_of(page), len << self.pshift) };
                     self.os_calls.fetch_add(1, Ordering::Relaxed);
-                    self.set_bits(self.committed_bits, page, len, false);
-                    self.set_bits(self.wired_bits, page, len, false);
+                    self.committed_bits.set(page, len, false);
+                    self.wired_bits.set(page, len, false);
                     s.cached -= len;
                     s.committed -= len;
                     s.pages_returned += len as u64;
@@ -250,7 +236,7 @@ impl KernelMap {
         let mut daemon_gen: Option<u64> = None;
         let mut s = self.state.lock();
         loop {
-            let have = self.count_bits(self.committed_bits, first, n);
+            let have = self.committed_bits.count(first, n);
             let need = n - have;
             if self.limit == 0 || s.committed + need <= self.limit {
                 s.committed += need;
@@ -259,9 +245,9 @@ impl KernelMap {
                 }
                 // With the in-use bits, under the same lock: a free
                 // validating a neighbour never sees one without the other.
-                self.set_bits(self.inuse_bits, first, n, true);
+                self.inuse_bits.set(first, n, true);
                 if start {
-                    self.set_bits(self.start_bits, first, 1, true);
+                    self.start_bits.set(first, 1, true);
                 }
                 return Ok(need);
             }
@@ -338,7 +324,7 @@ impl KernelMap {
         let mut todo: [(usize, usize, bool); 16] = [(0, 0, false); 16];
         let mut ntodo = 0;
         let mut overflow = false;
-        self.runs(self.committed_bits, first, n, |p, l, set| {
+        self.committed_bits.runs(first, n, |p, l, set| {
             if ntodo < todo.len() {
                 todo[ntodo] = (p, l, set);
                 ntodo += 1;
@@ -358,9 +344,9 @@ impl KernelMap {
                 self.os_calls.fetch_add(1, Ordering::Relaxed);
                 match r {
                     Ok(_) => {
-                        self.set_bits(self.committed_bits, p, l, true);
+                        self.committed_bits.set(p, l, true);
                         if wire {
-                            self.set_bits(self.wired_bits, p, l, true);
+                            self.wired_bits.set(p, l, true);
                         }
                         if !was {
                             committed_new += l;
@@ -372,11 +358,11 @@ impl KernelMap {
                     }
                 }
             } else {
-                if wire && self.count_bits(self.wired_bits, p, l) != l {
+                if wire && self.wired_bits.count(p, l) != l {
                     // SAFETY: as above; recommitting committed pages wires them.
                     let _ = unsafe { self.pages.commit(self.va_of(p), l << self.pshift, true) };
                     self.os_calls.fetch_add(1, Ordering::Relaxed);
-                    self.set_bits(self.wired_bits, p, l, true);
+                    self.wired_bits.set(p, l, true);
                 }
                 if zero {
                     // SAFETY: committed, writable pages this allocation owns.
@@ -433,10 +419,10 @@ impl KernelMap {
         let first = self.page_index(va);
         let n = len >> self.pshift;
         let s = self.state.lock();
-        if !self.bit(self.start_bits, first) {
+        if !self.start_bits.get(first) {
             return Err(Refused::NotAllocated);
         }
-        if !self.is_one_allocation(&s, self.inuse_bits, first, n, end) {
+        if !self.is_one_allocation(&s, &self.inuse_bits, first, n, end) {
             return Err(Refused::Extent);
         }
         self.unback_locked(s, first, n, kind, false);
@@ -449,7 +435,7 @@ impl KernelMap {
     pub(crate) fn is_one_allocation(
         &self,
         _locked: &State,
-        member: *const AtomicU64,
+        member: &Bitmap,
         first: usize,
         n: usize,
         end: usize,
@@ -457,12 +443,11 @@ impl KernelMap {
         let Some(next) = first.checked_add(n) else {
             return false;
         };
-        if n == 0 || next > end || !self.bit(self.start_bits, first) || !self.bit(member, first) {
+        if n == 0 || next > end || !self.start_bits.get(first) || !member.get(first) {
             return false;
         }
-        let interior_ok =
-            (first + 1..next).all(|i| self.bit(member, i) && !self.bit(self.start_bits, i));
-        interior_ok && (next == end || !self.bit(member, next) || self.bit(self.start_bits, next))
+        let interior_ok = (first + 1..next).all(|i| member.get(i) && !self.start_bits.get(i));
+        interior_ok && (next == end || !member.get(next) || self.start_bits.get(next))
     }
 
     /// `unback` with the state lock held (and released).
@@ -474,16 +459,16 @@ impl KernelMap {
         kind: Backing,
         rollback: bool,
     ) {
-        let committed = self.count_bits(self.committed_bits, first, n);
+        let committed = self.committed_bits.count(first, n);
         if !rollback {
             match kind {
                 Backing::Pageable => s.pageable -= n,
                 _ => s.wired -= n,
             }
         }
-        self.set_bits(self.inuse_bits, first, n, false);
+        self.inuse_bits.set(first, n, false);
         if kind != Backing::Entered {
-            self.set_bits(self.start_bits, first, 1, false);
+            self.start_bits.set(first, 1, false);
         }
         // Budget waiters go round again (see `claim`), woken below.
         s.free_gen = s.free_gen.wrapping_add(1);
@@ -495,7 +480,7 @@ impl KernelMap {
         } else {
             // Give back every committed run, under the lock (see trim_cache).
             let mut returned = 0;
-            self.runs(self.committed_bits, first, n, |p, l, set| {
+            self.committed_bits.runs(first, n, |p, l, set| {
                 if set {
                     // SAFETY: committed pages this allocation owned.
                     unsafe { self.pages.decommit(self.va_of(p), l << self.pshift) };
@@ -503,8 +488,8 @@ impl KernelMap {
                     returned += l;
                 }
             });
-            self.set_bits(self.committed_bits, first, n, false);
-            self.set_bits(self.wired_bits, first, n, false);
+            self.committed_bits.set(first, n, false);
+            self.wired_bits.set(first, n, false);
             s.committed -= returned;
             s.pages_returned += returned as u64;
             drop(s);

@@ -19,9 +19,10 @@ use crate::map::KernelMap;
 /// // The map's own source over its kmem arena; build a `KmemSource` (kept in
 /// // a static) to import from another arena of the map.
 /// let src: &'static KmemSource = map.kmem_source();
-/// let meta = Arena::with_config(ArenaConfig { source: Some(src), ..ArenaConfig::new("vmem-meta", 64) }, 0, 0).unwrap();
+/// let meta = Arena::with_config(ArenaConfig::new("vmem-meta", 64).source(src), 0, 0).unwrap();
 /// let p = meta.alloc(200, VmFlags::NOSLEEP | VmFlags::INSTANTFIT).unwrap();
-/// unsafe { (p as *mut u8).write_bytes(0xA5, 200) }; // backed memory
+/// let ptr = map.va_ptr(p).unwrap(); // a pointer into the map, not an integer cast
+/// unsafe { ptr.as_ptr().write_bytes(0xA5, 200) }; // backed memory
 /// meta.free(p, 200);
 /// ```
 pub struct KmemSource {

@@ -156,7 +156,9 @@ fn a_transient_page_failure_is_waited_out_unless_the_caller_may_fail() {
     m.uvm_km_kmem_free(m.kmem_arena(), k, 2 * ps);
     let v = m.uvm_km_alloc(2 * ps, 0, UvmFlags::VAONLY).unwrap();
     let mut entered = None;
-    inject_one("enter", &mut || entered = m.enter(v, 2 * ps, UvmFlags(0)));
+    inject_one("enter", &mut || {
+        entered = m.enter(v, 2 * ps, UvmFlags::empty())
+    });
     assert!(entered.is_some(), "enter without NOWAIT waits for memory");
     m.uvm_km_free(v, 2 * ps, UvmFlags::VAONLY);
     assert_eq!(

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bsdalloc_platform::{Ipl, OS_PAGES};
 use bsdalloc_uvm_pages::{KernelMap, KmConfig, KmStats, UvmFlags};
 use bsdalloc_vmem::{
-    Arena, ArenaConfig, QuantumCache, SizeType, VMEM_ADDR_MAX, VMEM_ADDR_MIN, VmFlags, VmemError,
+    Arena, ArenaConfig, QuantumCache, SizeType, VmFlags, VmemError, XallocConstraints,
 };
 
 const W: UvmFlags = UvmFlags::WIRED;
@@ -145,7 +145,7 @@ fn overflowing_sizes_fail_and_change_nothing() {
         m.uvm_km_kmem_free(m.kmem_arena(), k, usize::MAX)
     });
     refused("is not inside a UVM_KMF_VAONLY allocation", || {
-        m.enter(live, usize::MAX, UvmFlags(0));
+        m.enter(live, usize::MAX, UvmFlags::empty());
     });
     refused("is not inside a UVM_KMF_VAONLY allocation", || {
         m.remove(live, usize::MAX)
@@ -176,15 +176,7 @@ impl QuantumCache for BumpCache {
     fn qc_alloc(&self, arena: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError> {
         let ps = arena.quantum();
         if self.slab.load(Ordering::SeqCst) == 0 {
-            let slab = arena.xalloc(
-                SLAB_PAGES * ps,
-                0,
-                0,
-                0,
-                VMEM_ADDR_MIN,
-                VMEM_ADDR_MAX,
-                flags,
-            )?;
+            let slab = arena.xalloc(XallocConstraints::new(SLAB_PAGES * ps), flags)?;
             self.slab.store(slab, Ordering::SeqCst);
             // Not at the slab's start: no busy segment begins at a piece.
             self.next.store(slab + ps, Ordering::SeqCst);
@@ -195,6 +187,16 @@ impl QuantumCache for BumpCache {
     }
 
     fn qc_free(&self, _arena: &Arena, _addr: usize, _size: usize) {}
+
+    // Pieces are never reused, so no slab is ever idle.
+    fn qc_reclaim(&self, _arena: &Arena) {}
+
+    fn qc_destroy(&self, arena: &Arena) {
+        let slab = self.slab.swap(0, Ordering::SeqCst);
+        if slab != 0 {
+            arena.xfree(slab, SLAB_PAGES * arena.quantum());
+        }
+    }
 }
 
 static BUMP: BumpCache = BumpCache {
@@ -311,7 +313,7 @@ fn enter_and_remove_outside_a_vaonly_allocation_are_refused() {
     m.uvm_km_free(gone, ps, V);
     let gone = gone.as_ptr() as usize;
     // A live entered page to watch.
-    m.enter(nn(p + ps), ps, UvmFlags(0)).unwrap();
+    m.enter(nn(p + ps), ps, UvmFlags::empty()).unwrap();
     fill(nn(p + ps), ps, 0x5E);
     let before = m.stats();
     let outside: [(usize, usize); 7] = [
@@ -325,7 +327,7 @@ fn enter_and_remove_outside_a_vaonly_allocation_are_refused() {
     ];
     for (a, size) in outside {
         refused("is not inside a UVM_KMF_VAONLY allocation", || {
-            m.enter(nn(a), size, UvmFlags(0));
+            m.enter(nn(a), size, UvmFlags::empty());
         });
         refused("is not inside a UVM_KMF_VAONLY allocation", || {
             m.remove(nn(a), size)
@@ -338,9 +340,9 @@ fn enter_and_remove_outside_a_vaonly_allocation_are_refused() {
     }
     check(nn(p + ps), ps, 0x5E);
     // Inside, they work, up to the allocation's last page.
-    m.enter(nn(q + 2 * ps), 2 * ps, UvmFlags(0)).unwrap();
+    m.enter(nn(q + 2 * ps), 2 * ps, UvmFlags::empty()).unwrap();
     fill(nn(q + 2 * ps), 2 * ps, 0x77);
-    m.enter(nn(g), 2 * ps, UvmFlags(0)).unwrap();
+    m.enter(nn(g), 2 * ps, UvmFlags::empty()).unwrap();
     m.remove(nn(g), 2 * ps);
     assert_eq!(m.stats().wired_pages, before.wired_pages + 2);
     m.uvm_km_free(nn(p), 4 * ps, V);
@@ -367,7 +369,7 @@ fn guarded_free_with_another_split_changes_nothing() {
     for t in [W, P, V] {
         let p = m.uvm_km_alloc_guarded(2 * ps, 2, t).unwrap();
         if t == V {
-            m.enter(p, 2 * ps, UvmFlags(0)).unwrap();
+            m.enter(p, 2 * ps, UvmFlags::empty()).unwrap();
         }
         fill(p, 2 * ps, 0x3C);
         let before = m.stats();

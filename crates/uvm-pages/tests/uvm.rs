@@ -2,14 +2,14 @@
 //! pagedaemon (the rump `uvmwait` shape), drain hooks, arena stacking on
 //! `uvm_km_kmem_alloc`, guard pages, and each bad input.
 
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bsdalloc_platform::{
     Delivery, Ipl, OS_PAGES, curcpu, intr_establish, intr_trigger, splvm, splx,
 };
-use bsdalloc_uvm_pages::{KernelMap, KmConfig, KmemSource, UvmFlags};
+use bsdalloc_uvm_pages::{DrainHook, KernelMap, KmConfig, KmemSource, UvmFlags};
 use bsdalloc_vmem::{Arena, ArenaConfig, SizeType, VmFlags, VmemError};
 
 const W: UvmFlags = UvmFlags::WIRED;
@@ -158,12 +158,12 @@ fn vaonly_is_address_space_until_entered() {
     assert_eq!(m.stats().committed_pages, before, "no pages");
     assert_eq!(m.stats().va_in_use[2], 8 * ps);
     let q = NonNull::new(p.as_ptr().wrapping_add(2 * ps)).unwrap();
-    m.enter(q, 2 * ps, UvmFlags(0)).unwrap();
+    m.enter(q, 2 * ps, UvmFlags::empty()).unwrap();
     // SAFETY: two entered pages.
     unsafe { q.as_ptr().add(ps).write(9) };
     assert_eq!(m.stats().committed_pages, before + 2);
     m.remove(q, 2 * ps);
-    m.enter(q, ps, UvmFlags(0)).unwrap(); // left entered: freed with the range
+    m.enter(q, ps, UvmFlags::empty()).unwrap(); // left entered: freed with the range
     m.uvm_km_free(p, 8 * ps, V);
     assert_eq!(m.stats().committed_pages, before);
     assert_eq!(m.stats().wired_pages, 0);
@@ -256,18 +256,23 @@ fn budget_sleep_until_memory_comes_back() {
     assert_eq!((st.wired_pages, st.committed_pages), (0, 0));
 }
 
-static HOOK_MAP: AtomicUsize = AtomicUsize::new(0);
-static HOOK_HELD: AtomicUsize = AtomicUsize::new(0);
-static HOOK_CALLS: AtomicUsize = AtomicUsize::new(0);
+/// A "pool" that holds pages of its map and gives them back when the
+/// pagedaemon asks: its state is the hook's own `self`.
+struct HoldingPool {
+    map: &'static KernelMap,
+    held: AtomicPtr<u8>,
+    pages: usize,
+    calls: AtomicUsize,
+}
 
-fn drain_hook(_arg: usize, flags: UvmFlags) {
-    assert!(flags.contains(UvmFlags::NOWAIT));
-    HOOK_CALLS.fetch_add(1, Ordering::SeqCst);
-    let held = HOOK_HELD.swap(0, Ordering::SeqCst);
-    if held != 0 {
-        // SAFETY: set below to a leaked &'static KernelMap.
-        let m = unsafe { &*(HOOK_MAP.load(Ordering::SeqCst) as *const KernelMap) };
-        m.uvm_km_free(NonNull::new(held as *mut u8).unwrap(), 8 * m.page_size(), W);
+impl DrainHook for HoldingPool {
+    fn drain(&self, flags: UvmFlags) {
+        assert!(flags.contains(UvmFlags::NOWAIT));
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(p) = NonNull::new(self.held.swap(ptr::null_mut(), Ordering::SeqCst)) {
+            self.map
+                .uvm_km_free(p, self.pages * self.map.page_size(), W);
+        }
     }
 }
 
@@ -275,22 +280,51 @@ fn drain_hook(_arg: usize, flags: UvmFlags) {
 fn pagedaemon_runs_drain_hooks_on_shortage() {
     let m = map(16, 16);
     let ps = m.page_size();
-    HOOK_MAP.store(m as *const KernelMap as usize, Ordering::SeqCst);
-    m.register_drain_hook(drain_hook, 0);
-    // A "pool" holds 8 pages it would give back if asked.
-    HOOK_HELD.store(
-        m.uvm_km_alloc(8 * ps, 0, W).unwrap().as_ptr() as usize,
-        Ordering::SeqCst,
-    );
+    // A pool holds 8 pages it would give back if asked; another, empty,
+    // is asked too and sees its own state.
+    let pool = leak(HoldingPool {
+        map: m,
+        held: AtomicPtr::new(m.uvm_km_alloc(8 * ps, 0, W).unwrap().as_ptr()),
+        pages: 8,
+        calls: AtomicUsize::new(0),
+    });
+    let empty = leak(HoldingPool {
+        map: m,
+        held: AtomicPtr::new(ptr::null_mut()),
+        pages: 0,
+        calls: AtomicUsize::new(0),
+    });
+    m.register_drain_hook(pool);
+    m.register_drain_hook(empty);
     let a = m.uvm_km_alloc(8 * ps, 0, W).unwrap();
     // 16 of 16 pages in use: the next NOWAIT request needs the pool's pages.
     let b = m
         .uvm_km_alloc(4 * ps, 0, W | UvmFlags::NOWAIT)
         .expect("the drain hook freed memory");
-    assert_eq!(HOOK_CALLS.load(Ordering::SeqCst), 1);
+    assert_eq!(pool.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(empty.calls.load(Ordering::SeqCst), 1);
+    assert!(pool.held.load(Ordering::SeqCst).is_null());
     assert!(m.stats().pagedaemon_runs >= 1);
     m.uvm_km_free(a, 8 * ps, W);
     m.uvm_km_free(b, 4 * ps, W);
+}
+
+#[test]
+fn map_addresses_become_pointers_into_the_reservation() {
+    let m = map(0, 0);
+    let ps = m.page_size();
+    let va = m
+        .uvm_km_kmem_alloc(m.kmem_arena(), 2 * ps, VmFlags::SLEEP)
+        .unwrap();
+    let p = m.va_ptr(va + ps).unwrap();
+    assert_eq!(p.as_ptr().addr(), va + ps);
+    // SAFETY: the second page of a wired kmem allocation.
+    unsafe { p.as_ptr().write_bytes(0x5A, ps) };
+    let (base, size) = m.range();
+    assert!(m.va_ptr(base).is_some());
+    assert!(m.va_ptr(base + size).is_none(), "one past the map");
+    assert!(m.va_ptr(base - 1).is_none());
+    m.uvm_km_kmem_free(m.kmem_arena(), va, 2 * ps);
 }
 
 #[test]
@@ -443,8 +477,38 @@ fn alloc_size_zero() {
 }
 
 #[test]
-#[should_panic(expected = "must contain exactly one type")]
-fn alloc_two_types() {
+#[should_panic(expected = "uvm_km_alloc: unknown flags 0x100")]
+fn alloc_unknown_flags_from_a_raw_word() {
+    // A caller passing a C flag word keeps its unknown bits (from_bits_retain)
+    // and uvm_km_alloc refuses them; from_bits refuses them at once.
+    assert_eq!(UvmFlags::from_bits(0x101), None);
+    let raw = UvmFlags::from_bits_retain(0x101);
+    assert_eq!(raw.unknown(), 0x100);
+    assert_eq!(format!("{raw:?}"), "UVM_KMF_WIRED | 0x100");
+    map(0, 0).uvm_km_alloc(4096, 0, raw);
+}
+
+#[test]
+fn flags_print_netbsd_names() {
+    assert_eq!(
+        format!("{:?}", W | UvmFlags::ZERO),
+        "UVM_KMF_WIRED | UVM_KMF_ZERO"
+    );
+    assert_eq!(format!("{:?}", UvmFlags::empty()), "0");
+    assert_eq!(UvmFlags::TYPEMASK.bits(), 0x7);
+    assert_eq!((V | UvmFlags::NOWAIT).typ(), V);
+    // The mask is no flag of its own: it names nothing when printed.
+    assert_eq!(
+        format!("{:?}", UvmFlags::TYPEMASK),
+        "UVM_KMF_WIRED | UVM_KMF_PAGEABLE | UVM_KMF_VAONLY"
+    );
+}
+
+#[test]
+#[should_panic(
+    expected = "uvm_km_alloc: flags UVM_KMF_WIRED | UVM_KMF_PAGEABLE must contain exactly one type (got 0x3)"
+)]
+fn alloc_two_types_names_them() {
     map(0, 0).uvm_km_alloc(4096, 0, W | P);
 }
 
@@ -499,8 +563,8 @@ fn free_foreign_pointer() {
 fn enter_twice() {
     let m = map(0, 0);
     let p = m.uvm_km_alloc(4096, 0, V).unwrap();
-    m.enter(p, 4096, UvmFlags(0)).unwrap();
-    m.enter(p, 4096, UvmFlags(0));
+    m.enter(p, 4096, UvmFlags::empty()).unwrap();
+    m.enter(p, 4096, UvmFlags::empty());
 }
 
 #[test]
@@ -514,19 +578,15 @@ fn kmem_free_not_allocated() {
     m.uvm_km_kmem_free(m.kmem_arena(), a, 4096);
 }
 
-static INTR_MAP: AtomicUsize = AtomicUsize::new(0);
-
-fn waitok_in_interrupt(_: usize) {
-    // SAFETY: a leaked &'static KernelMap stored below.
-    let m = unsafe { &*(INTR_MAP.load(Ordering::SeqCst) as *const KernelMap) };
+/// The map travels as the handler's (typed) argument.
+fn waitok_in_interrupt(m: &'static KernelMap) {
     m.uvm_km_alloc(4096, 0, W);
 }
 
 #[test]
 #[should_panic(expected = "uvm_km_alloc (without UVM_KMF_NOWAIT): sleeping in interrupt context")]
 fn waitok_from_interrupt_context() {
-    INTR_MAP.store(map(0, 0) as *const KernelMap as usize, Ordering::SeqCst);
-    let src = intr_establish(Ipl::Vm, waitok_in_interrupt, 0).unwrap();
+    let src = intr_establish(Ipl::Vm, waitok_in_interrupt, map(0, 0)).unwrap();
     let s = splvm();
     assert_eq!(intr_trigger(curcpu(), src), Delivery::Delivered);
     splx(s);

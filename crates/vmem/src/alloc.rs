@@ -9,8 +9,9 @@ use bsdalloc_platform::{KMutexGuard, WaitQueue, assert_sleepable};
 
 use crate::arena::{Arena, SpanSource, check_fit_flags, check_sleep_flags};
 use crate::bt::{BT_F_XALLOC, BT_TYPE_CURSOR, BT_TYPE_SPAN};
-use crate::flags::{BT_MAXFREE, BT_MINRESERVE, VMEM_ADDR_MAX, VMEM_ADDR_MIN, VmFlags, VmemError};
-use crate::inner::{Inner, Request, crosses};
+use crate::constraints::{Request, XallocConstraints};
+use crate::flags::{BT_MAXFREE, BT_MINRESERVE, VmFlags, VmemError};
+use crate::inner::Inner;
 
 type Bt = crate::bt::BoundaryTag;
 
@@ -44,109 +45,43 @@ impl Arena {
         {
             return qc.qc_alloc(self, rsize, flags);
         }
-        self.xalloc_core(
-            Request {
-                size: rsize,
-                align: self.quantum,
-                phase: 0,
-                nocross: 0,
-                minaddr: VMEM_ADDR_MIN,
-                maxaddr: VMEM_ADDR_MAX,
-            },
-            flags,
-            false,
-        )
+        self.xalloc_core(Request::plain(rsize, self.quantum), flags, false)
     }
 
     /// `vmem_xalloc`: a constrained allocation (spec §1.4), never from the
-    /// quantum cache.
-    ///
-    /// - `align`: 0 (quantum) or a power of two multiple of the quantum;
-    /// - `phase`: the result is `phase` modulo `align`;
-    /// - `nocross`: 0 or a power of two ≥ `size` that `[a, a+size)` must not
-    ///   cross;
-    /// - `minaddr ..= maxaddr` (both inclusive) must contain the result.
+    /// quantum cache. [`XallocConstraints`] gives the size, alignment,
+    /// phase, boundary and (inclusive) address window, and NetBSD's rules
+    /// for them; [`crate::vmem_xalloc`] takes them positionally, as C does.
     ///
     /// Restricted requests (align, phase or nocross) do not import, so they
     /// may fail even with `VM_SLEEP`.
     ///
+    /// ```
+    /// use bsdalloc_vmem::{Arena, VmFlags, XallocConstraints};
+    ///
+    /// let a = Arena::create("ports", 0, 0x1_0000, 1).unwrap();
+    /// let c = XallocConstraints::new(8).align(8).min(0x3f8).max(0x3ff);
+    /// assert_eq!(a.xalloc(c, VmFlags::NOSLEEP | VmFlags::BESTFIT), Ok(0x3f8));
+    /// a.xfree(0x3f8, 8);
+    /// ```
+    ///
     /// # Panics
-    /// With NetBSD's assertion text when the arguments break these rules.
+    /// With NetBSD's assertion text when the constraints break these rules,
+    /// when the size is 0, or the flags lack exactly one sleep flag and one
+    /// fit; before anything changes.
     #[track_caller]
-    #[allow(clippy::too_many_arguments)]
-    pub fn xalloc(
-        &self,
-        size: usize,
-        align: usize,
-        phase: usize,
-        nocross: usize,
-        minaddr: usize,
-        maxaddr: usize,
-        flags: VmFlags,
-    ) -> Result<usize, VmemError> {
+    pub fn xalloc(&self, c: XallocConstraints, flags: VmFlags) -> Result<usize, VmemError> {
         self.assert_alive();
-        let name = self.name;
-        if size == 0 {
-            panic!("vmem_xalloc: arena '{name}': size 0");
+        if c.size == 0 {
+            panic!("vmem_xalloc: arena '{}': size 0", self.name);
         }
         check_sleep_flags("vmem_xalloc", flags);
         check_fit_flags("vmem_xalloc", flags);
-        let q = self.quantum;
-        if align != 0 && (!align.is_power_of_two() || align & (q - 1) != 0) {
-            panic!(
-                "vmem_xalloc: arena '{name}': align {align:#x} is not a power of two multiple of the quantum {q:#x}"
-            );
-        }
-        if phase & (q - 1) != 0 {
-            panic!(
-                "vmem_xalloc: arena '{name}': phase {phase:#x} is not a multiple of the quantum {q:#x}"
-            );
-        }
-        if align == 0 && phase != 0 {
-            panic!("vmem_xalloc: arena '{name}': phase {phase:#x} without align");
-        }
-        if align != 0 && phase >= align {
-            panic!("vmem_xalloc: arena '{name}': phase {phase:#x} >= align {align:#x}");
-        }
-        if nocross != 0 && (!nocross.is_power_of_two() || nocross & (q - 1) != 0) {
-            panic!(
-                "vmem_xalloc: arena '{name}': nocross {nocross:#x} is not a power of two multiple of the quantum"
-            );
-        }
-        let rsize = self.checked_roundup_size(size);
-        if nocross != 0 && rsize.is_none_or(|r| nocross < r) {
-            let shown = rsize.unwrap_or(size);
-            panic!("vmem_xalloc: arena '{name}': nocross {nocross:#x} < size {shown:#x}");
-        }
-        if let Some(r) = rsize
-            && nocross != 0
-            && phase
-                .checked_add(r - 1)
-                .is_none_or(|last| crosses(phase, last, nocross))
-        {
-            panic!(
-                "vmem_xalloc: arena '{name}': [phase, phase+size) itself crosses nocross {nocross:#x}"
-            );
-        }
-        if minaddr > maxaddr {
-            panic!("vmem_xalloc: arena '{name}': minaddr {minaddr:#x} > maxaddr {maxaddr:#x}");
-        }
         // Arguments are valid; a size that cannot be rounded fits nowhere.
-        let Some(rsize) = rsize else {
+        let Some(req) = c.check(self.name, self.quantum) else {
             return Err(self.fail_early());
         };
-        self.xalloc_core(
-            Request {
-                size: rsize,
-                align: if align == 0 { q } else { align },
-                phase,
-                nocross,
-                minaddr,
-                maxaddr,
-            },
-            flags,
-            true,
-        )
+        self.xalloc_core(req, flags, true)
     }
 
     /// `vmem_xalloc_addr`: allocate exactly `[addr, addr+size)`, rounded up
@@ -188,7 +123,7 @@ impl Arena {
             return Err(self.fail_early());
         };
         let flags = (flags & VmFlags::SLEEP_MASK) | VmFlags::BESTFIT;
-        self.xalloc(size, 0, 0, 0, addr, max, flags)
+        self.xalloc(XallocConstraints::new(size).min(addr).max(max), flags)
             .inspect(|&a| debug_assert_eq!(a, addr))
             .map(|_| ())
     }
@@ -235,7 +170,9 @@ impl Arena {
                 // run out of tags halfway. (The reserve above covers them;
                 // this keeps a refill-policy change from corrupting the
                 // arena.)
-                let need = g.carve_tags(bt, a, req.size, self.quantum) + cursor;
+                // SAFETY: the search just returned `bt`, a FREE tag holding
+                // [a, a+size), with the lock held since.
+                let need = unsafe { g.carve_tags(bt, a, req.size(), self.quantum) } + cursor;
                 if g.nspare < need {
                     g = match self.refill(g, flags, need) {
                         // The lock may have been dropped: search again.
@@ -247,11 +184,15 @@ impl Arena {
                     };
                     continue;
                 }
-                let busy = g.carve(bt, a, req.size, self.qshift, self.quantum, xalloc);
+                // SAFETY: as above (the refill that drops the lock searches
+                // again), with the spares counted.
+                let busy = unsafe { g.carve(bt, a, req.size(), self.qshift, self.quantum, xalloc) };
                 if strat == VmFlags::NEXTFIT {
                     self.ensure_cursor(&mut g);
                     g.cursor_unlink();
-                    g.cursor_place_after(busy);
+                    // SAFETY: `busy` is on the segment list; the cursor was
+                    // just taken off it.
+                    unsafe { g.cursor_place_after(busy) };
                 }
                 g.stats.allocs += 1;
                 if woken {
@@ -268,7 +209,7 @@ impl Arena {
             }
             if !restricted && let Some(src) = self.source {
                 drop(g);
-                let imported = self.import_span(src, req.size, flags);
+                let imported = self.import_span(src, req.size(), flags);
                 g = self.check_alive(self.lock.lock());
                 if imported {
                     continue;
@@ -287,7 +228,7 @@ impl Arena {
                 self.wake_sleepers(&mut g);
             }
             let tag = g.generation;
-            g = WaitQueue::wait_tagged(g, |i| &mut i.sleepers, req.size, tag, "vmem");
+            g = WaitQueue::wait_tagged(g, |i| &mut i.sleepers, req.size(), tag, "vmem");
             g = self.check_alive(g);
             woken = true;
         }
@@ -296,10 +237,12 @@ impl Arena {
     fn ensure_cursor(&self, g: &mut Inner) {
         if g.cursor.is_null() {
             let c = g.spare_pop();
-            // SAFETY: a fresh spare tag.
-            unsafe { (*c).typ = BT_TYPE_CURSOR };
+            // SAFETY: a fresh spare tag, on no list.
+            unsafe {
+                (*c).typ = BT_TYPE_CURSOR;
+                g.seg_insert_before(ptr::null_mut(), c);
+            }
             g.cursor = c;
-            g.seg_insert_before(ptr::null_mut(), c);
         }
     }
 
@@ -461,25 +404,35 @@ impl Arena {
                 self.name
             );
         }
-        self.free_busy(g, bt);
+        // SAFETY: the hash lookup found `bt` under this very lock.
+        unsafe { self.free_busy(g, bt) };
     }
 
     /// Free BUSY tag `bt` (spec §1.6), consuming the lock.
-    fn free_busy(&self, mut g: KMutexGuard<'_, Inner>, bt: *mut Bt) {
-        // SAFETY: `bt` is a BUSY tag on the hash.
-        unsafe { g.hash.remove(bt) };
+    ///
+    /// # Safety
+    /// `bt` is a BUSY tag on this arena's busy hash (`g` is its lock).
+    unsafe fn free_busy(&self, mut g: KMutexGuard<'_, Inner>, bt: *mut Bt) {
         g.stats.frees += 1;
         let had_cursor = g.cursor_unlink();
-        let (seg, whole_span) = g.free_coalesce(bt, self.qshift);
+        // SAFETY: caller's contract: on the hash, hence on the segment list;
+        // taken off the hash here, with the cursor off the list.
+        let (seg, whole_span) = unsafe {
+            g.hash.remove(bt);
+            g.free_coalesce(bt, self.qshift)
+        };
         let release = match (whole_span, self.source) {
             (Some(span), Some(src)) if src.can_release() => Some((span, src)),
             _ => None,
         };
         match release {
             Some((span, src)) => {
-                let (start, size) = g.remove_span(span, seg);
+                // SAFETY: `free_coalesce` found `seg` filling imported span
+                // `span`; the cursor is off the list.
+                let (start, size) = unsafe { g.remove_span(span, seg) };
                 if had_cursor {
-                    g.cursor_place_after(ptr::null_mut());
+                    // SAFETY: the cursor is off the list.
+                    unsafe { g.cursor_place_after(ptr::null_mut()) };
                 }
                 g.stats.releases += 1;
                 self.trim(&mut g, BT_MAXFREE);
@@ -488,9 +441,14 @@ impl Arena {
                 src.release(start, size);
             }
             None => {
-                g.fl_insert(seg, self.qshift);
-                if had_cursor {
-                    g.cursor_place_after(seg);
+                // SAFETY: `seg` is the FREE tag `free_coalesce` left on the
+                // segment list and on no free list; the cursor is off the
+                // list.
+                unsafe {
+                    g.fl_insert(seg, self.qshift);
+                    if had_cursor {
+                        g.cursor_place_after(seg);
+                    }
                 }
                 self.trim(&mut g, BT_MAXFREE);
                 self.wake_sleepers(&mut g);
@@ -517,7 +475,8 @@ impl Arena {
             if bt.is_null() {
                 return;
             }
-            self.free_busy(g, bt);
+            // SAFETY: a BUSY tag on the segment list is on the busy hash.
+            unsafe { self.free_busy(g, bt) };
         }
     }
 }

@@ -1,18 +1,22 @@
-//! The arena: NetBSD's `struct vmem` and its entry points.
+//! The arena: NetBSD's `struct vmem`, its configuration, the import
+//! source trait, and the entry points that manage tags, spans, sleepers,
+//! sizes and the busy hash. Allocation and free are in `alloc.rs`,
+//! creation and destruction in `lifecycle.rs`, the quantum cache in
+//! `qcache.rs`.
 
 use core::fmt;
 use core::ptr::{self, NonNull};
 
-use bsdalloc_platform::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use bsdalloc_platform::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering,
+};
 use bsdalloc_platform::sync::cell::UnsafeCell;
 use bsdalloc_platform::{Ipl, KMutex, KMutexGuard, WaitChannel, WaitQueue};
 
-use crate::bt::{self, BT_F_PRIVATE, BT_TYPE_BUSY, BT_TYPE_SPAN, BT_TYPE_SPAN_STATIC, BoundaryTag};
-use crate::flags::{
-    BT_MINRESERVE, SizeType, VMEM_HASHSIZE_MAX, VMEM_HASHSIZE_MAX_LARGE, VMEM_NAME_MAX,
-    VMEM_QCACHE_IDX_MAX, VmFlags, VmemError,
-};
+use crate::bt::{self, BT_F_PRIVATE, BT_TYPE_BUSY, BT_TYPE_SPAN_STATIC, BoundaryTag};
+use crate::flags::{SizeType, VMEM_HASHSIZE_MAX, VMEM_HASHSIZE_MAX_LARGE, VmFlags, VmemError};
 use crate::inner::Inner;
+use crate::qcache::QuantumCache;
 
 type Bt = BoundaryTag;
 
@@ -34,16 +38,6 @@ pub trait SpanSource: Sync {
     fn can_release(&self) -> bool {
         true
     }
-}
-
-/// The quantum-cache hook (DESIGN.md §1): an arena with `qcache_max > 0`
-/// sends sizes up to `qcache_max` here. `bsdalloc-pool-cache` implements
-/// it; without one the arena serves those sizes itself.
-pub trait QuantumCache: Sync {
-    /// Allocate `size` bytes (a multiple of the quantum, ≤ `qcache_max`).
-    fn qc_alloc(&self, arena: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError>;
-    /// Free what `qc_alloc(size)` returned.
-    fn qc_free(&self, arena: &Arena, addr: usize, size: usize);
 }
 
 /// An importer over a parent arena: `vmem_alloc(parent)` / `vmem_free`.
@@ -75,11 +69,13 @@ pub struct Arena {
     pub(crate) quantum: usize,
     pub(crate) qshift: u32,
     pub(crate) flags: VmFlags,
-    ipl: Ipl,
+    pub(crate) ipl: Ipl,
     pub(crate) source: Option<&'static dyn SpanSource>,
     pub(crate) qcache_max: usize,
-    qcache_set: AtomicBool,
-    qcache: UnsafeCell<Option<&'static dyn QuantumCache>>,
+    /// `QC_NONE`, `QC_PLUGGED` or `QC_DETACHED`: whether `qcache` holds
+    /// the cache and whether allocations go to it.
+    pub(crate) qcache_state: AtomicU8,
+    pub(crate) qcache: UnsafeCell<Option<&'static dyn QuantumCache>>,
     /// `MUTEX_DEFAULT` at the arena's level: adaptive at `IPL_NONE` (its
     /// waiters sleep instead of spinning), a spin mutex above.
     pub(crate) lock: KMutex<Inner>,
@@ -104,7 +100,7 @@ pub struct Arena {
 }
 
 // SAFETY: all mutable state is behind the arena's spin mutex, except the
-// quantum-cache hook, written once before `qcache_set` is published.
+// quantum-cache hook, written once before `qcache_state` publishes it.
 unsafe impl Sync for Arena {}
 // SAFETY: as above; the raw tag pointers inside belong to the arena.
 unsafe impl Send for Arena {}
@@ -120,7 +116,22 @@ impl fmt::Debug for Arena {
     }
 }
 
-/// How an arena is configured (the arguments of `vmem_create`).
+/// How an arena is configured: the arguments of `vmem_create`, `vmem_xcreate`
+/// and `vmem_init` other than the initial span, which every way of creating
+/// an arena takes (`vmem_create(cfg, base, size)`, [`Arena::with_config`],
+/// [`Arena::new`], …).
+///
+/// ```
+/// use bsdalloc_platform::Ipl;
+/// use bsdalloc_vmem::{Arena, ArenaConfig, VmFlags, vmem_create, vmem_destroy};
+///
+/// // vmem_create("kva", base, size, PAGE_SIZE, NULL, NULL, NULL, 0, VM_SLEEP, IPL_VM)
+/// const KVA: ArenaConfig = ArenaConfig::new("kva", 4096).flags(VmFlags::SLEEP).ipl(Ipl::Vm);
+/// let kva: &'static Arena = vmem_create(KVA, 0x1000_0000, 1 << 24).unwrap();
+/// assert_eq!(kva.ipl(), Ipl::Vm);
+/// // SAFETY: `kva` is not used afterwards.
+/// unsafe { vmem_destroy(kva) };
+/// ```
 #[derive(Clone, Copy)]
 pub struct ArenaConfig {
     /// Name (truncated to 16 bytes, `VMEM_NAME_MAX`).
@@ -165,17 +176,34 @@ impl ArenaConfig {
             ipl: Ipl::None,
         }
     }
-}
 
-const fn truncate_name(name: &'static str) -> &'static str {
-    if name.len() <= VMEM_NAME_MAX {
-        return name;
+    /// Import spans from `source` when the arena runs dry, and release them
+    /// to it.
+    #[must_use]
+    pub const fn source(self, source: &'static dyn SpanSource) -> ArenaConfig {
+        ArenaConfig {
+            source: Some(source),
+            ..self
+        }
     }
-    let mut n = VMEM_NAME_MAX;
-    while !name.is_char_boundary(n) {
-        n -= 1;
+
+    /// Send sizes up to `qcache_max` to the quantum cache.
+    #[must_use]
+    pub const fn qcache_max(self, qcache_max: usize) -> ArenaConfig {
+        ArenaConfig { qcache_max, ..self }
     }
-    name.split_at(n).0
+
+    /// Arena flags (replacing the default `VM_NOSLEEP`).
+    #[must_use]
+    pub const fn flags(self, flags: VmFlags) -> ArenaConfig {
+        ArenaConfig { flags, ..self }
+    }
+
+    /// The interrupt level that may use the arena.
+    #[must_use]
+    pub const fn ipl(self, ipl: Ipl) -> ArenaConfig {
+        ArenaConfig { ipl, ..self }
+    }
 }
 
 /// Pause before retrying a tag refill under `VM_SLEEP` ("sleep one tick").
@@ -208,102 +236,6 @@ pub(crate) fn check_fit_flags(what: &str, flags: VmFlags) -> VmFlags {
 }
 
 impl Arena {
-    /// `vmem_init` on caller storage, without an initial span: a const
-    /// constructor for statics. Add spans with [`Arena::add`].
-    ///
-    /// # Panics
-    /// If the quantum is not a power of two, `qcache_max` is not a multiple
-    /// of it, or `VM_XIMPORT` is passed (only `vmem_xcreate` sets it).
-    pub const fn new(cfg: ArenaConfig) -> Arena {
-        assert!(
-            cfg.quantum.is_power_of_two(),
-            "vmem_init: quantum must be a power of two"
-        );
-        assert!(
-            cfg.qcache_max.is_multiple_of(cfg.quantum),
-            "vmem_init: qcache_max must be a multiple of the quantum"
-        );
-        // Clamp to 16 quanta; with a quantum of 2^60 or more, 16 quanta do
-        // not fit in a usize and any legal qcache_max is below them.
-        let mut qmax = cfg.qcache_max;
-        if let Some(limit) = VMEM_QCACHE_IDX_MAX.checked_mul(cfg.quantum)
-            && qmax > limit
-        {
-            qmax = limit;
-        }
-        Arena {
-            name: truncate_name(cfg.name),
-            quantum: cfg.quantum,
-            qshift: cfg.quantum.trailing_zeros(),
-            flags: VmFlags(cfg.flags.0 & VmFlags::ARENA_MASK.0),
-            ipl: cfg.ipl,
-            source: cfg.source,
-            qcache_max: qmax,
-            qcache_set: AtomicBool::new(false),
-            qcache: UnsafeCell::new(None),
-            lock: KMutex::new(cfg.ipl, Inner::new()),
-            cv: WaitChannel::new("vmem"),
-            next: AtomicPtr::new(ptr::null_mut()),
-            registered: AtomicBool::new(false),
-            serial: AtomicU64::new(0),
-            walkers: AtomicUsize::new(0),
-            descriptor: AtomicBool::new(false),
-            destroyed: AtomicBool::new(false),
-        }
-    }
-
-    /// An arena with an initial static span `[base, base+size)` (size 0:
-    /// none), `IPL_NONE`, no source. The common case of `vmem_create`.
-    ///
-    /// # Panics
-    /// As [`Arena::new`].
-    pub fn create(
-        name: &'static str,
-        base: usize,
-        size: usize,
-        quantum: usize,
-    ) -> Result<Arena, VmemError> {
-        Self::with_config(ArenaConfig::new(name, quantum), base, size)
-    }
-
-    /// `vmem_init(NULL, …)` semantics by value: configure, then add the
-    /// initial span if `size > 0`.
-    pub fn with_config(cfg: ArenaConfig, base: usize, size: usize) -> Result<Arena, VmemError> {
-        if cfg.flags.contains(VmFlags::XIMPORT) {
-            panic!("vmem_create: VM_XIMPORT is set by vmem_xcreate only");
-        }
-        Self::build(cfg, base, size)
-    }
-
-    /// Validate, construct, reserve tags and add the initial span.
-    pub(crate) fn build(cfg: ArenaConfig, base: usize, size: usize) -> Result<Arena, VmemError> {
-        if cfg.flags.contains(VmFlags::PRIVTAGS) && size != 0 {
-            panic!("vmem_init: a VM_PRIVTAGS arena must be created without an initial span");
-        }
-        check_sleep_flags("vmem_create", cfg.flags);
-        let a = Arena::new(cfg);
-        a.init(cfg.flags, base, size)?;
-        Ok(a)
-    }
-
-    /// The run-time part of `vmem_init`: bootstrap reserve, initial span.
-    pub(crate) fn init(&self, flags: VmFlags, base: usize, size: usize) -> Result<(), VmemError> {
-        self.init_reserve(flags)?;
-        if size > 0 {
-            self.add(base, size, flags.sleep_part())?;
-        }
-        Ok(())
-    }
-
-    fn init_reserve(&self, flags: VmFlags) -> Result<(), VmemError> {
-        if flags.contains(VmFlags::BOOTSTRAP) && !self.flags.contains(VmFlags::PRIVTAGS) {
-            let g = self.lock.lock();
-            let g = self.refill(g, flags.sleep_part(), BT_MINRESERVE + 1)?;
-            drop(g);
-        }
-        Ok(())
-    }
-
     /// The arena's name.
     pub fn name(&self) -> &'static str {
         self.name
@@ -361,54 +293,6 @@ impl Arena {
         VmemError::NoMemory
     }
 
-    /// Plug in the quantum cache (DESIGN.md §1). Once, before any allocation.
-    ///
-    /// # Panics
-    /// If the arena has no `qcache_max`, already has a cache, or has live
-    /// allocations.
-    pub fn set_quantum_cache(&self, qc: &'static dyn QuantumCache) {
-        self.assert_alive();
-        assert!(
-            self.qcache_max > 0,
-            "vmem '{}': no qcache_max, nothing to cache",
-            self.name
-        );
-        let g = self.check_alive(self.lock.lock());
-        // The panics below run the panic hook (unknown code): never with
-        // the arena's spin mutex held.
-        if g.hash.nbusy != 0 {
-            drop(g);
-            panic!(
-                "vmem '{}': quantum cache plugged in after allocations",
-                self.name
-            );
-        }
-        if self.qcache_set.load(Ordering::Relaxed) {
-            drop(g);
-            panic!("vmem '{}': quantum cache already set", self.name);
-        }
-        // SAFETY: written once, under the lock, before `qcache_set` is
-        // published with Release; readers load it with Acquire first.
-        self.qcache.with_mut(|p| unsafe { *p = Some(qc) });
-        self.qcache_set.store(true, Ordering::Release);
-        drop(g);
-    }
-
-    #[inline]
-    pub(crate) fn quantum_cache(&self) -> Option<&'static dyn QuantumCache> {
-        if self.qcache_set.load(Ordering::Acquire) {
-            // SAFETY: published once (see set_quantum_cache), never changed.
-            self.qcache.with(|p| unsafe { *p })
-        } else {
-            None
-        }
-    }
-
-    /// Whether a quantum cache is plugged in.
-    pub fn has_quantum_cache(&self) -> bool {
-        self.quantum_cache().is_some()
-    }
-
     // ---- tags ----
 
     /// Make sure more than `want - 1` spare tags exist (NetBSD's
@@ -434,7 +318,8 @@ impl Arena {
             }
             let got = bt::SUPPLY.lock().pop();
             match got {
-                Some(t) => g.spare_push(t),
+                // SAFETY: the supply handed `t` over: ours, on no list.
+                Some(t) => unsafe { g.spare_push(t) },
                 None => {
                     drop(g);
                     let grown = bt::grow_supply(flags);
@@ -460,7 +345,8 @@ impl Arena {
         let mut s = bt::SUPPLY.lock();
         while g.nspare > keep {
             match g.spare_pop_shared() {
-                Some(t) => s.push(t),
+                // SAFETY: taken off our spare list: referenced by nobody.
+                Some(t) => unsafe { s.push(t) },
                 None => break,
             }
         }
@@ -477,7 +363,9 @@ impl Arena {
         for t in tags.iter_mut() {
             *t = BoundaryTag::new();
             t.flags = BT_F_PRIVATE;
-            g.spare_push(t as *mut Bt);
+            // SAFETY: donated for good (`&'static mut`): the arena's own,
+            // on no list.
+            unsafe { g.spare_push(ptr::from_mut(t)) };
         }
     }
 
@@ -650,12 +538,7 @@ impl Arena {
         }
         // SAFETY: the table has room for `newsize` bucket heads (or is the
         // embedded bucket when newsize is 1).
-        let (old, oldsize) = unsafe {
-            g.hash.rehash(
-                table.map_or(ptr::null_mut(), |p| p.as_ptr().cast()),
-                newsize,
-            )
-        };
+        let (old, oldsize) = unsafe { g.hash.rehash(table.map(NonNull::cast), newsize) };
         g.stats.rehashes += 1;
         if decay {
             let h = &mut g.hash;
@@ -666,10 +549,10 @@ impl Arena {
             };
         }
         drop(g);
-        if let (Some(old), Some(meta)) = (NonNull::new(old.cast::<u8>()), bt::meta_source()) {
+        if let (Some(old), Some(meta)) = (old, bt::meta_source()) {
             // SAFETY: the old table came from alloc_meta(table_bytes(oldsize))
             // and no arena references it after the rehash.
-            unsafe { meta.free_meta(old, table_bytes(oldsize)) };
+            unsafe { meta.free_meta(old.cast(), table_bytes(oldsize)) };
         }
     }
 
@@ -700,107 +583,6 @@ impl Arena {
         self.lock.lock().hash.size
     }
 
-    /// `vmem_destroy`: give imported spans back to the source, every tag
-    /// back to the supply (donated ones are dropped with the arena), the
-    /// hash table back to the meta source. The arena is unusable afterwards.
-    ///
-    /// A destroy waits (sleeping) for [`crate::for_each_arena`] walkers
-    /// that hold the arena, so it must not be called from such a walker's
-    /// callback on the same arena.
-    ///
-    /// # Panics
-    /// If allocations are still live ("vmem_destroy: … still allocated"), or
-    /// if the arena was already destroyed; nothing changes then.
-    #[track_caller]
-    pub fn destroy(&self) {
-        let g = self.check_alive(self.lock.lock());
-        if g.hash.nbusy != 0 {
-            let (n, b) = (g.hash.nbusy, g.inuse);
-            drop(g);
-            self.still_allocated(n, b);
-        }
-        drop(g);
-        // Only once the arena is known to be idle: a refused destroy changes
-        // nothing. (The arena list ranks above arena locks.) Walkers pin
-        // only registered arenas, under the list lock: once unregistered, no
-        // new pin appears, and the ones taken before go away when their
-        // callbacks return.
-        crate::debug::unregister(self);
-        let mut g = self.check_alive(self.lock.lock());
-        while self.walkers.load(Ordering::Relaxed) != 0 {
-            // Unpinning happens under this lock and broadcasts `cv`.
-            g = self.cv.wait(g);
-        }
-        if g.hash.nbusy != 0 {
-            // Allocated from while the lock was dropped (racing a destroy is
-            // the caller's bug): refuse rather than tear live segments down.
-            // The arena stays usable, though no longer registered.
-            let (n, b) = (g.hash.nbusy, g.inuse);
-            drop(g);
-            self.still_allocated(n, b);
-        }
-        self.destroyed.store(true, Ordering::Release);
-        // Sleepers of a destroyed arena wake to its use-after-destroy panic.
-        g.sleepers.wake_all();
-        g.generation = g.generation.wrapping_add(1);
-        let mut released: [(usize, usize); 8] = [(0, 0); 8];
-        loop {
-            // Tear down span by span; release imported ones unlocked.
-            let mut n = 0;
-            let mut bt = g.seg_head;
-            while !bt.is_null() && n < released.len() {
-                // SAFETY: walking our own segment list.
-                let next = unsafe { (*bt).seg_next };
-                g.seg_remove(bt);
-                // SAFETY: a tag we just unlinked.
-                let (typ, start, size) = unsafe { ((*bt).typ, (*bt).start, (*bt).size) };
-                if typ == crate::bt::BT_TYPE_FREE {
-                    g.fl_remove(bt, self.qshift);
-                }
-                if typ == BT_TYPE_SPAN {
-                    released[n] = (start, size);
-                    n += 1;
-                }
-                if Inner::is_span_type(typ) {
-                    g.size -= size;
-                    g.nspans -= 1;
-                }
-                g.spare_push(bt);
-                bt = next;
-            }
-            if n == 0 && g.seg_head.is_null() {
-                break;
-            }
-            drop(g);
-            if let Some(src) = self.source.filter(|s| s.can_release()) {
-                for &(s, z) in &released[..n] {
-                    src.release(s, z);
-                }
-            }
-            g = self.lock.lock();
-        }
-        g.cursor = ptr::null_mut();
-        g.nimported = 0;
-        self.trim(&mut g, 0);
-        // SAFETY: no tags remain; switching back to the embedded bucket.
-        let (old, oldsize) = unsafe { g.hash.rehash(ptr::null_mut(), 1) };
-        drop(g);
-        if let (Some(old), Some(meta)) = (NonNull::new(old.cast::<u8>()), bt::meta_source()) {
-            // SAFETY: the table came from alloc_meta(table_bytes(oldsize)).
-            unsafe { meta.free_meta(old, table_bytes(oldsize)) };
-        }
-        self.cv.broadcast();
-    }
-
-    #[cold]
-    #[track_caller]
-    fn still_allocated(&self, n: usize, bytes: usize) -> ! {
-        panic!(
-            "vmem_destroy: arena '{}': {n} allocations ({bytes:#x} bytes) still allocated",
-            self.name
-        );
-    }
-
     /// Whether `addr` is the start of a busy segment (for wrappers/tests).
     pub fn is_allocated(&self, addr: usize) -> bool {
         self.busy_size(addr).is_some()
@@ -818,43 +600,6 @@ impl Arena {
             // SAFETY: as above.
             unsafe { (*bt).size }
         })
-    }
-}
-
-/// A by-value arena ([`Arena::create`], [`Arena::with_config`], a field of
-/// a struct) is destroyed when dropped, unless [`Arena::destroy`] already
-/// ran: tags back to the global supply, imported spans back to the source,
-/// the hash table back to the meta source.
-///
-/// Arenas that live in a `vmem_create` descriptor or in `vmem_init`'s
-/// caller storage are never dropped (they end with [`vmem_destroy`]); nor
-/// are statics.
-///
-/// # Panics
-/// With live allocations, as `vmem_destroy` does ("… still allocated"),
-/// except while the thread is already panicking (with the `std` feature):
-/// the arena's tags and spans are then leaked rather than turning the
-/// unwind into an abort.
-///
-/// [`vmem_destroy`]: crate::vmem_destroy
-impl Drop for Arena {
-    #[track_caller]
-    fn drop(&mut self) {
-        if self.destroyed.load(Ordering::Acquire) {
-            return;
-        }
-        let (n, bytes) = {
-            let g = self.lock.get_mut();
-            (g.hash.nbusy, g.inuse)
-        };
-        if n != 0 {
-            #[cfg(feature = "std")]
-            if std::thread::panicking() {
-                return;
-            }
-            self.still_allocated(n, bytes);
-        }
-        self.destroy();
     }
 }
 

@@ -17,6 +17,7 @@ use bsdalloc_platform::sync::cell::UnsafeCell;
 use bsdalloc_platform::{Ipl, SpinMutex};
 
 use crate::flags::{STATIC_BT_COUNT, VmFlags};
+use crate::links::slots;
 
 /// Tag types (NetBSD's values).
 pub(crate) const BT_TYPE_SPAN: u8 = 1;
@@ -210,12 +211,19 @@ impl Supply {
         }
         self.static_linked = true;
         for cell in STATIC_TAGS.0.iter() {
-            cell.with_mut(|bt| self.push(bt));
+            // SAFETY: linked once (under the supply lock, `static_linked`):
+            // nobody else holds a static tag yet.
+            cell.with_mut(|bt| unsafe { self.push(bt) });
         }
     }
 
-    pub(crate) fn push(&mut self, bt: *mut BoundaryTag) {
-        // SAFETY: `bt` is a tag nobody else references (caller's contract).
+    /// Put `bt` on the global spare list.
+    ///
+    /// # Safety
+    /// `bt` points at a tag that nobody else references (an arena's spare,
+    /// given back, or fresh storage).
+    pub(crate) unsafe fn push(&mut self, bt: *mut BoundaryTag) {
+        // SAFETY: caller's contract.
         unsafe {
             (*bt).typ = 0;
             (*bt).flags = 0;
@@ -247,16 +255,17 @@ pub(crate) fn grow_supply(flags: VmFlags) -> bool {
     let Some(chunk) = meta.alloc_meta(TAG_CHUNK, flags) else {
         return false;
     };
-    let n = TAG_CHUNK / core::mem::size_of::<BoundaryTag>();
-    let base = chunk.as_ptr().cast::<BoundaryTag>();
+    let stride = core::mem::size_of::<BoundaryTag>();
+    let n = TAG_CHUNK / stride;
     let mut s = SUPPLY.lock();
-    for i in 0..n {
-        // SAFETY: the chunk is ours, aligned (≥ 64) and large enough for n
-        // tags; each slot is initialised before it is linked.
+    // SAFETY: the chunk is ours, TAG_CHUNK bytes aligned to at least 64
+    // (the MetaSource contract), and tags are packed at their own size.
+    for bt in unsafe { slots::<BoundaryTag>(chunk, TAG_CHUNK, stride) } {
+        // SAFETY: a slot of the fresh chunk, initialised before it is
+        // linked, then referenced by the supply alone.
         unsafe {
-            let bt = base.add(i);
             bt.write(BoundaryTag::new());
-            s.push(bt);
+            s.push(bt.as_ptr());
         }
     }
     s.page_tags += n;

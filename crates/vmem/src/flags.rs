@@ -1,132 +1,91 @@
 //! `vm_flag_t`, the `vmem_size` type mask, constants and the error type.
+//!
+//! **Flags across the stack.** NetBSD's flag words (`VM_*` here, `UVM_KMF_*`
+//! in `bsdalloc-uvm-pages`, and the `PR_*`, `KM_*` and `M_*` of the crates
+//! to come) are each one [`bitflags`] type: `no_std`, no allocation, the
+//! NetBSD values, the names without their prefix (`VM_SLEEP` is
+//! [`VmFlags::SLEEP`]), `const` set operations, and `from_bits` /
+//! `from_bits_retain` / `bits` at the C boundary. Masks that group flags are
+//! associated constants outside the `bitflags!` block, so that they are
+//! not flags themselves (iteration and `all()` see only real flags). `Debug`
+//! prints the NetBSD names, `VM_SLEEP | VM_INSTANTFIT`, then any unknown
+//! bits in hex, or `0`: panic messages quote flags that way.
 
 use core::fmt;
-use core::ops::{BitAnd, BitOr, BitOrAssign, Not};
 
-/// NetBSD's `vm_flag_t`: allocation and arena-creation flags.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct VmFlags(pub u32);
+bitflags::bitflags! {
+    /// NetBSD's `vm_flag_t`: allocation and arena-creation flags.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct VmFlags: u32 {
+        /// `VM_SLEEP`: may block until resources exist.
+        const SLEEP = 0x0000_0001;
+        /// `VM_NOSLEEP`: never block; fail with `ENOMEM`.
+        const NOSLEEP = 0x0000_0002;
+        /// `VM_INSTANTFIT`: constant-time choice of a free segment.
+        const INSTANTFIT = 0x0000_1000;
+        /// `VM_BESTFIT`: first fit within the smallest adequate size class.
+        const BESTFIT = 0x0000_2000;
+        /// Next fit (illumos `VM_NEXTFIT`; **an extension, not in NetBSD**):
+        /// walk the segments forward from a cursor that follows the last
+        /// allocation, wrapping; rotor-like reuse for ID allocation.
+        const NEXTFIT = 0x0000_4000;
+        /// `VM_BOOTSTRAP`: arena flag; fill the spare-tag reserve at creation.
+        const BOOTSTRAP = 0x0001_0000;
+        /// `VM_POPULATING`: this request refills the tag supply; do not
+        /// refill tags first (breaks the recursion).
+        const POPULATING = 0x0004_0000;
+        /// `VM_LARGEIMPORT`: arena flag; imports ask for 16 times the need.
+        const LARGEIMPORT = 0x0008_0000;
+        /// `VM_XIMPORT`: set by `vmem_xcreate`; the import may return more.
+        const XIMPORT = 0x0010_0000;
+        /// `VM_PRIVTAGS`: arena flag; use only tags donated with `add_bts`.
+        const PRIVTAGS = 0x0020_0000;
+        /// Arena flag, **an extension, not in NetBSD**: let the busy hash
+        /// grow to [`VMEM_HASHSIZE_MAX_LARGE`] buckets instead of NetBSD's
+        /// 65536, so that free stays short-chained with millions of live
+        /// segments.
+        const LARGEHASH = 0x0040_0000;
+    }
+}
 
 impl VmFlags {
-    /// No flags.
-    pub const NONE: VmFlags = VmFlags(0);
-    /// `VM_SLEEP`: may block until resources exist.
-    pub const SLEEP: VmFlags = VmFlags(0x0000_0001);
-    /// `VM_NOSLEEP`: never block; fail with `ENOMEM`.
-    pub const NOSLEEP: VmFlags = VmFlags(0x0000_0002);
-    /// `VM_INSTANTFIT`: constant-time choice of a free segment.
-    pub const INSTANTFIT: VmFlags = VmFlags(0x0000_1000);
-    /// `VM_BESTFIT`: first fit within the smallest adequate size class.
-    pub const BESTFIT: VmFlags = VmFlags(0x0000_2000);
-    /// Next fit (illumos `VM_NEXTFIT`; **an extension, not in NetBSD**): walk
-    /// the segments forward from a cursor that follows the last allocation,
-    /// wrapping; rotor-like reuse for ID allocation.
-    pub const NEXTFIT: VmFlags = VmFlags(0x0000_4000);
-    /// `VM_BOOTSTRAP`: arena flag; fill the spare-tag reserve at creation.
-    pub const BOOTSTRAP: VmFlags = VmFlags(0x0001_0000);
-    /// `VM_POPULATING`: this request refills the tag supply; do not refill
-    /// tags first (breaks the recursion).
-    pub const POPULATING: VmFlags = VmFlags(0x0004_0000);
-    /// `VM_LARGEIMPORT`: arena flag; imports ask for 16 times the need.
-    pub const LARGEIMPORT: VmFlags = VmFlags(0x0008_0000);
-    /// `VM_XIMPORT`: set by `vmem_xcreate`; the import may return more.
-    pub const XIMPORT: VmFlags = VmFlags(0x0010_0000);
-    /// `VM_PRIVTAGS`: arena flag; use only tags donated with `add_bts`.
-    pub const PRIVTAGS: VmFlags = VmFlags(0x0020_0000);
-    /// Arena flag, **an extension, not in NetBSD**: let the busy hash grow to
-    /// [`VMEM_HASHSIZE_MAX_LARGE`] buckets instead of NetBSD's 65536, so that
-    /// free stays short-chained with millions of live segments.
-    pub const LARGEHASH: VmFlags = VmFlags(0x0040_0000);
+    /// No flags (`0`).
+    pub const NONE: VmFlags = VmFlags::empty();
 
-    pub(crate) const SLEEP_MASK: VmFlags = VmFlags(0x3);
-    pub(crate) const FIT_MASK: VmFlags = VmFlags(0x7000);
-    pub(crate) const ARENA_MASK: VmFlags =
-        VmFlags(0x0001_0000 | 0x0008_0000 | 0x0010_0000 | 0x0020_0000 | 0x0040_0000);
-
-    /// Whether every flag of `other` is set.
-    #[inline]
-    pub const fn contains(self, other: VmFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// Whether any flag of `other` is set.
-    #[inline]
-    pub const fn intersects(self, other: VmFlags) -> bool {
-        self.0 & other.0 != 0
-    }
-
-    /// Union.
-    #[inline]
-    pub const fn union(self, other: VmFlags) -> VmFlags {
-        VmFlags(self.0 | other.0)
-    }
+    pub(crate) const SLEEP_MASK: VmFlags = VmFlags::SLEEP.union(VmFlags::NOSLEEP);
+    pub(crate) const FIT_MASK: VmFlags = VmFlags::INSTANTFIT
+        .union(VmFlags::BESTFIT)
+        .union(VmFlags::NEXTFIT);
+    pub(crate) const ARENA_MASK: VmFlags = VmFlags::BOOTSTRAP
+        .union(VmFlags::LARGEIMPORT)
+        .union(VmFlags::XIMPORT)
+        .union(VmFlags::PRIVTAGS)
+        .union(VmFlags::LARGEHASH);
 
     /// The sleep flag of these flags (`SLEEP` or `NOSLEEP`).
     #[inline]
     pub const fn sleep_part(self) -> VmFlags {
-        VmFlags(self.0 & Self::SLEEP_MASK.0)
-    }
-}
-
-impl BitOr for VmFlags {
-    type Output = VmFlags;
-    fn bitor(self, rhs: VmFlags) -> VmFlags {
-        VmFlags(self.0 | rhs.0)
-    }
-}
-
-impl BitOrAssign for VmFlags {
-    fn bitor_assign(&mut self, rhs: VmFlags) {
-        self.0 |= rhs.0;
-    }
-}
-
-impl BitAnd for VmFlags {
-    type Output = VmFlags;
-    fn bitand(self, rhs: VmFlags) -> VmFlags {
-        VmFlags(self.0 & rhs.0)
-    }
-}
-
-impl Not for VmFlags {
-    type Output = VmFlags;
-    fn not(self) -> VmFlags {
-        VmFlags(!self.0)
+        self.intersection(Self::SLEEP_MASK)
     }
 }
 
 impl fmt::Debug for VmFlags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: &[(VmFlags, &str)] = &[
-            (VmFlags::SLEEP, "VM_SLEEP"),
-            (VmFlags::NOSLEEP, "VM_NOSLEEP"),
-            (VmFlags::INSTANTFIT, "VM_INSTANTFIT"),
-            (VmFlags::BESTFIT, "VM_BESTFIT"),
-            (VmFlags::NEXTFIT, "VM_NEXTFIT"),
-            (VmFlags::BOOTSTRAP, "VM_BOOTSTRAP"),
-            (VmFlags::POPULATING, "VM_POPULATING"),
-            (VmFlags::LARGEIMPORT, "VM_LARGEIMPORT"),
-            (VmFlags::XIMPORT, "VM_XIMPORT"),
-            (VmFlags::PRIVTAGS, "VM_PRIVTAGS"),
-            (VmFlags::LARGEHASH, "VM_LARGEHASH"),
-        ];
+        // NetBSD's spelling (see the module docs).
         let mut first = true;
-        let mut rest = self.0;
-        for (flag, name) in NAMES {
-            if self.contains(*flag) {
-                if !first {
-                    f.write_str(" | ")?;
-                }
-                f.write_str(name)?;
-                first = false;
-                rest &= !flag.0;
-            }
-        }
-        if rest != 0 {
+        for (name, _) in self.iter_names() {
             if !first {
                 f.write_str(" | ")?;
             }
-            write!(f, "{rest:#x}")?;
+            write!(f, "VM_{name}")?;
+            first = false;
+        }
+        let unknown = self.bits() & !Self::all().bits();
+        if unknown != 0 {
+            if !first {
+                f.write_str(" | ")?;
+            }
+            write!(f, "{unknown:#x}")?;
         } else if first {
             f.write_str("0")?;
         }

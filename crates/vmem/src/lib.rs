@@ -6,15 +6,14 @@
 //! `no_std` and self-hosted.
 //!
 //! ```
-//! use bsdalloc_vmem::{Arena, VmFlags, VMEM_ADDR_MAX};
+//! use bsdalloc_vmem::{Arena, VmFlags, XallocConstraints};
 //!
 //! // An address arena: [0x1000_0000, +256 MiB), 4 KiB quantum.
 //! let kva = Arena::create("kva", 0x1000_0000, 256 << 20, 4096).unwrap();
 //! let a = kva.alloc(3 * 4096, VmFlags::NOSLEEP | VmFlags::INSTANTFIT).unwrap();
 //! // 64 KiB-aligned, not crossing a 1 MiB boundary, in the upper half:
-//! let b = kva
-//!     .xalloc(8192, 65536, 0, 1 << 20, 0x1800_0000, VMEM_ADDR_MAX, VmFlags::NOSLEEP | VmFlags::BESTFIT)
-//!     .unwrap();
+//! let c = XallocConstraints::new(8192).align(65536).nocross(1 << 20).min(0x1800_0000);
+//! let b = kva.xalloc(c, VmFlags::NOSLEEP | VmFlags::BESTFIT).unwrap();
 //! assert_eq!(b % 65536, 0);
 //! assert!(b >= 0x1800_0000);
 //! kva.free(a, 3 * 4096);
@@ -79,6 +78,15 @@
 //! constrained request (align, phase, nocross) never imports and fails with
 //! `ENOMEM` even with `VM_SLEEP`, as in NetBSD.
 //!
+//! **Raw pointers.** Tags link to each other by raw pointers, valid only
+//! while the tag is on the list it was found on, under the arena lock. The
+//! link manipulation and the pointer arithmetic on vmem's own memory (tag
+//! chunks, hash tables, descriptor slots) live in one module (`links.rs`),
+//! with strict-provenance arithmetic (pointers derived from their
+//! allocation, never from integers) for Miri; every internal function that
+//! follows a tag pointer its caller passes is `unsafe`, its list membership
+//! the contract.
+//!
 //! **Invariants** (checked by [`Arena::check`], the `VMEM_SANITY` walker):
 //! no tag is inverted; spans never overlap; each span is tiled exactly by
 //! its segments; no two free segments are adjacent; each free segment is on
@@ -110,16 +118,19 @@
 //!
 //! | NetBSD | bsdalloc-vmem |
 //! |---|---|
-//! | `vmem_create`, `vmem_xcreate` | [`vmem_create`], [`vmem_xcreate`] → `&'static Arena`; or [`Arena::create`], [`Arena::with_config`] by value |
-//! | `vmem_init` | [`vmem_init`] (caller storage), [`Arena::new`] (const, for statics) |
+//! | `vmem_create`, `vmem_xcreate` | [`vmem_create`]`(cfg, base, size)`, [`vmem_xcreate`]`(cfg, base, size)` → `&'static Arena`; or [`Arena::with_config`]`(cfg, base, size)`, [`Arena::create`]`(name, base, size, quantum)` by value |
+//! | their `name, quantum, importfn/releasefn/arg, qcache_max, flags, ipl` | [`ArenaConfig`] (`new(name, quantum)`, `.source()`, `.qcache_max()`, `.flags()`, `.ipl()`) |
+//! | `vmem_init` | [`vmem_init`]`(storage, cfg, base, size)` (caller storage), [`Arena::new`]`(cfg)` (const, for statics) |
 //! | `vmem_destroy` | [`vmem_destroy`] (`unsafe`: the arena is gone), [`Arena::destroy`] (safe: the arena stays, unusable), `Drop` of a by-value `Arena` |
 //! | `vmem_add`, `vmem_add_bts` | [`Arena::add`], [`Arena::add_bts`] |
 //! | `vmem_alloc`, `vmem_free` | [`Arena::alloc`], [`Arena::free`] (and [`Arena::alloc_segment`] → RAII [`Segment`]) |
-//! | `vmem_xalloc`, `vmem_xfree` | [`Arena::xalloc`], [`Arena::xfree`] ([`Arena::xalloc_segment`]) |
+//! | `vmem_xalloc`, `vmem_xfree` | [`vmem_xalloc`] (positional), [`Arena::xalloc`] with [`XallocConstraints`], [`Arena::xfree`] ([`Arena::xalloc_segment`]) |
+//! | `vmem_xalloc`'s `size, align, phase, nocross, minaddr, maxaddr` | [`XallocConstraints`] (`new(size)`, `.align()`, `.phase()`, `.nocross()`, `.min()`, `.max()`; max inclusive) |
 //! | `vmem_xalloc_addr`, `vmem_xfreeall` | [`Arena::xalloc_addr`] (extension: rounds a size that is not a quantum multiple), [`Arena::xfreeall`] |
 //! | `vmem_roundup_size`, `vmem_size` | [`Arena::roundup_size`], [`Arena::size`] with [`SizeType`] |
 //! | `vmem_import_t`, `vmem_ximport_t`, `vmem_release_t`, `arg` | [`SpanSource`] (implemented by [`Arena`] itself) |
 //! | `qcache_max` + pool caches | [`ArenaConfig::qcache_max`], [`QuantumCache`], [`Arena::set_quantum_cache`] |
+//! | `qc_destroy` in `vmem_destroy`; reclaim of the `qc_cache` pools | [`QuantumCache::qc_destroy`] (by [`Arena::destroy`]), [`QuantumCache::qc_reclaim`] (by [`Arena::reclaim`]) |
 //! | `vmem_rehash_start` | [`Arena::rehash`], [`vmem_rehash_all`] |
 //! | `vmem_subsystem_init` | [`vmem_subsystem_init`] with a [`MetaSource`] |
 //! | `vmem_dump`, `vmem_print`, `vmem_printall`, `vmem_whatis` | [`Arena::dump`], [`vmem_printall`], [`vmem_whatis`] |
@@ -154,19 +165,25 @@ extern crate std;
 mod alloc;
 mod arena;
 mod bt;
+mod constraints;
 mod debug;
+mod fit;
 mod flags;
+mod hash;
 mod inner;
+mod lifecycle;
+mod links;
 mod netbsd;
+mod qcache;
+mod registry;
 mod wrappers;
 
-pub use arena::{Arena, ArenaConfig, QuantumCache, SpanSource};
+pub use arena::{Arena, ArenaConfig, SpanSource};
 #[cfg(feature = "std")]
 pub use bt::OsMetaSource;
 pub use bt::{BoundaryTag, MetaSource, TagSupplyStats, tag_supply_stats, vmem_subsystem_init};
-pub use debug::{
-    ArenaStats, Insanity, for_each_arena, vmem_printall, vmem_rehash_all, vmem_whatis,
-};
+pub use constraints::XallocConstraints;
+pub use debug::{ArenaStats, Insanity, vmem_printall, vmem_whatis};
 pub use flags::{
     BT_MAXFREE, BT_MINRESERVE, STATIC_BT_COUNT, SizeType, VMEM_ADDR_MAX, VMEM_ADDR_MIN,
     VMEM_HASHSIZE_MAX, VMEM_HASHSIZE_MAX_LARGE, VMEM_HASHSIZE_MIN, VMEM_MAXORDER, VMEM_NAME_MAX,
@@ -178,4 +195,6 @@ pub use netbsd::{
     vmem_roundup_size, vmem_size, vmem_xalloc, vmem_xalloc_addr, vmem_xcreate, vmem_xfree,
     vmem_xfreeall,
 };
+pub use qcache::QuantumCache;
+pub use registry::{for_each_arena, vmem_rehash_all};
 pub use wrappers::{Id, IdAllocator, IdPolicy, Segment};

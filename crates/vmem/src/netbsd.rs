@@ -11,9 +11,11 @@ use core::ptr::{self, NonNull};
 use bsdalloc_platform::sync::atomic::Ordering;
 use bsdalloc_platform::{Ipl, SpinMutex, assert_not_in_interrupt};
 
-use crate::arena::{Arena, ArenaConfig, SpanSource};
+use crate::arena::{Arena, ArenaConfig};
 use crate::bt;
+use crate::constraints::XallocConstraints;
 use crate::flags::{SizeType, VmFlags, VmemError};
+use crate::links::{slots, word_at};
 
 struct Slots {
     free: *mut u8,
@@ -68,12 +70,10 @@ fn slot_size() -> usize {
 /// # Safety
 /// `p` is the start of a descriptor slot.
 unsafe fn slot_link(p: *mut u8) -> *mut *mut u8 {
+    let p = NonNull::new(p).expect("descriptor slots are never null");
     // SAFETY: the link word is the last pointer-sized word of the slot,
     // past the arena; slots are 64-byte aligned, so it is aligned.
-    unsafe {
-        p.add(slot_size() - core::mem::size_of::<*mut u8>())
-            .cast::<*mut u8>()
-    }
+    unsafe { word_at::<*mut u8>(p, slot_size() - core::mem::size_of::<*mut u8>()) }.as_ptr()
 }
 
 fn alloc_descriptor(flags: VmFlags) -> Option<NonNull<Arena>> {
@@ -90,15 +90,13 @@ fn alloc_descriptor(flags: VmFlags) -> Option<NonNull<Arena>> {
         }
         let meta = bt::meta_source()?;
         let chunk = meta.alloc_meta(DESC_CHUNK, flags)?;
-        let n = DESC_CHUNK / slot_size();
         let mut s = DESCRIPTORS.lock();
-        for i in 0..n {
-            // SAFETY: slot i lies inside the fresh chunk, 64-byte aligned.
-            unsafe {
-                let p = chunk.as_ptr().add(i * slot_size());
-                slot_link(p).write(s.free);
-                s.free = p;
-            }
+        // SAFETY: the fresh chunk is ours, DESC_CHUNK bytes, 64-byte aligned
+        // (the MetaSource contract), as slot_size() is.
+        for p in unsafe { slots::<u8>(chunk, DESC_CHUNK, slot_size()) } {
+            // SAFETY: the start of a slot of the chunk.
+            unsafe { slot_link(p.as_ptr()).write(s.free) };
+            s.free = p.as_ptr();
         }
         s.chunks += 1;
     }
@@ -126,123 +124,66 @@ pub fn vmem_descriptors_live() -> usize {
     DESCRIPTORS.lock().live
 }
 
-#[allow(clippy::too_many_arguments)]
-fn create(
-    name: &'static str,
-    base: usize,
-    size: usize,
-    quantum: usize,
-    source: Option<&'static dyn SpanSource>,
-    qcache_max: usize,
-    flags: VmFlags,
-    ipl: Ipl,
-) -> Option<&'static Arena> {
+/// `vmem_create` and `vmem_xcreate`: [`Arena::build`], then into a
+/// descriptor of the stack's own memory, registered.
+fn create(cfg: ArenaConfig, base: usize, size: usize) -> Option<&'static Arena> {
     assert_not_in_interrupt("vmem_create");
-    if flags.contains(VmFlags::PRIVTAGS) && size != 0 {
-        panic!("vmem_init: a VM_PRIVTAGS arena must be created without an initial span");
-    }
-    let cfg = ArenaConfig {
-        name,
-        quantum,
-        source,
-        qcache_max,
-        flags,
-        ipl,
-    };
-    let slot = alloc_descriptor(flags.sleep_part())?;
+    let arena = Arena::build(cfg, base, size).ok()?;
+    // A failure here drops `arena`, which gives its tags back.
+    let slot = alloc_descriptor(cfg.flags.sleep_part())?;
     // SAFETY: the slot is ours, sized and aligned for an Arena.
     let arena: &'static Arena = unsafe {
-        slot.as_ptr().write(Arena::new(cfg));
+        slot.as_ptr().write(arena);
         &*slot.as_ptr()
     };
     arena.descriptor.store(true, Ordering::Relaxed);
-    if arena.init(flags, base, size).is_err() {
-        arena.destroy();
-        free_descriptor(slot);
-        return None;
-    }
     arena.register();
     Some(arena)
 }
 
-/// `vmem_create`: an arena from the stack's own memory, with an optional
-/// initial static span (`size` 0: none). `None` if memory for the
-/// descriptor or the span's tags is not available.
+/// `vmem_create(name, base, size, quantum, importfn, releasefn, arg,
+/// qcache_max, flags, ipl)`: an arena configured by `cfg` (which carries
+/// everything but the initial span), in a descriptor from the stack's own
+/// memory, registered, with the initial static span `[base, base+size)`
+/// (`size` 0: none). `None` if memory for the descriptor or the span's tags
+/// is not available.
 ///
 /// # Panics
 /// From interrupt context, on a bad quantum or `qcache_max`, with
-/// `VM_XIMPORT`, or `VM_PRIVTAGS` with an initial span.
-#[allow(clippy::too_many_arguments)]
-pub fn vmem_create(
-    name: &'static str,
-    base: usize,
-    size: usize,
-    quantum: usize,
-    source: Option<&'static dyn SpanSource>,
-    qcache_max: usize,
-    flags: VmFlags,
-    ipl: Ipl,
-) -> Option<&'static Arena> {
-    if flags.contains(VmFlags::XIMPORT) {
+/// `VM_XIMPORT`, `VM_PRIVTAGS` with an initial span, or flags without
+/// exactly one of `VM_SLEEP` and `VM_NOSLEEP`.
+pub fn vmem_create(cfg: ArenaConfig, base: usize, size: usize) -> Option<&'static Arena> {
+    if cfg.flags.contains(VmFlags::XIMPORT) {
         panic!("vmem_create: VM_XIMPORT is set by vmem_xcreate only");
     }
-    create(name, base, size, quantum, source, qcache_max, flags, ipl)
+    create(cfg, base, size)
 }
 
 /// `vmem_xcreate`: as [`vmem_create`], for a source whose import may return
 /// a larger span than asked (the real size is used).
-#[allow(clippy::too_many_arguments)]
-pub fn vmem_xcreate(
-    name: &'static str,
-    base: usize,
-    size: usize,
-    quantum: usize,
-    source: Option<&'static dyn SpanSource>,
-    qcache_max: usize,
-    flags: VmFlags,
-    ipl: Ipl,
-) -> Option<&'static Arena> {
-    if flags.contains(VmFlags::XIMPORT) {
+///
+/// # Panics
+/// As [`vmem_create`]; `VM_XIMPORT` is set here, never by the caller.
+pub fn vmem_xcreate(cfg: ArenaConfig, base: usize, size: usize) -> Option<&'static Arena> {
+    if cfg.flags.contains(VmFlags::XIMPORT) {
         panic!("vmem_xcreate: VM_XIMPORT is set by vmem_xcreate itself");
     }
-    create(
-        name,
-        base,
-        size,
-        quantum,
-        source,
-        qcache_max,
-        flags | VmFlags::XIMPORT,
-        ipl,
-    )
+    create(cfg.flags(cfg.flags | VmFlags::XIMPORT), base, size)
 }
 
-/// `vmem_init`: initialise caller storage (static arenas of early boot).
-#[allow(clippy::too_many_arguments)]
+/// `vmem_init`: initialise caller storage (static arenas of early boot),
+/// registered, with the initial static span `[base, base+size)` (`size` 0:
+/// none). As in NetBSD, `cfg` may carry `VM_XIMPORT`.
+///
+/// # Panics
+/// As [`vmem_create`], except for interrupt context and `VM_XIMPORT`.
 pub fn vmem_init(
     storage: &'static mut MaybeUninit<Arena>,
-    name: &'static str,
+    cfg: ArenaConfig,
     base: usize,
     size: usize,
-    quantum: usize,
-    source: Option<&'static dyn SpanSource>,
-    qcache_max: usize,
-    flags: VmFlags,
-    ipl: Ipl,
 ) -> Option<&'static Arena> {
-    let arena = Arena::build(
-        ArenaConfig {
-            name,
-            quantum,
-            source,
-            qcache_max,
-            flags,
-            ipl,
-        },
-        base,
-        size,
-    )
-    .ok()?;
+    let arena = Arena::build(cfg, base, size).ok()?;
     let arena: &'static Arena = storage.write(arena);
     arena.register();
     Some(arena)
@@ -279,7 +220,10 @@ pub fn vmem_alloc(vm: &Arena, size: usize, flags: VmFlags) -> Result<usize, Vmem
     vm.alloc(size, flags)
 }
 
-/// `vmem_xalloc`.
+/// `vmem_xalloc`, with NetBSD's positional arguments: see
+/// [`XallocConstraints`] for their rules and [`Arena::xalloc`] for the
+/// rest.
+// NetBSD's signature, one to one.
 #[allow(clippy::too_many_arguments)]
 pub fn vmem_xalloc(
     vm: &Arena,
@@ -291,7 +235,15 @@ pub fn vmem_xalloc(
     maxaddr: usize,
     flags: VmFlags,
 ) -> Result<usize, VmemError> {
-    vm.xalloc(size, align, phase, nocross, minaddr, maxaddr, flags)
+    let c = XallocConstraints {
+        size,
+        align,
+        phase,
+        nocross,
+        minaddr,
+        maxaddr,
+    };
+    vm.xalloc(c, flags)
 }
 
 /// `vmem_xalloc_addr`.

@@ -4,6 +4,7 @@ use core::fmt;
 use core::ops::{Range, RangeInclusive};
 
 use crate::arena::{Arena, ArenaConfig};
+use crate::constraints::XallocConstraints;
 use crate::flags::{VmFlags, VmemError};
 
 /// A segment that frees itself when dropped (with `vmem_free` or
@@ -94,23 +95,17 @@ impl Arena {
         })
     }
 
-    /// [`Arena::xalloc`] returning a [`Segment`].
-    #[allow(clippy::too_many_arguments)]
+    /// [`Arena::xalloc`] returning a [`Segment`] (freed with `vmem_xfree`).
     pub fn xalloc_segment(
         &self,
-        size: usize,
-        align: usize,
-        phase: usize,
-        nocross: usize,
-        minaddr: usize,
-        maxaddr: usize,
+        c: XallocConstraints,
         flags: VmFlags,
     ) -> Result<Segment<'_>, VmemError> {
-        let addr = self.xalloc(size, align, phase, nocross, minaddr, maxaddr, flags)?;
+        let addr = self.xalloc(c, flags)?;
         Ok(Segment {
             arena: self,
             addr,
-            size,
+            size: c.size,
             constrained: true,
         })
     }

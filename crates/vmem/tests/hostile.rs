@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use bsdalloc_platform::Ipl;
 use bsdalloc_vmem::{
-    Arena, ArenaConfig, BoundaryTag, QuantumCache, VMEM_ADDR_MAX, VmFlags, VmemError, vmem_create,
-    vmem_destroy,
+    Arena, ArenaConfig, BoundaryTag, QuantumCache, VmFlags, VmemError, XallocConstraints,
+    vmem_create, vmem_destroy,
 };
 
 const NS: VmFlags = VmFlags::NOSLEEP;
@@ -64,12 +64,15 @@ struct CountingCache {
 impl QuantumCache for CountingCache {
     fn qc_alloc(&self, arena: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        arena.xalloc(size, 0, 0, 0, 0, VMEM_ADDR_MAX, flags.sleep_part() | IF)
+        arena.xalloc(XallocConstraints::new(size), flags.sleep_part() | IF)
     }
     fn qc_free(&self, arena: &Arena, addr: usize, size: usize) {
         self.calls.fetch_add(1, Ordering::SeqCst);
         arena.xfree(addr, size);
     }
+    // A pass-through cache holds nothing to give back.
+    fn qc_reclaim(&self, _arena: &Arena) {}
+    fn qc_destroy(&self, _arena: &Arena) {}
 }
 
 #[test]
@@ -78,7 +81,7 @@ fn every_state_changing_entry_point_panics_after_destroy() {
     const GONE: &str = "vmem: arena 'gone' used after vmem_destroy";
     let a = Arena::create("gone", 0x1000, 0x1000, 0x10).unwrap();
     let x = a.alloc(0x10, NS | IF).unwrap();
-    let y = a.xalloc(0x10, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | IF).unwrap();
+    let y = a.xalloc(XallocConstraints::new(0x10), NS | IF).unwrap();
     a.free(x, 0x10);
     a.xfree(y, 0x10);
     a.destroy();
@@ -88,7 +91,7 @@ fn every_state_changing_entry_point_panics_after_destroy() {
         let _ = a.alloc(0x10, NS | IF);
     });
     must_panic("xalloc", GONE, || {
-        let _ = a.xalloc(0x10, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | IF);
+        let _ = a.xalloc(XallocConstraints::new(0x10), NS | IF);
     });
     must_panic("xalloc_addr", GONE, || {
         let _ = a.xalloc_addr(0x1000, 0x10, NS);
@@ -162,13 +165,13 @@ fn quantum_cache_paths_panic_after_destroy_without_calling_the_cache() {
 #[test]
 fn stale_vmem_create_reference_panics_instead_of_using_the_next_arena() {
     let _s = serial();
-    let a = vmem_create("first", 0x1000, 0x1000, 16, None, 0, NS, Ipl::None).unwrap();
+    let a = vmem_create(ArenaConfig::new("first", 16), 0x1000, 0x1000).unwrap();
     let stale: &'static Arena = a;
     // SAFETY: contract broken on purpose below, to check the best-effort
     // quarantine: the descriptor memory stays mapped (slabs are never
     // returned), so the stale reference reads a destroyed arena.
     unsafe { vmem_destroy(a) };
-    let b = vmem_create("second", 0x9000, 0x1000, 16, None, 0, NS, Ipl::None).unwrap();
+    let b = vmem_create(ArenaConfig::new("second", 16), 0x9000, 0x1000).unwrap();
     assert!(!std::ptr::eq(stale, b), "the destroyed slot is quarantined");
     must_panic(
         "stale alloc",
@@ -190,7 +193,7 @@ fn vmem_destroy_quarantines_sixteen_descriptors_before_reuse() {
     // in the quarantine.
     let gone: Vec<usize> = (0..16)
         .map(|_| {
-            let a = vmem_create("q", 0, 0x100, 16, None, 0, NS, Ipl::None).unwrap();
+            let a = vmem_create(ArenaConfig::new("q", 16), 0, 0x100).unwrap();
             let p = a as *const Arena as usize;
             // SAFETY: `a` is not used after this.
             unsafe { vmem_destroy(a) };
@@ -198,7 +201,7 @@ fn vmem_destroy_quarantines_sixteen_descriptors_before_reuse() {
         })
         .collect();
     let fresh: Vec<&'static Arena> = (0..8)
-        .map(|_| vmem_create("q", 0, 0x100, 16, None, 0, NS, Ipl::None).unwrap())
+        .map(|_| vmem_create(ArenaConfig::new("q", 16), 0, 0x100).unwrap())
         .collect();
     for f in &fresh {
         assert!(
@@ -237,7 +240,8 @@ fn debug_walkers_survive_arenas_created_and_destroyed_on_other_threads() {
                 let mut cycles = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let base = 0x10_0000 * (t + 1);
-                    let a = vmem_create("churn", base, 0x1000, 16, None, 0, NS, Ipl::Vm).unwrap();
+                    let a = vmem_create(ArenaConfig::new("churn", 16).ipl(Ipl::Vm), base, 0x1000)
+                        .unwrap();
                     let x = a.alloc(0x40, NS | IF).unwrap();
                     a.free(x, 0x40);
                     // SAFETY: `a` is not used after this.
@@ -286,7 +290,7 @@ fn for_each_arena_visits_each_arena_once_while_arenas_are_registered_between_bat
     // More than one batch (64) of arenas that stay registered for the
     // whole walk.
     let keep: Vec<&'static Arena> = (0..150)
-        .map(|i| vmem_create("keep", i * 0x1000, 0x1000, 16, None, 0, NS, Ipl::None).unwrap())
+        .map(|i| vmem_create(ArenaConfig::new("keep", 16), i * 0x1000, 0x1000).unwrap())
         .collect();
     let mut visits: HashMap<usize, usize> = HashMap::new();
     let mut added: Vec<&'static Arena> = Vec::new();
@@ -298,7 +302,7 @@ fn for_each_arena_visits_each_arena_once_while_arenas_are_registered_between_bat
         // go to the head of the list, which shifted a position-based resume.
         if calls == 10 || calls == 100 {
             for _ in 0..70 {
-                added.push(vmem_create("added", 0, 0x100, 16, None, 0, NS, Ipl::None).unwrap());
+                added.push(vmem_create(ArenaConfig::new("added", 16), 0, 0x100).unwrap());
             }
         }
         // And an arena registered during the walk disappears.
@@ -496,7 +500,7 @@ fn alloc_xalloc_xalloc_addr_of_a_size_that_overflows_when_rounded_fail_with_enom
         Err(VmemError::NoMemory)
     );
     assert_eq!(
-        a.xalloc(HUGE, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | IF),
+        a.xalloc(XallocConstraints::new(HUGE), NS | IF),
         Err(VmemError::NoMemory)
     );
     assert_eq!(a.xalloc_addr(0x1000, HUGE, NS), Err(VmemError::NoMemory));
@@ -546,7 +550,7 @@ fn free_and_xfree_of_a_size_that_overflows_when_rounded_panic_and_change_nothing
         "vmem_free: arena 'hugefree': size mismatch at 0x1000",
         || a.free(x, HUGE),
     );
-    let y = a.xalloc(0x1000, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | IF);
+    let y = a.xalloc(XallocConstraints::new(0x1000), NS | IF);
     assert_eq!(y, Err(VmemError::NoMemory), "arena full");
     must_panic(
         "xfree",
@@ -567,7 +571,13 @@ fn xalloc_with_a_huge_phase_and_nocross_checks_without_overflow() {
     // [phase, phase + size - 1] with phase just below 2^63 and the largest
     // nocross: legal, and computed without wrapping.
     let x = a
-        .xalloc(0x1000, top, top - 0x1000, top, 0, VMEM_ADDR_MAX, NS | IF)
+        .xalloc(
+            XallocConstraints::new(0x1000)
+                .align(top)
+                .phase(top - 0x1000)
+                .nocross(top),
+            NS | IF,
+        )
         .unwrap();
     assert_eq!(x % top, top - 0x1000);
     a.xfree(x, 0x1000);
@@ -575,7 +585,7 @@ fn xalloc_with_a_huge_phase_and_nocross_checks_without_overflow() {
         "nocross < size",
         "nocross 0x1000 < size 0xffffffffffffff9b",
         || {
-            let _ = a.xalloc(HUGE, 0, 0, 0x1000, 0, VMEM_ADDR_MAX, NS | IF);
+            let _ = a.xalloc(XallocConstraints::new(HUGE).nocross(0x1000), NS | IF);
         },
     );
 }
@@ -628,14 +638,9 @@ fn large_import_of_a_size_whose_sixteenfold_overflows_asks_for_the_size() {
 fn an_imported_span_that_wraps_around_is_refused_before_the_arena_changes() {
     let _s = serial();
     let a = bsdalloc_vmem::vmem_xcreate(
-        "wrapsrc",
+        ArenaConfig::new("wrapsrc", 4096).source(&WrappingSource),
         0,
         0,
-        4096,
-        Some(&WrappingSource),
-        0,
-        NS,
-        Ipl::None,
     )
     .unwrap();
     must_panic(
@@ -677,7 +682,7 @@ fn dropping_id_allocators_and_arenas_returns_every_boundary_tag() {
         let a = Arena::create("drop", 0x1000, 0x10_0000, 16).unwrap();
         let x = a.alloc(0x40, NS | IF).unwrap();
         let y = a
-            .xalloc(0x40, 0x100, 0, 0, 0, VMEM_ADDR_MAX, NS | IF)
+            .xalloc(XallocConstraints::new(0x40).align(0x100), NS | IF)
             .unwrap();
         a.free(x, 0x40);
         a.xfree(y, 0x40);
@@ -787,7 +792,9 @@ fn arenas_with_quantum_two_to_the_sixty_and_sixty_three_allocate_and_free() {
             let y = a.alloc(2 * q + 1, NS | VmFlags::BESTFIT).unwrap();
             assert_eq!((y, a.busy_size(y)), (2 * q, Some(3 * q)));
             a.free(y, 2 * q + 1);
-            let z = a.xalloc(q, 4 * q, 0, 0, 0, VMEM_ADDR_MAX, NS | IF).unwrap();
+            let z = a
+                .xalloc(XallocConstraints::new(q).align(4 * q), NS | IF)
+                .unwrap();
             assert_eq!(z % (4 * q), 0);
             a.xfree(z, q);
         } else {
@@ -828,7 +835,7 @@ fn populating_nextfit_allocation_counts_the_cursor_tag_in_its_reserve() {
     assert_eq!(a.stats().spare_tags, 0);
     let flags = NS | VmFlags::NEXTFIT | VmFlags::POPULATING;
     let x = a
-        .xalloc(0x10, 0x40, 0x10, 0, 0, VMEM_ADDR_MAX, flags)
+        .xalloc(XallocConstraints::new(0x10).align(0x40).phase(0x10), flags)
         .unwrap();
     assert_eq!(x, 0x10);
     let y = a

@@ -12,8 +12,8 @@ static ARENA: Arena = Arena::new(ArenaConfig {
 });
 static DONE: AtomicUsize = AtomicUsize::new(0);
 
-fn handler(sleep: usize) {
-    if sleep == 1 {
+fn handler(sleep: &'static bool) {
+    if *sleep {
         let _ = ARENA.alloc(16, VmFlags::SLEEP | VmFlags::INSTANTFIT);
     }
     let x = ARENA
@@ -23,8 +23,8 @@ fn handler(sleep: usize) {
     DONE.fetch_add(1, Ordering::SeqCst);
 }
 
-fn fire(sleep: usize) {
-    let src = intr_establish(Ipl::Vm, handler, sleep).unwrap();
+fn fire(sleep: bool) {
+    let src = intr_establish(Ipl::Vm, handler, if sleep { &true } else { &false }).unwrap();
     let s = splvm();
     assert_eq!(intr_trigger(curcpu(), src), Delivery::Delivered);
     splx(s); // the handler runs here
@@ -36,7 +36,7 @@ fn nosleep_allocation_from_an_interrupt_handler() {
     // The thread holds the arena's lock level while the interrupt arrives;
     // it runs once the level drops.
     let before = DONE.load(Ordering::SeqCst);
-    fire(0);
+    fire(false);
     assert_eq!(DONE.load(Ordering::SeqCst), before + 1);
     ARENA.assert_sane();
 }
@@ -45,5 +45,5 @@ fn nosleep_allocation_from_an_interrupt_handler() {
 #[should_panic(expected = "vmem_xalloc(VM_SLEEP): sleeping in interrupt context")]
 fn sleep_allocation_from_an_interrupt_handler_panics() {
     ARENA.add(0x4000, 0x1000, VmFlags::NOSLEEP).ok();
-    fire(1);
+    fire(true);
 }

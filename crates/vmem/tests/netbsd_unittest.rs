@@ -9,7 +9,7 @@
 //! forever where a faithful `VM_SLEEP` sleeps forever); the generator is a
 //! seeded xorshift instead of unseeded `rand()`; the loop is capped.
 
-use bsdalloc_vmem::{Arena, ArenaConfig, SizeType, VMEM_ADDR_MAX, VmFlags};
+use bsdalloc_vmem::{Arena, ArenaConfig, SizeType, VMEM_ADDR_MAX, VmFlags, vmem_xalloc};
 
 struct Rng(u64);
 impl Rng {
@@ -78,27 +78,19 @@ fn run(strategy: VmFlags, seed: u64) -> (usize, usize, usize) {
 
     // The directed checks.
     assert!(
-        arena
-            .xalloc(0x101, 0, 0, 0, 0xffff_ff00, 0xffff_ffff, fail)
-            .is_err(),
+        vmem_xalloc(&arena, 0x101, 0, 0, 0, 0xffff_ff00, 0xffff_ffff, fail).is_err(),
         "0x101 bytes in a 0x100 span"
     );
-    assert_eq!(arena.xalloc(50, 0, 0, 0, 0, 49, ok), Ok(0));
+    assert_eq!(vmem_xalloc(&arena, 50, 0, 0, 0, 0, 49, ok), Ok(0));
     arena.xfree(0, 50);
-    assert_eq!(arena.xalloc(25, 0, 0, 0, 0, 24, ok), Ok(0));
+    assert_eq!(vmem_xalloc(&arena, 25, 0, 0, 0, 0, 24, ok), Ok(0));
+    assert!(vmem_xalloc(&arena, 0x100, 0, 0, 0, 0xffff_ff01, 0xffff_ffff, fail).is_err());
     assert!(
-        arena
-            .xalloc(0x100, 0, 0, 0, 0xffff_ff01, 0xffff_ffff, fail)
-            .is_err()
-    );
-    assert!(
-        arena
-            .xalloc(0x100, 0, 0, 0, 0xffff_ff00, 0xffff_fffe, fail)
-            .is_err(),
+        vmem_xalloc(&arena, 0x100, 0, 0, 0, 0xffff_ff00, 0xffff_fffe, fail).is_err(),
         "maxaddr is inclusive: the span's last byte must be allowed for it to fit"
     );
     assert_eq!(
-        arena.xalloc(0x100, 0, 0, 0, 0xffff_ff00, 0xffff_ffff, ok),
+        vmem_xalloc(&arena, 0x100, 0, 0, 0, 0xffff_ff00, 0xffff_ffff, ok),
         Ok(0xffff_ff00)
     );
     let mut live = vec![
@@ -145,7 +137,7 @@ fn run(strategy: VmFlags, seed: u64) -> (usize, usize, usize) {
                         break (lo, hi);
                     }
                 };
-                match arena.xalloc(sz, align, phase, nocross, minaddr, maxaddr, fail) {
+                match vmem_xalloc(&arena, sz, align, phase, nocross, minaddr, maxaddr, fail) {
                     Ok(a) => {
                         assert_eq!(a % align, phase % align, "a ≡ phase (mod align)");
                         assert!(
@@ -229,7 +221,7 @@ fn run(strategy: VmFlags, seed: u64) -> (usize, usize, usize) {
             Err(_) => {
                 let any = VmFlags::BESTFIT | VmFlags::NOSLEEP;
                 assert!(
-                    arena.xalloc(sz, 0, 0, 0, 0, VMEM_ADDR_MAX, any).is_err(),
+                    vmem_xalloc(&arena, sz, 0, 0, 0, 0, VMEM_ADDR_MAX, any).is_err(),
                     "ENOMEM only when nothing fits"
                 );
                 break;
@@ -264,7 +256,7 @@ fn run(strategy: VmFlags, seed: u64) -> (usize, usize, usize) {
     }
     // And the whole of each span can be had again.
     for (s, z) in SPANS {
-        assert_eq!(arena.xalloc(z, 0, 0, 0, s, s + z - 1, fail), Ok(s));
+        assert_eq!(vmem_xalloc(&arena, z, 0, 0, 0, s, s + z - 1, fail), Ok(s));
     }
     assert_eq!(arena.size(SizeType::FREE), 0);
     assert!(arena.alloc(1, fail).is_err());
@@ -295,17 +287,17 @@ fn unittest_bestfit() {
 #[test]
 fn unittest_maxaddr_all_ones_is_allowed() {
     let arena = Arena::create("top", usize::MAX - 0xfff, 0x1000, 1).unwrap();
-    let a = arena
-        .xalloc(
-            0x1000,
-            0,
-            0,
-            0,
-            0,
-            VMEM_ADDR_MAX,
-            VmFlags::NOSLEEP | VmFlags::BESTFIT,
-        )
-        .unwrap();
+    let a = vmem_xalloc(
+        &arena,
+        0x1000,
+        0,
+        0,
+        0,
+        0,
+        VMEM_ADDR_MAX,
+        VmFlags::NOSLEEP | VmFlags::BESTFIT,
+    )
+    .unwrap();
     assert_eq!(a, usize::MAX - 0xfff);
     arena.xfree(a, 0x1000);
     arena.assert_sane();

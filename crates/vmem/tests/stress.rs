@@ -49,7 +49,7 @@ fn release(addr: usize, size: usize) {
     }
 }
 
-fn handler(seed: usize) {
+fn handler(seed: &'static usize) {
     // In interrupt context, at IPL_VM: only VM_NOSLEEP.
     let size = (seed % 8 + 1) * Q;
     match ARENA.alloc(size, VmFlags::NOSLEEP | VmFlags::INSTANTFIT) {
@@ -68,7 +68,7 @@ fn handler(seed: usize) {
 #[test]
 fn threads_and_interrupts_share_an_ipl_vm_arena() {
     ARENA.add(BASE, UNITS * Q, VmFlags::NOSLEEP).unwrap();
-    let src = intr_establish(Ipl::Vm, handler, 3).unwrap();
+    let src = intr_establish(Ipl::Vm, handler, &3).unwrap();
     const THREADS: usize = 4;
     let stop = Arc::new(AtomicBool::new(false));
     let handoff: Arc<Mutex<Vec<(usize, usize)>>> = Arc::default();

@@ -8,8 +8,8 @@ use std::time::Duration;
 use bsdalloc_platform::Ipl;
 use bsdalloc_vmem::{
     Arena, ArenaConfig, BoundaryTag, IdAllocator, IdPolicy, QuantumCache, SizeType, SpanSource,
-    VMEM_ADDR_MAX, VmFlags, VmemError, vmem_create, vmem_descriptors_live, vmem_destroy,
-    vmem_est_btcount, vmem_init, vmem_rehash_all, vmem_whatis, vmem_xcreate,
+    VmFlags, VmemError, XallocConstraints, vmem_create, vmem_descriptors_live, vmem_destroy,
+    vmem_est_btcount, vmem_init, vmem_rehash_all, vmem_whatis, vmem_xalloc, vmem_xcreate,
 };
 
 const NS: VmFlags = VmFlags::NOSLEEP;
@@ -41,7 +41,10 @@ fn quantum_rounding_and_alignment() {
 fn instantfit_takes_a_list_head_bestfit_the_smallest_class() {
     // Free segments of 3 and 5 quanta (separated by busy ones).
     let a = Arena::create("fits", 0, 64, 1).unwrap();
-    let p = |s, z| a.xalloc(z, 0, 0, 0, s, s + z - 1, NS | BF).unwrap();
+    let p = |s, z| {
+        a.xalloc(XallocConstraints::new(z).min(s).max(s + z - 1), NS | BF)
+            .unwrap()
+    };
     p(0, 10); // busy [0,10)
     p(13, 7); // busy [13,20) -> free [10,13) = 3
     p(25, 39); // busy [25,64) -> free [20,25) = 5
@@ -84,7 +87,10 @@ fn instantfit_falls_back_to_bestfit_before_failing() {
     // Only A lies in [0, 199]: instant fit probes the head (C), fails, and
     // falls back to best fit, which scans the list and finds A.
     let before = a.stats().counters.instantfit_fallbacks;
-    assert_eq!(a.xalloc(100, 0, 0, 0, 0, 199, NS | IF), Ok(0));
+    assert_eq!(
+        a.xalloc(XallocConstraints::new(100).max(199), NS | IF),
+        Ok(0)
+    );
     assert_eq!(a.stats().counters.instantfit_fallbacks, before + 1);
     a.xfree(0, 100);
     a.assert_sane();
@@ -122,7 +128,15 @@ fn xalloc_constraints_hold_for_every_strategy() {
             }
             let min = 0x100000 + rnd(8 << 20) / 16 * 16;
             let max = min + rnd(8 << 20) + size;
-            match a.xalloc(size, align, phase, nocross, min, max, NS | strat) {
+            match a.xalloc(
+                XallocConstraints::new(size)
+                    .align(align)
+                    .phase(phase)
+                    .nocross(nocross)
+                    .min(min)
+                    .max(max),
+                NS | strat,
+            ) {
                 Ok(x) => {
                     assert_eq!(x % align, phase, "phase");
                     assert!(x >= min && x + size - 1 <= max, "window");
@@ -154,22 +168,31 @@ fn alignment_near_the_top_of_the_address_space_never_wraps() {
     let a = Arena::create("top", usize::MAX - 0xfff, 0x1000, 0x10).unwrap();
     for fit in [IF, BF, VmFlags::NEXTFIT] {
         assert_eq!(
-            a.xalloc(0x10, 0x2000, 0, 0, 0, VMEM_ADDR_MAX, NS | fit),
+            a.xalloc(XallocConstraints::new(0x10).align(0x2000), NS | fit),
             Err(VmemError::NoMemory)
         );
         // With phase 0x1000 the span's start is itself ≡ phase (mod 0x2000).
         let p = a
-            .xalloc(0x10, 0x2000, 0x1000, 0, 0, VMEM_ADDR_MAX, NS | fit)
+            .xalloc(
+                XallocConstraints::new(0x10).align(0x2000).phase(0x1000),
+                NS | fit,
+            )
             .unwrap();
         assert_eq!(p, usize::MAX - 0xfff);
         a.xfree(p, 0x10);
     }
     let x = a
-        .xalloc(0x800, 0x800, 0, 0x1000, 0, VMEM_ADDR_MAX, NS | BF)
+        .xalloc(
+            XallocConstraints::new(0x800).align(0x800).nocross(0x1000),
+            NS | BF,
+        )
         .unwrap();
     assert_eq!(x, usize::MAX - 0xfff);
     let y = a
-        .xalloc(0x800, 0x800, 0, 0x1000, 0, VMEM_ADDR_MAX, NS | BF)
+        .xalloc(
+            XallocConstraints::new(0x800).align(0x800).nocross(0x1000),
+            NS | BF,
+        )
         .unwrap();
     assert_eq!(
         y,
@@ -179,6 +202,40 @@ fn alignment_near_the_top_of_the_address_space_never_wraps() {
     a.xfree(x, 0x800);
     a.xfree(y, 0x800);
     a.assert_sane();
+}
+
+#[test]
+fn positional_vmem_xalloc_and_constraints_agree() {
+    // The same requests through NetBSD's positional signature and through
+    // the value land on the same addresses in twin arenas.
+    let a = Arena::create("pos", 0x1000, 0x10000, 0x10).unwrap();
+    let b = Arena::create("val", 0x1000, 0x10000, 0x10).unwrap();
+    let asks = [
+        (0x30, 0, 0, 0, 0, usize::MAX),
+        (0x10, 0x100, 0x20, 0, 0, usize::MAX),
+        (0x80, 0x80, 0, 0x100, 0x1f80, usize::MAX),
+        (0x20, 0, 0, 0, 0x8000, 0x801f),
+    ];
+    for (size, align, phase, nocross, min, max) in asks {
+        let x = vmem_xalloc(&a, size, align, phase, nocross, min, max, NS | BF).unwrap();
+        let c = XallocConstraints::new(size)
+            .align(align)
+            .phase(phase)
+            .nocross(nocross)
+            .min(min)
+            .max(max);
+        let seg = b.xalloc_segment(c, NS | BF).unwrap();
+        assert_eq!(x, seg.addr(), "{c:?}");
+        assert_eq!(seg.size(), size);
+        // A constrained segment is an xalloc one: dropping it frees it with
+        // vmem_xfree (vmem_free would panic).
+        drop(seg);
+        a.xfree(x, size);
+    }
+    assert_eq!(a.stats().inuse, 0);
+    assert_eq!(b.stats().inuse, 0);
+    a.assert_sane();
+    b.assert_sane();
 }
 
 #[test]
@@ -343,7 +400,7 @@ fn largeimport_asks_sixteen_times_and_ximport_keeps_the_real_size() {
     a.free(x, 0x100);
 
     let bigger: &'static CountingSource = leak(CountingSource::new(0x800));
-    let b = vmem_xcreate("ximport", 0, 0, 16, Some(bigger), 0, NS, Ipl::None).unwrap();
+    let b = vmem_xcreate(ArenaConfig::new("ximport", 16).source(bigger), 0, 0).unwrap();
     assert!(b.flags().contains(VmFlags::XIMPORT));
     let y = b.alloc(0x100, NS | IF).unwrap();
     assert_eq!(
@@ -401,15 +458,18 @@ fn restricted_requests_do_not_import_even_with_sleep() {
     .unwrap();
     let sleep = VmFlags::SLEEP | BF;
     assert_eq!(
-        a.xalloc(0x100, 0x1000, 0, 0, 0, VMEM_ADDR_MAX, sleep),
+        a.xalloc(XallocConstraints::new(0x100).align(0x1000), sleep),
         Err(VmemError::NoMemory)
     );
     assert_eq!(
-        a.xalloc(0x100, 0x1000, 0x10, 0, 0, VMEM_ADDR_MAX, sleep),
+        a.xalloc(
+            XallocConstraints::new(0x100).align(0x1000).phase(0x10),
+            sleep
+        ),
         Err(VmemError::NoMemory)
     );
     assert_eq!(
-        a.xalloc(0x100, 0, 0, 0x1000, 0, VMEM_ADDR_MAX, sleep),
+        a.xalloc(XallocConstraints::new(0x100).nocross(0x1000), sleep),
         Err(VmemError::NoMemory)
     );
     assert_eq!(src.imports.load(Ordering::SeqCst), 0);
@@ -566,12 +626,181 @@ struct CountingCache {
 impl QuantumCache for CountingCache {
     fn qc_alloc(&self, arena: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError> {
         self.allocs.fetch_add(1, Ordering::SeqCst);
-        arena.xalloc(size, 0, 0, 0, 0, VMEM_ADDR_MAX, flags.sleep_part() | IF)
+        arena.xalloc(XallocConstraints::new(size), flags.sleep_part() | IF)
     }
     fn qc_free(&self, arena: &Arena, addr: usize, size: usize) {
         self.frees.fetch_add(1, Ordering::SeqCst);
         arena.xfree(addr, size);
     }
+    // A pass-through cache holds nothing to give back.
+    fn qc_reclaim(&self, _arena: &Arena) {}
+    fn qc_destroy(&self, _arena: &Arena) {}
+}
+
+/// A quantum cache in pool_cache's shape: one slab (an `xalloc` segment of
+/// `SLAB_QUANTA` quanta) per size, cut into pieces kept on a free list;
+/// `qc_reclaim` gives back the slabs with no piece out, `qc_destroy` all of
+/// them. Each call checks that the arena's lock is not held (the arena is
+/// at `IPL_VM`, so a held spin mutex makes `arena.stats()` panic with
+/// "locking against myself" instead of hanging).
+struct SlabCache {
+    /// Per size class (quanta 1..=4): the slab's start (0: none), its free
+    /// pieces as a bit mask, and how many pieces are out.
+    classes: std::sync::Mutex<[(usize, u64, u32); 4]>,
+    reclaims: AtomicUsize,
+    destroys: AtomicUsize,
+}
+
+const SLAB_QUANTA: usize = 16;
+
+impl SlabCache {
+    fn new() -> SlabCache {
+        SlabCache {
+            classes: std::sync::Mutex::new([(0, 0, 0); 4]),
+            reclaims: AtomicUsize::new(0),
+            destroys: AtomicUsize::new(0),
+        }
+    }
+
+    /// Give back every slab with nothing out (all of them if `all`).
+    fn give_back(&self, arena: &Arena, all: bool) {
+        let _ = arena.stats(); // panics if the arena lock is held here
+        let q = arena.quantum();
+        let mut slabs = vec![];
+        {
+            let mut c = self.classes.lock().unwrap();
+            for (i, (slab, free, out)) in c.iter_mut().enumerate() {
+                if *slab != 0 && (all || *out == 0) {
+                    slabs.push((*slab, (i + 1) * q * SLAB_QUANTA));
+                    (*slab, *free, *out) = (0, 0, 0);
+                }
+            }
+        }
+        for (slab, size) in slabs {
+            arena.xfree(slab, size);
+        }
+    }
+}
+
+impl QuantumCache for SlabCache {
+    fn qc_alloc(&self, arena: &Arena, size: usize, flags: VmFlags) -> Result<usize, VmemError> {
+        let _ = arena.stats();
+        let q = arena.quantum();
+        let i = size / q - 1;
+        let mut c = self.classes.lock().unwrap();
+        let (slab, free, out) = &mut c[i];
+        if *slab == 0 {
+            let per = size * SLAB_QUANTA;
+            *slab = arena.xalloc(XallocConstraints::new(per), flags.sleep_part() | IF)?;
+            *free = (1u64 << SLAB_QUANTA) - 1;
+        }
+        if *free == 0 {
+            return Err(VmemError::NoMemory);
+        }
+        let k = free.trailing_zeros() as usize;
+        *free &= !(1 << k);
+        *out += 1;
+        Ok(*slab + k * size)
+    }
+
+    fn qc_free(&self, arena: &Arena, addr: usize, size: usize) {
+        let _ = arena.stats();
+        let i = size / arena.quantum() - 1;
+        let mut c = self.classes.lock().unwrap();
+        let (slab, free, out) = &mut c[i];
+        let k = (addr - *slab) / size;
+        *free |= 1 << k;
+        *out -= 1;
+    }
+
+    fn qc_reclaim(&self, arena: &Arena) {
+        self.reclaims.fetch_add(1, Ordering::SeqCst);
+        self.give_back(arena, false);
+    }
+
+    fn qc_destroy(&self, arena: &Arena) {
+        self.destroys.fetch_add(1, Ordering::SeqCst);
+        self.give_back(arena, true);
+    }
+}
+
+#[test]
+fn reclaim_and_destroy_go_through_the_quantum_cache_unlocked() {
+    let q = 0x100;
+    let qc: &'static SlabCache = leak(SlabCache::new());
+    let cfg = ArenaConfig::new("qc-slabs", q)
+        .qcache_max(4 * q)
+        .ipl(Ipl::Vm);
+    let a = Arena::with_config(cfg, 0x10_0000, 0x10_0000).unwrap();
+    a.set_quantum_cache(qc);
+    let x = a.alloc(q, NS | IF).unwrap();
+    let y = a.alloc(2 * q, NS | IF).unwrap();
+    // Two slabs, busy segments of the arena; pieces are not.
+    assert_eq!(a.stats().nbusy, 2);
+    assert_eq!(a.size(SizeType::ALLOC), 3 * q * SLAB_QUANTA);
+    assert!(!a.is_allocated(x + q), "pieces are the cache's own");
+    // Reclaim gives back only the slab with nothing out.
+    a.free(y, 2 * q);
+    a.reclaim();
+    assert_eq!(qc.reclaims.load(Ordering::SeqCst), 1);
+    assert_eq!(a.stats().nbusy, 1, "the 2-quanta slab went back");
+    // Destroy with a piece still out of the cache: the cache gives its
+    // slab back (its own leak check would be pool_cache's), then the arena
+    // is empty and goes.
+    a.destroy();
+    assert_eq!(qc.destroys.load(Ordering::SeqCst), 1, "called once");
+    assert!(a.is_destroyed());
+    assert!(!a.has_quantum_cache(), "detached by destroy");
+    let _ = x;
+}
+
+#[test]
+fn dropping_an_arena_destroys_its_quantum_cache_first() {
+    let q = 0x100;
+    let qc: &'static SlabCache = leak(SlabCache::new());
+    {
+        let cfg = ArenaConfig::new("qc-drop", q)
+            .qcache_max(4 * q)
+            .ipl(Ipl::Vm);
+        let a = Arena::with_config(cfg, 0x10_0000, 0x10_0000).unwrap();
+        a.set_quantum_cache(qc);
+        let x = a.alloc(3 * q, NS | IF).unwrap();
+        a.free(x, 3 * q);
+        assert_eq!(a.stats().nbusy, 1, "the cache keeps its slab");
+        // Dropped here: with the slab still busy, this used to panic
+        // "still allocated".
+    }
+    assert_eq!(qc.destroys.load(Ordering::SeqCst), 1);
+    assert_eq!(qc.reclaims.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_refused_destroy_leaves_the_cache_detached_and_the_arena_usable() {
+    let q = 0x100;
+    let qc: &'static SlabCache = leak(SlabCache::new());
+    let cfg = ArenaConfig::new("qc-busy", q)
+        .qcache_max(4 * q)
+        .ipl(Ipl::Vm);
+    let a = Arena::with_config(cfg, 0x10_0000, 0x10_0000).unwrap();
+    a.set_quantum_cache(qc);
+    let small = a.alloc(q, NS | IF).unwrap();
+    let big = a.alloc(8 * q, NS | IF).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.destroy()));
+    assert!(r.is_err(), "a live segment outside the cache refuses it");
+    assert_eq!(qc.destroys.load(Ordering::SeqCst), 1);
+    assert!(!a.is_destroyed());
+    // From now on the arena serves small sizes itself.
+    let z = a.alloc(q, NS | IF).unwrap();
+    assert!(
+        a.is_allocated(z),
+        "a busy segment of the arena, not a piece"
+    );
+    a.free(z, q);
+    a.reclaim(); // no cache any more: nothing to call
+    assert_eq!(qc.reclaims.load(Ordering::SeqCst), 0);
+    a.free(big, 8 * q);
+    a.destroy();
+    let _ = small;
 }
 
 #[test]
@@ -613,7 +842,7 @@ fn quantum_cache_hook_takes_small_sizes() {
 #[test]
 fn created_arenas_come_from_meta_memory_and_go_back() {
     let before = vmem_descriptors_live();
-    let a = vmem_create("created", 0x1000, 0x1000, 16, None, 0, NS, Ipl::Vm).unwrap();
+    let a = vmem_create(ArenaConfig::new("created", 16).ipl(Ipl::Vm), 0x1000, 0x1000).unwrap();
     assert_eq!(vmem_descriptors_live(), before + 1);
     assert_eq!(a.ipl(), Ipl::Vm);
     let x = a.alloc(0x40, NS | IF).unwrap();
@@ -680,16 +909,12 @@ fn vmem_init_on_caller_storage_registers_the_arena() {
         Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
     let a = vmem_init(
         storage,
-        "static",
+        ArenaConfig::new("static", 0x10).ipl(Ipl::Vm),
         0x4000,
         0x1000,
-        0x10,
-        None,
-        0,
-        NS,
-        Ipl::Vm,
     )
     .unwrap();
+    assert_eq!(a.ipl(), Ipl::Vm);
     let x = a.alloc(0x20, NS | IF).unwrap();
     let mut out = String::new();
     vmem_whatis(x, &mut out).unwrap();
@@ -714,7 +939,7 @@ fn bootstrap_flag_fills_the_tag_reserve_at_creation() {
 
 #[test]
 fn rehash_all_resizes_registered_arenas() {
-    let a = vmem_create("rehash-all", 0, 1 << 20, 1, None, 0, NS, Ipl::None).unwrap();
+    let a = vmem_create(ArenaConfig::new("rehash-all", 1), 0, 1 << 20).unwrap();
     let xs: Vec<usize> = (0..5000).map(|_| a.alloc(1, NS | IF).unwrap()).collect();
     let grown = a.hash_size();
     for &x in &xs {
@@ -767,6 +992,41 @@ fn alloc_without_sleep_flag() {
 }
 
 #[test]
+#[should_panic(
+    expected = "vmem_alloc: flags VM_NOSLEEP | VM_INSTANTFIT | VM_BESTFIT must contain exactly one of VM_INSTANTFIT, VM_BESTFIT, VM_NEXTFIT"
+)]
+fn two_strategies_are_named_in_the_panic() {
+    let a = Arena::create("z", 0, 100, 1).unwrap();
+    let _ = a.alloc(1, NS | IF | BF);
+}
+
+#[test]
+fn flags_print_netbsd_names() {
+    assert_eq!(
+        format!("{:?}", VmFlags::SLEEP | BF),
+        "VM_SLEEP | VM_BESTFIT"
+    );
+    assert_eq!(format!("{:?}", VmFlags::NONE), "0");
+    assert_eq!(
+        format!("{:?}", VmFlags::from_bits_retain(0x8000_0001)),
+        "VM_SLEEP | 0x80000000",
+        "unknown bits in hex"
+    );
+    assert_eq!(format!("{:?}", VmFlags::LARGEHASH), "VM_LARGEHASH");
+    // NetBSD's values.
+    assert_eq!(VmFlags::SLEEP.bits(), 0x1);
+    assert_eq!(VmFlags::NOSLEEP.bits(), 0x2);
+    assert_eq!(VmFlags::INSTANTFIT.bits(), 0x1000);
+    assert_eq!(VmFlags::BESTFIT.bits(), 0x2000);
+    assert_eq!(VmFlags::BOOTSTRAP.bits(), 0x1_0000);
+    assert_eq!(VmFlags::POPULATING.bits(), 0x4_0000);
+    assert_eq!(VmFlags::LARGEIMPORT.bits(), 0x8_0000);
+    assert_eq!(VmFlags::XIMPORT.bits(), 0x10_0000);
+    assert_eq!(VmFlags::PRIVTAGS.bits(), 0x20_0000);
+    assert_eq!((VmFlags::SLEEP | IF).sleep_part(), VmFlags::SLEEP);
+}
+
+#[test]
 #[should_panic(expected = "must contain exactly one of VM_INSTANTFIT, VM_BESTFIT, VM_NEXTFIT")]
 fn alloc_with_two_strategies() {
     let a = Arena::create("z", 0, 100, 1).unwrap();
@@ -777,42 +1037,51 @@ fn alloc_with_two_strategies() {
 #[should_panic(expected = "align 0x30 is not a power of two multiple of the quantum")]
 fn align_not_power_of_two() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
-    let _ = a.xalloc(0x10, 0x30, 0, 0, 0, VMEM_ADDR_MAX, NS | BF);
+    let _ = a.xalloc(XallocConstraints::new(0x10).align(0x30), NS | BF);
 }
 
 #[test]
 #[should_panic(expected = "phase 0x40 >= align 0x40")]
 fn phase_not_below_align() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
-    let _ = a.xalloc(0x10, 0x40, 0x40, 0, 0, VMEM_ADDR_MAX, NS | BF);
+    let _ = a.xalloc(
+        XallocConstraints::new(0x10).align(0x40).phase(0x40),
+        NS | BF,
+    );
 }
 
 #[test]
 #[should_panic(expected = "phase 0x20 without align")]
 fn phase_without_align() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
-    let _ = a.xalloc(0x10, 0, 0x20, 0, 0, VMEM_ADDR_MAX, NS | BF);
+    let _ = a.xalloc(XallocConstraints::new(0x10).phase(0x20), NS | BF);
 }
 
 #[test]
 #[should_panic(expected = "nocross 0x20 < size 0x40")]
 fn nocross_smaller_than_size() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
-    let _ = a.xalloc(0x40, 0, 0, 0x20, 0, VMEM_ADDR_MAX, NS | BF);
+    let _ = a.xalloc(XallocConstraints::new(0x40).nocross(0x20), NS | BF);
 }
 
 #[test]
 #[should_panic(expected = "itself crosses nocross")]
 fn phase_range_crosses_nocross() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
-    let _ = a.xalloc(0x40, 0x100, 0x30, 0x40, 0, VMEM_ADDR_MAX, NS | BF);
+    let _ = a.xalloc(
+        XallocConstraints::new(0x40)
+            .align(0x100)
+            .phase(0x30)
+            .nocross(0x40),
+        NS | BF,
+    );
 }
 
 #[test]
 #[should_panic(expected = "minaddr 0x200 > maxaddr 0x100")]
 fn min_above_max() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
-    let _ = a.xalloc(0x10, 0, 0, 0, 0x200, 0x100, NS | BF);
+    let _ = a.xalloc(XallocConstraints::new(0x10).min(0x200).max(0x100), NS | BF);
 }
 
 #[test]
@@ -843,7 +1112,7 @@ fn free_wrong_size() {
 #[should_panic(expected = "was allocated by vmem_xalloc; free it with vmem_xfree")]
 fn free_of_xalloc_segment() {
     let a = Arena::create("z", 0, 0x1000, 0x10).unwrap();
-    let x = a.xalloc(0x10, 0, 0, 0, 0, VMEM_ADDR_MAX, NS | BF).unwrap();
+    let x = a.xalloc(XallocConstraints::new(0x10), NS | BF).unwrap();
     a.free(x, 0x10);
 }
 
@@ -932,7 +1201,32 @@ fn privtags_with_initial_span() {
 #[test]
 #[should_panic(expected = "a VM_PRIVTAGS arena must be created without an initial span")]
 fn xcreate_privtags_with_initial_span() {
-    let _ = vmem_xcreate("px", 0, 16, 1, None, 0, NS | VmFlags::PRIVTAGS, Ipl::None);
+    let _ = vmem_xcreate(
+        ArenaConfig::new("px", 1).flags(NS | VmFlags::PRIVTAGS),
+        0,
+        16,
+    );
+}
+
+#[test]
+#[should_panic(
+    expected = "vmem_create: flags 0 must contain exactly one of VM_SLEEP and VM_NOSLEEP"
+)]
+fn create_without_a_sleep_flag() {
+    // Every create path checks the arena's flags, with or without a span.
+    let _ = vmem_create(ArenaConfig::new("nosleep", 1).flags(VmFlags::NONE), 0, 0);
+}
+
+#[test]
+#[should_panic(expected = "VM_XIMPORT is set by vmem_xcreate only")]
+fn vmem_create_with_ximport() {
+    let _ = vmem_create(ArenaConfig::new("x", 1).flags(NS | VmFlags::XIMPORT), 0, 0);
+}
+
+#[test]
+#[should_panic(expected = "vmem_xcreate: VM_XIMPORT is set by vmem_xcreate itself")]
+fn vmem_xcreate_with_ximport() {
+    let _ = vmem_xcreate(ArenaConfig::new("x", 1).flags(NS | VmFlags::XIMPORT), 0, 0);
 }
 
 #[test]

@@ -20,9 +20,9 @@ use bsdalloc_platform::{
 };
 use bsdalloc_uvm_pages::{KernelMap, KmConfig, KmStats, KmemSource, UvmFlags};
 use bsdalloc_vmem::{
-    Arena, ArenaConfig, ArenaStats, IdAllocator, IdPolicy, SpanSource, VMEM_ADDR_MAX,
-    VMEM_ADDR_MIN, VmFlags, tag_supply_stats, vmem_create, vmem_descriptors_live, vmem_destroy,
-    vmem_subsystem_init, vmem_xcreate,
+    Arena, ArenaConfig, ArenaStats, IdAllocator, IdPolicy, SpanSource, VmFlags, XallocConstraints,
+    tag_supply_stats, vmem_create, vmem_descriptors_live, vmem_destroy, vmem_subsystem_init,
+    vmem_xcreate,
 };
 
 use crate::machine::{self, NCPU, STATS, cpu_state, idle_until, ring, take_ipi, this_cpu};
@@ -322,12 +322,9 @@ pub(crate) fn boot() -> Report {
     let kmem = map.kmem_arena();
     let va = kmem
         .xalloc(
-            8 * PAGE_SIZE,
-            64 << 10,
-            0,
-            1 << 20,
-            VMEM_ADDR_MIN,
-            VMEM_ADDR_MAX,
+            XallocConstraints::new(8 * PAGE_SIZE)
+                .align(64 << 10)
+                .nocross(1 << 20),
             VmFlags::NOSLEEP | VmFlags::BESTFIT,
         )
         .expect("xalloc");
@@ -358,14 +355,12 @@ pub(crate) fn boot() -> Report {
     // kmem_va_arena over kmem_arena, and backed memory over kmem_va.
     let parent: &'static dyn SpanSource = map.kmem_arena();
     let kmem_va = vmem_create(
-        "kmem-va",
+        ArenaConfig::new("kmem-va", PAGE_SIZE)
+            .source(parent)
+            .flags(VmFlags::SLEEP)
+            .ipl(Ipl::Vm),
         0,
         0,
-        PAGE_SIZE,
-        Some(parent),
-        0,
-        VmFlags::SLEEP,
-        Ipl::Vm,
     )
     .expect("vmem_create kmem-va");
     let src: &'static dyn SpanSource = KMEM_SRC.set(KmemSource::new(map, kmem_va));
@@ -373,14 +368,12 @@ pub(crate) fn boot() -> Report {
     // arena would use only the bytes it asked for and strand the rest of
     // each page.
     let backed = vmem_xcreate(
-        "kmem-backed",
+        ArenaConfig::new("kmem-backed", 64)
+            .source(src)
+            .flags(VmFlags::SLEEP)
+            .ipl(Ipl::Vm),
         0,
         0,
-        64,
-        Some(src),
-        0,
-        VmFlags::SLEEP,
-        Ipl::Vm,
     )
     .expect("vmem_xcreate kmem-backed");
 
@@ -523,7 +516,7 @@ static HANDLER_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// An `IPL_VM` handler: allocates from the `IPL_VM` backed arena without
 /// sleeping, and takes the lock the interrupted code held.
-fn net_intr(_arg: usize) {
+fn net_intr(_arg: &'static ()) {
     assert!(in_interrupt());
     assert_eq!(curipl(), Ipl::Vm);
     HANDLER_CPU.store(this_cpu(), Ordering::Relaxed);
@@ -546,7 +539,8 @@ fn net_intr(_arg: usize) {
 pub(crate) fn interrupt(cpu: usize) -> u64 {
     match cpu {
         0 => {
-            let src = intr_establish(Ipl::Vm, net_intr, 0).expect("intr_establish");
+            let src =
+                intr_establish(Ipl::Vm, net_intr as fn(&'static ()), &()).expect("intr_establish");
             idle_until(|| HOLDING.load(Ordering::Acquire));
             assert_eq!(intr_trigger(CpuId(1), src), Delivery::Delivered);
             TRIGGERED.store(true, Ordering::Release);

@@ -37,6 +37,10 @@ pub(crate) struct Slot {
     pub(crate) guests: AtomicU32,
     /// The owner's kernel thread id (user space: where signals go).
     pub(crate) tid: AtomicU32,
+    /// User space: an interrupt signal is on its way to the owner (1) and
+    /// its handler has not started yet. Posts then send no other: one
+    /// signal in flight per CPU, as an APIC holds one request per vector.
+    pub(crate) kick: AtomicU32,
 }
 
 pub(crate) static SLOTS: [Slot; MAXCPUS] = [const {
@@ -47,6 +51,7 @@ pub(crate) static SLOTS: [Slot; MAXCPUS] = [const {
         gate: AtomicU32::new(0),
         guests: AtomicU32::new(0),
         tid: AtomicU32::new(0),
+        kick: AtomicU32::new(0),
     }
 }; MAXCPUS];
 
@@ -109,6 +114,8 @@ pub(crate) fn claim(c: &CpuState, tid: u32, want: Option<usize>) -> Claim {
             if st == FREE {
                 slot.state.store(ACTIVE, Ordering::Relaxed);
                 slot.tid.store(tid, Ordering::Relaxed);
+                // A signal sent to the previous owner may never have run.
+                slot.kick.store(0, Ordering::Relaxed);
                 slot.cpu
                     .store(c as *const CpuState as *mut CpuState, Ordering::Relaxed);
                 slot_unlock(slot, s);

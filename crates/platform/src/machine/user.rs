@@ -18,6 +18,13 @@
 //! stay pending until `splx` lowers the level. Handlers nest
 //! (`SA_NODEFER`), and preserve `errno`.
 //!
+//! At most one signal is in flight per CPU (the slot's `kick` flag, cleared
+//! by the handler before it dispatches): real-time signals queue, and a
+//! thread that clears its pending bits at `splx` faster than its signals
+//! arrive would otherwise collect a queue of them, each delivered nested in
+//! the last before its handler runs an instruction — a stack overflow, or
+//! `EAGAIN` from `tgkill` at `RLIMIT_SIGPENDING`.
+//!
 //! **Sleep is a futex** on the wait channel's sequence word.
 
 use core::ffi::{c_int, c_void};
@@ -27,7 +34,7 @@ use super::Post;
 use super::slots::{self, Claim};
 use crate::intr::IntrTable;
 use crate::ipl::CpuState;
-use crate::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use crate::sync::atomic::{AtomicU8, AtomicU32, Ordering, fence};
 
 /// CPU slots: threads that are CPUs at once, the last [`NSHARED`] shared.
 pub(crate) const MAXCPUS: usize = 512;
@@ -140,7 +147,16 @@ fn install_signal_handler() {
 extern "C" fn on_interrupt(_sig: c_int) {
     // SAFETY: __errno_location returns this thread's errno slot.
     let errno = unsafe { *libc::__errno_location() };
-    CPU.with(|c| c.dispatch(&TABLE));
+    CPU.with(|c| {
+        if let Some(slot) = c.index().and_then(|i| slots::SLOTS.get(i as usize)) {
+            // Before the pending word is read (the store-load order that
+            // `post_interrupt` mirrors): a post after this sends a signal
+            // of its own, one before it is seen by this dispatch.
+            slot.kick.swap(0, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+        }
+        c.dispatch(&TABLE)
+    });
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
 }
@@ -163,7 +179,10 @@ pub(crate) fn post_interrupt(cpu: u32, source: usize) -> Post {
     };
     let result = if target.post(source) {
         let me = CPU.with(|c| core::ptr::eq(c, target));
-        if !me {
+        // Only if no signal is on its way (see the module docs); the fence
+        // orders the pending bit before the flag (see `on_interrupt`).
+        fence(Ordering::SeqCst);
+        if !me && slot.kick.swap(1, Ordering::SeqCst) == 0 {
             // SAFETY: plain syscall; the tid is alive while the slot is
             // ACTIVE and we hold its lock.
             let rc = unsafe {
