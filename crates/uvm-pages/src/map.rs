@@ -6,6 +6,7 @@ use core::mem::size_of;
 use core::ptr::NonNull;
 
 use bsdalloc_platform::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use bsdalloc_platform::sync::cell::UnsafeCell;
 use bsdalloc_platform::{Ipl, PageSource, Protection, SpinMutex, WaitChannel, assert_sleepable};
 use bsdalloc_vmem::{Arena, ArenaConfig, SizeType, VmFlags, VmemError, XallocConstraints};
 
@@ -192,7 +193,10 @@ pub struct KernelMap {
     pub(crate) va_in_use: [AtomicUsize; 4],
     /// A `SpanSource` over `kmem`, pointing back at this map; set once the
     /// map has its final address.
-    pub(crate) own_source: core::mem::MaybeUninit<crate::KmemSource>,
+    /// Written once by `bootstrap` after the map is in place (the source
+    /// points back at the map), hence a cell: a shared reference to the map
+    /// already exists when it is written.
+    pub(crate) own_source: UnsafeCell<core::mem::MaybeUninit<crate::KmemSource>>,
 }
 
 // SAFETY: the bitmaps are atomics in memory the map owns; everything else
@@ -313,7 +317,7 @@ impl KernelMap {
             budget_cv: WaitChannel::new("uvmwait"),
             os_calls: AtomicU64::new(0),
             va_in_use: [const { AtomicUsize::new(0) }; 4],
-            own_source: core::mem::MaybeUninit::uninit(),
+            own_source: UnsafeCell::new(core::mem::MaybeUninit::uninit()),
         };
         // SAFETY: the meta area starts with room for the descriptor, which
         // lives there until `destroy`; the source is written before the
@@ -321,10 +325,11 @@ impl KernelMap {
         let map: &'static KernelMap = unsafe {
             let p = meta.as_ptr().cast::<KernelMap>();
             p.write(map);
-            let src = crate::KmemSource::new(&*p, &(*p).kmem);
-            (*p).own_source.write(src);
             &*p
         };
+        let src = crate::KmemSource::new(map, &map.kmem);
+        // SAFETY: nobody else has the map yet, so nobody reads the cell.
+        map.own_source.with_mut(|c| unsafe { (*c).write(src) });
         Ok(map)
     }
 
@@ -332,8 +337,9 @@ impl KernelMap {
     /// for arenas stacked directly on the kmem arena (NetBSD's
     /// `uvm_km_kmem_alloc` with `kmem_arena`).
     pub fn kmem_source(&self) -> &crate::KmemSource {
-        // SAFETY: written by `bootstrap` before the map was handed out.
-        unsafe { self.own_source.assume_init_ref() }
+        // SAFETY: written by `bootstrap` before the map was handed out, and
+        // never again.
+        self.own_source.with(|c| unsafe { (*c).assume_init_ref() })
     }
 
     /// The page size.
@@ -482,6 +488,12 @@ impl KernelMap {
                 None
             }
         };
+        if total > size {
+            // The guard pages are this allocation's address space now, but
+            // a page freed there earlier may still be committed as cache:
+            // give those back, so that the guard faults.
+            self.evict_cached(self.page_index(va + size), (total - size) >> self.pshift);
+        }
         if let Some(kind) = backing {
             if self.back_or_wait(va, size, kind, flags).is_err() {
                 arena.xfree(va, total);
@@ -756,31 +768,47 @@ impl KernelMap {
     /// Tear the map down: give every cached page, the address space and the
     /// map's own memory back to the page source.
     ///
+    /// Takes a pointer, not a reference: the map lives in the memory this
+    /// releases, and a reference argument would have to outlive the call.
+    ///
     /// # Panics
-    /// If anything is still allocated.
+    /// If anything is still allocated; nothing has changed then.
     ///
     /// # Safety
-    /// Nothing uses the map afterwards (it lives in the memory released).
+    /// `map` came from [`KernelMap::bootstrap`], was not destroyed yet, and
+    /// nothing uses the map (or a reference to it) afterwards.
     #[track_caller]
-    pub unsafe fn destroy(&'static self) {
-        let st = self.stats();
-        if st.va_in_use.iter().any(|&v| v != 0) || st.wired_pages != 0 || st.pageable_pages != 0 {
-            panic!(
-                "uvm_km: destroy with memory still allocated: {:?}",
-                st.va_in_use
-            );
-        }
-        self.trim_cache(0);
-        for a in &self.regions {
-            a.destroy();
-        }
-        self.kmem.destroy();
-        let (pages, meta, meta_len) = (self.pages, self.meta, self.meta_len);
+    pub unsafe fn destroy(map: NonNull<KernelMap>) {
+        let (pages, reservation, size, meta, meta_len) = {
+            // SAFETY: the caller's contract: a live map; this reference
+            // ends before its memory is released below.
+            let this = unsafe { map.as_ref() };
+            let st = this.stats();
+            if st.va_in_use.iter().any(|&v| v != 0) || st.wired_pages != 0 || st.pageable_pages != 0
+            {
+                panic!(
+                    "uvm_km: destroy with memory still allocated: {:?}",
+                    st.va_in_use
+                );
+            }
+            this.trim_cache(0);
+            for a in &this.regions {
+                a.destroy();
+            }
+            this.kmem.destroy();
+            (
+                this.pages,
+                this.va.start(),
+                this.size,
+                this.meta,
+                this.meta_len,
+            )
+        };
         // SAFETY: the reservation and the meta area are ours and unused now
-        // (nothing in the map needs dropping); the caller guarantees no
-        // further use of `self`.
+        // (nothing in the map needs dropping, and no reference to it is
+        // live); the caller guarantees no further use of the map.
         unsafe {
-            pages.release(self.va.start(), self.size);
+            pages.release(reservation, size);
             pages.decommit(meta, meta_len);
             pages.release(meta, meta_len);
         }

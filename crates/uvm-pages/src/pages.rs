@@ -218,6 +218,30 @@ impl KernelMap {
         freed
     }
 
+    /// Give back the cached (committed, unused) pages among [first,
+    /// first+n), which the caller owns as address space: its guard pages.
+    pub(crate) fn evict_cached(&self, first: usize, n: usize) {
+        let mut s = self.state.lock();
+        let mut returned = 0;
+        self.committed_bits.runs(first, n, |p, l, committed| {
+            if committed {
+                // SAFETY: committed pages of our reservation that no
+                // allocation uses (their VA belongs to the caller, who has
+                // not backed them); under the state lock, as in trim_cache.
+                unsafe { self.pages.decommit(self.va_of(p), l << self.pshift) };
+                self.os_calls.fetch_add(1, Ordering::Relaxed);
+                returned += l;
+            }
+        });
+        if returned != 0 {
+            self.committed_bits.set(first, n, false);
+            self.wired_bits.set(first, n, false);
+            s.cached -= returned;
+            s.committed -= returned;
+            s.pages_returned += returned as u64;
+        }
+    }
+
     /// Claim pages [first, first+n) for an allocation and reserve budget for
     /// those not committed yet. Sleeps for memory unless `nowait`/`canfail`.
     /// `start`: the pages are a whole allocation (not pages entered into a

@@ -101,7 +101,7 @@ fn fail_the_nth_page_request() {
         "four page requests (wired, pageable, kmem, enter) each failed once: {n}"
     );
     // SAFETY: nothing is allocated and the map is not used again.
-    unsafe { m.destroy() };
+    unsafe { KernelMap::destroy(core::ptr::NonNull::from(m)) };
     let end = OS_PAGES.stats();
     assert_eq!(end.committed_pages, base.committed_pages, "every page back");
     assert_eq!(

@@ -37,6 +37,6 @@ fn rss_drops_after_free() {
         );
         assert_eq!(m.stats().committed_pages, 0);
         // SAFETY: nothing is allocated and the map is not used again.
-        unsafe { m.destroy() };
+        unsafe { KernelMap::destroy(core::ptr::NonNull::from(m)) };
     }
 }

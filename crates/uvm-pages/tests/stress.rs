@@ -125,5 +125,5 @@ fn threads_under_a_tight_budget() {
     assert_eq!(st.committed_pages, st.cached_pages);
     assert!(st.cached_pages <= 64);
     // SAFETY: nothing is allocated and the map is not used again.
-    unsafe { m.destroy() };
+    unsafe { KernelMap::destroy(core::ptr::NonNull::from(m)) };
 }

@@ -430,9 +430,15 @@ fn stats_display() {
 #[test]
 fn guard_page_faults_on_overrun() {
     if std::env::var_os("BSDALLOC_GUARD_CHILD").is_some() {
-        let m = map(0, 0);
+        let m = map(0, 64);
         let ps = m.page_size();
+        // Leave committed pages cached where the guard will be: a guard
+        // over a reused page must still fault.
+        let warm = m.uvm_km_alloc(3 * ps, 0, W).unwrap();
+        m.uvm_km_free(warm, 3 * ps, W);
+        assert!(m.stats().cached_pages >= 3);
         let p = m.uvm_km_alloc_guarded(ps, 1, W).unwrap();
+        assert_eq!(p, warm, "instant fit reuses the cached range");
         // SAFETY: the last byte of the object.
         unsafe { p.as_ptr().add(ps - 1).write(1) };
         // SAFETY: not safe, on purpose: one byte past the object, into the

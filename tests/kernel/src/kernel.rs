@@ -634,7 +634,7 @@ pub(crate) fn teardown(report: &mut Report) {
     assert!(s.va_in_use.iter().all(|&b| b == 0), "{:?}", s.va_in_use);
     assert_eq!((s.wired_pages, s.pageable_pages), (0, 0));
     // SAFETY: nothing uses the map any more.
-    unsafe { k.map.destroy() };
+    unsafe { KernelMap::destroy(core::ptr::NonNull::from(k.map)) };
     report.tags_from_pages = tag_supply_stats().from_pages;
     let end = PAGES.stats();
     report.pages_end = end;
