@@ -193,6 +193,7 @@ impl Arena {
                     // SAFETY: `busy` is on the segment list; the cursor was
                     // just taken off it.
                     unsafe { g.cursor_place_after(busy) };
+                    g.rotor = a.wrapping_add(req.size());
                 }
                 g.stats.allocs += 1;
                 if woken {
@@ -414,9 +415,19 @@ impl Arena {
     /// `bt` is a BUSY tag on this arena's busy hash (`g` is its lock).
     unsafe fn free_busy(&self, mut g: KMutexGuard<'_, Inner>, bt: *mut Bt) {
         g.stats.frees += 1;
-        let had_cursor = g.cursor_unlink();
+        // Frees coalesce across the next-fit cursor: take it off the list if
+        // it is next to `bt`, and put it back by the rotor afterwards. One
+        // elsewhere stays where it is.
+        let c = g.cursor;
+        // SAFETY: caller's contract: `bt` is on the segment list.
+        let had_cursor = !c.is_null() && unsafe { (*bt).seg_prev == c || (*bt).seg_next == c };
+        let mut had_cursor = had_cursor;
+        if had_cursor {
+            g.cursor_unlink();
+        }
         // SAFETY: caller's contract: on the hash, hence on the segment list;
-        // taken off the hash here, with the cursor off the list.
+        // taken off the hash here, with the cursor, if next to it, off the
+        // list.
         let (seg, whole_span) = unsafe {
             g.hash.remove(bt);
             g.free_coalesce(bt, self.qshift)
@@ -427,6 +438,12 @@ impl Arena {
         };
         match release {
             Some((span, src)) => {
+                // The cursor may still sit between the span tag and `seg`.
+                // SAFETY: `seg` is on the segment list.
+                if !had_cursor && !g.cursor.is_null() && unsafe { (*seg).seg_prev } == g.cursor {
+                    g.cursor_unlink();
+                    had_cursor = true;
+                }
                 // SAFETY: `free_coalesce` found `seg` filling imported span
                 // `span`; the cursor is off the list.
                 let (start, size) = unsafe { g.remove_span(span, seg) };
@@ -447,7 +464,15 @@ impl Arena {
                 unsafe {
                     g.fl_insert(seg, self.qshift);
                     if had_cursor {
-                        g.cursor_place_after(seg);
+                        // Before the segment if the rotor lies in it (the
+                        // search starts there, from the rotor on), else
+                        // after it.
+                        let rotor = g.rotor;
+                        if (*seg).start < rotor && rotor <= (*seg).end() {
+                            g.cursor_place_after((*seg).seg_prev);
+                        } else {
+                            g.cursor_place_after(seg);
+                        }
                     }
                 }
                 self.trim(&mut g, BT_MAXFREE);

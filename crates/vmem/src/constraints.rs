@@ -224,6 +224,13 @@ impl Request {
         self.0.align != quantum || self.0.phase != 0 || self.0.nocross != 0
     }
 
+    /// The same request, starting no lower than `lo` (next fit first looks
+    /// at or after its rotor).
+    pub(crate) fn at_or_above(&self, lo: usize) -> Request {
+        let c = self.0;
+        Request(c.min(c.minaddr.max(lo)))
+    }
+
     /// The fit test of spec §1.4 for one free segment: the chosen start.
     ///
     /// NetBSD computes the aligned start with wrapping arithmetic, which near

@@ -78,7 +78,12 @@ impl Inner {
         None
     }
 
-    /// NEXTFIT: walk the segment list forward from the cursor, wrapping.
+    /// NEXTFIT: walk the segment list forward from the cursor, wrapping,
+    /// and take the first fit at or after the rotor; addresses before it
+    /// come last. A free segment that holds the rotor (frees coalesce across
+    /// the cursor) is tried from the rotor on first, and below it at the
+    /// very end, so that IDs rotate through the whole range before one is
+    /// used again.
     pub(crate) fn find_nextfit(&self, req: &Request) -> Option<(*mut Bt, usize)> {
         let start = if self.cursor.is_null() {
             self.seg_head
@@ -88,15 +93,23 @@ impl Inner {
         if start.is_null() {
             return None;
         }
+        let rotor = self.rotor;
+        let mut split: Option<*mut Bt> = None;
         let mut bt = start;
         loop {
             // SAFETY: segment-list members are valid tags.
             let t = unsafe { &*bt };
-            if t.typ == BT_TYPE_FREE
-                && t.size >= req.size()
-                && let Some(a) = req.fit(t)
-            {
-                return Some((bt, a));
+            if t.typ == BT_TYPE_FREE && t.size >= req.size() {
+                let holds_rotor = !self.cursor.is_null() && t.start < rotor && rotor <= t.end();
+                let r = if holds_rotor {
+                    split = Some(bt);
+                    req.at_or_above(rotor)
+                } else {
+                    *req
+                };
+                if let Some(a) = r.fit(t) {
+                    return Some((bt, a));
+                }
             }
             bt = if t.seg_next.is_null() {
                 self.seg_head
@@ -104,9 +117,15 @@ impl Inner {
                 t.seg_next
             };
             if bt == start {
-                return None;
+                break;
             }
         }
+        // Last, the segment that holds the rotor, from its start: a block
+        // before the rotor, or one reaching across it.
+        let bt = split?;
+        // SAFETY: a segment-list member seen above, unchanged since.
+        let t = unsafe { &*bt };
+        req.fit(t).map(|a| (bt, a))
     }
 
     /// The spare tags `carve(bt, a, size, ..)` takes: one for a leading
@@ -238,7 +257,12 @@ impl Inner {
                 (*bt).size += (*prev).size;
                 self.spare_push(prev);
             }
-            let prev = (*bt).seg_prev;
+            let mut prev = (*bt).seg_prev;
+            if !prev.is_null() && (*prev).typ == BT_TYPE_CURSOR {
+                // The next-fit cursor may sit between a span tag and its
+                // first segment; the span is whole all the same.
+                prev = (*prev).seg_prev;
+            }
             let whole_import = !prev.is_null()
                 && (*prev).typ == BT_TYPE_SPAN
                 && (*prev).size == (*bt).size

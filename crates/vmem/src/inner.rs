@@ -30,6 +30,10 @@ pub(crate) struct Inner {
     /// `vm_inuse`: bytes of busy segments.
     pub(crate) inuse: usize,
     pub(crate) cursor: *mut Bt,
+    /// Next fit's rotor: the address just past the last next-fit
+    /// allocation. The cursor tag sits right before the segment holding it
+    /// (or between two segments when it is a boundary).
+    pub(crate) rotor: usize,
     pub(crate) nspans: usize,
     pub(crate) nimported: usize,
     pub(crate) nfree_segs: usize,
@@ -82,6 +86,7 @@ impl Inner {
             size: 0,
             inuse: 0,
             cursor: ptr::null_mut(),
+            rotor: 0,
             nspans: 0,
             nimported: 0,
             nfree_segs: 0,

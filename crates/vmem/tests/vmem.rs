@@ -585,6 +585,68 @@ fn privtags_arena_lives_on_donated_tags_only() {
 }
 
 #[test]
+fn nextfit_does_not_hand_back_an_id_just_freed_behind_the_rotor() {
+    // Freed next to the cursor, 300 coalesces with the free rest of the
+    // range; the search must still start after it.
+    let ids = IdAllocator::new("pids", 300..400, IdPolicy::Rotate).unwrap();
+    let a = ids.alloc_raw().unwrap();
+    assert_eq!(a, 300);
+    ids.free_raw(a);
+    assert_eq!(ids.alloc_raw(), Some(301));
+    assert_eq!(ids.alloc_raw(), Some(302));
+    // Freeing elsewhere does not move the rotor either.
+    ids.free_raw(301);
+    assert_eq!(ids.alloc_raw(), Some(303));
+    ids.arena().assert_sane();
+}
+
+#[test]
+fn nextfit_comes_back_to_the_part_before_the_rotor_last() {
+    let ids = IdAllocator::new("ring", 0..4, IdPolicy::Rotate).unwrap();
+    let got: Vec<usize> = (0..4).map(|_| ids.alloc_raw().unwrap()).collect();
+    assert_eq!(got, [0, 1, 2, 3]);
+    for &x in &got {
+        ids.free_raw(x);
+    }
+    // Everything is one free segment again, holding the rotor at 4 (the
+    // end): the search wraps to 0.
+    assert_eq!(ids.arena().stats().nfree, 1);
+    assert_eq!(ids.alloc_raw(), Some(0));
+    ids.free_raw(0);
+    // The rotor is at 1 inside the single free segment [0, 4): 1, 2, 3
+    // come before 0.
+    let got: Vec<usize> = (0..4).map(|_| ids.alloc_raw().unwrap()).collect();
+    assert_eq!(got, [1, 2, 3, 0]);
+    ids.arena().assert_sane();
+}
+
+#[test]
+fn an_imported_span_behind_the_nextfit_cursor_is_still_released() {
+    let src: &'static CountingSource = leak(CountingSource::new(0));
+    // LARGEIMPORT: one span of 16 × 64 bytes holds both allocations, and
+    // the cursor ends up inside it.
+    let a = Arena::with_config(
+        ArenaConfig::new("rot", 16)
+            .source(src)
+            .flags(NS | VmFlags::LARGEIMPORT),
+        0,
+        0,
+    )
+    .unwrap();
+    let nf = NS | VmFlags::NEXTFIT;
+    let x = a.alloc(64, nf).unwrap();
+    let y = a.alloc(64, nf).unwrap();
+    assert_eq!(y, x + 64);
+    a.free(y, 64);
+    a.assert_sane();
+    a.free(x, 64);
+    a.assert_sane();
+    assert_eq!(src.releases.load(Ordering::SeqCst), 1, "the span went back");
+    assert_eq!(src.outstanding.load(Ordering::SeqCst), 0);
+    assert_eq!(a.stats().nspans, 0);
+}
+
+#[test]
 fn nextfit_rotates_through_ids() {
     let ids = IdAllocator::new("ids", 10..20, IdPolicy::Rotate).unwrap();
     let a = ids.alloc_raw().unwrap();
