@@ -319,12 +319,21 @@ impl CpuState {
     /// is a lock-order violation.
     #[inline]
     #[track_caller]
-    pub(crate) fn rank_enter(&self, r: u8) {
+    pub(crate) fn rank_check(&self, r: u8) {
         if cfg!(debug_assertions) && r != 0 {
             let held = self.held_ranks.load(Ordering::Relaxed);
             if held >> r != 0 {
                 rank_panic(r, held);
             }
+        }
+    }
+
+    /// Record a ranked lock as held, once it is taken (after every check
+    /// that may panic, so that a refused lock leaves nothing behind).
+    #[inline]
+    pub(crate) fn rank_enter(&self, r: u8) {
+        if cfg!(debug_assertions) && r != 0 {
+            let held = self.held_ranks.load(Ordering::Relaxed);
             self.held_ranks.store(held | 1 << r, Ordering::Relaxed);
         }
     }

@@ -237,7 +237,7 @@ fn panic_against_myself(ipl: Ipl) -> ! {
 #[track_caller]
 fn spin_enter<const RAISE_FIRST: bool>(ipl: Ipl, rank: u8, w: &LockWord) {
     machine::with_cpu(|c| {
-        c.rank_enter(rank);
+        c.rank_check(rank);
         if ipl == Ipl::None && c.in_interrupt() {
             panic_none_in_interrupt();
         }
@@ -257,6 +257,7 @@ fn spin_enter<const RAISE_FIRST: bool>(ipl: Ipl, rank: u8, w: &LockWord) {
         {
             w.spin_acquire_owner(me, ipl);
         }
+        c.rank_enter(rank);
         interrupt_point();
         let s = match early {
             Some(s) => s,
@@ -334,7 +335,7 @@ fn owned_here(w: &LockWord) -> bool {
 #[track_caller]
 fn adaptive_enter(rank: u8, w: &LockWord) {
     let me = machine::with_cpu(|c| {
-        c.rank_enter(rank);
+        c.rank_check(rank);
         if c.in_interrupt() {
             adaptive_panic("mutex_vector_enter: adaptive mutex acquired from interrupt context");
         }
@@ -350,6 +351,7 @@ fn adaptive_enter(rank: u8, w: &LockWord) {
         w.sleep_acquire();
     }
     w.owner.store(me, Ordering::Relaxed);
+    machine::with_cpu(|c| c.rank_enter(rank));
 }
 
 #[inline(always)]

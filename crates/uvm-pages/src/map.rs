@@ -7,7 +7,9 @@ use core::ptr::NonNull;
 
 use bsdalloc_platform::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use bsdalloc_platform::sync::cell::UnsafeCell;
-use bsdalloc_platform::{Ipl, PageSource, Protection, SpinMutex, WaitChannel, assert_sleepable};
+use bsdalloc_platform::{
+    Ipl, LockRank, PageSource, Protection, SpinMutex, WaitChannel, assert_sleepable,
+};
 use bsdalloc_vmem::{Arena, ArenaConfig, SizeType, VmFlags, VmemError, XallocConstraints};
 
 use crate::flags::{BootError, KmType, UvmFlags};
@@ -299,8 +301,9 @@ impl KernelMap {
             meta_len,
             limit: cfg.limit_pages,
             free_target: cfg.free_target_pages,
-            state: SpinMutex::new(
+            state: SpinMutex::ranked(
                 Ipl::Vm,
+                LockRank::MapState,
                 State {
                     committed: 0,
                     wired: 0,

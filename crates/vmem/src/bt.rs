@@ -14,7 +14,7 @@ use core::fmt;
 use core::ptr::{self, NonNull};
 
 use bsdalloc_platform::sync::cell::UnsafeCell;
-use bsdalloc_platform::{Ipl, SpinMutex};
+use bsdalloc_platform::{Ipl, LockRank, SpinMutex};
 
 use crate::flags::{STATIC_BT_COUNT, VmFlags};
 use crate::links::slots;
@@ -192,8 +192,9 @@ static STATIC_TAGS: StaticTags =
 
 /// The global supply, at `IPL_HIGH` because arenas of any level refill from
 /// it while holding their own lock.
-pub(crate) static SUPPLY: SpinMutex<Supply> = SpinMutex::new(
+pub(crate) static SUPPLY: SpinMutex<Supply> = SpinMutex::ranked(
     Ipl::High,
+    LockRank::Registry,
     Supply {
         free: ptr::null_mut(),
         nfree: 0,

@@ -8,7 +8,7 @@ use bsdalloc_platform::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering,
 };
 use bsdalloc_platform::sync::cell::UnsafeCell;
-use bsdalloc_platform::{KMutex, WaitChannel};
+use bsdalloc_platform::{KMutex, LockRank, WaitChannel};
 
 use crate::arena::{Arena, ArenaConfig, check_sleep_flags, table_bytes};
 use crate::bt::{self, BT_TYPE_SPAN};
@@ -61,7 +61,7 @@ impl Arena {
             qcache_max: qmax,
             qcache_state: AtomicU8::new(QC_NONE),
             qcache: UnsafeCell::new(None),
-            lock: KMutex::new(cfg.ipl, Inner::new()),
+            lock: KMutex::ranked(cfg.ipl, LockRank::Arena, Inner::new()),
             cv: WaitChannel::new("vmem"),
             next: AtomicPtr::new(ptr::null_mut()),
             registered: AtomicBool::new(false),

@@ -9,7 +9,7 @@ use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
 
 use bsdalloc_platform::sync::atomic::Ordering;
-use bsdalloc_platform::{Ipl, SpinMutex, assert_not_in_interrupt};
+use bsdalloc_platform::{Ipl, LockRank, SpinMutex, assert_not_in_interrupt};
 
 use crate::arena::{Arena, ArenaConfig};
 use crate::bt;
@@ -31,8 +31,9 @@ struct Slots {
 // used under its lock.
 unsafe impl Send for Slots {}
 
-static DESCRIPTORS: SpinMutex<Slots> = SpinMutex::new(
+static DESCRIPTORS: SpinMutex<Slots> = SpinMutex::ranked(
     Ipl::High,
+    LockRank::Registry,
     Slots {
         free: ptr::null_mut(),
         chunks: 0,

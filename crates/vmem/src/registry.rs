@@ -6,7 +6,7 @@
 use core::ptr;
 
 use bsdalloc_platform::sync::atomic::Ordering;
-use bsdalloc_platform::{Ipl, SpinMutex};
+use bsdalloc_platform::{Ipl, LockRank, SpinMutex};
 
 use crate::arena::Arena;
 
@@ -19,8 +19,9 @@ struct List {
 // SAFETY: the list holds only `&'static Arena`s, which are Sync.
 unsafe impl Send for List {}
 
-static ARENAS: SpinMutex<List> = SpinMutex::new(
+static ARENAS: SpinMutex<List> = SpinMutex::ranked(
     Ipl::High,
+    LockRank::Registry,
     List {
         head: ptr::null(),
         next_serial: 0,
