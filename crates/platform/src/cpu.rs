@@ -173,7 +173,7 @@ impl Drop for Section {
         }
         machine::with_cpu(|c| {
             c.sections().store(0, Ordering::Relaxed);
-            machine::with_intr_table(|t| c.splx(self.s, t));
+            machine::with_intr_table(|t| c.splx_saved(self.s, t));
         });
     }
 }

@@ -14,7 +14,7 @@ use core::fmt;
 use crate::intr::{IntrTable, NSOURCES};
 use crate::machine;
 use crate::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, compiler_fence,
+    AtomicPtr, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, compiler_fence,
 };
 use crate::sync::interrupt_point;
 
@@ -153,10 +153,9 @@ pub struct CpuState {
     sections: AtomicU32,
     /// In user space, the gate word of this CPU's slot: set by a remote CPU
     /// while it runs a cross-call on this CPU's behalf, or, for a guest
-    /// thread on a shared slot, the slot's lock. Null in a kernel.
+    /// thread on a shared slot (tagged by the pointer's low bit), the slot's
+    /// lock. Null in a kernel.
     gate: AtomicPtr<AtomicU32>,
-    /// A thread sharing its CPU slot with others (more threads than slots).
-    guest: AtomicBool,
     /// Ranks of the ranked locks held in this context, a bit per rank
     /// (the debug lock-order check; see [`crate::mutex::LockRank`]).
     held_ranks: AtomicU16,
@@ -192,7 +191,6 @@ impl CpuState {
             index: AtomicU32::new(index),
             sections: AtomicU32::new(0),
             gate: AtomicPtr::new(core::ptr::null_mut()),
-            guest: AtomicBool::new(false),
             held_ranks: AtomicU16::new(0),
         }
     }
@@ -220,16 +218,18 @@ impl CpuState {
     /// The slot gate and whether this thread is a guest on a shared slot.
     #[inline]
     pub(crate) fn gate(&self) -> (*const AtomicU32, bool) {
-        (
-            self.gate.load(Ordering::Relaxed),
-            self.guest.load(Ordering::Relaxed),
-        )
+        // One load: a guest's gate pointer carries a tag in its low bit (an
+        // `AtomicU32` is 4-byte aligned, so the bit is free).
+        let g = self.gate.load(Ordering::Relaxed);
+        (g.map_addr(|a| a & !1).cast_const(), g.addr() & 1 != 0)
     }
 
     #[cfg_attr(not(any(bsdalloc_loom, feature = "std")), allow(dead_code))]
     pub(crate) fn set_gate(&self, gate: *const AtomicU32, guest: bool) {
-        self.guest.store(guest, Ordering::Relaxed);
-        self.gate.store(gate.cast_mut(), Ordering::Relaxed);
+        self.gate.store(
+            gate.cast_mut().map_addr(|a| a | usize::from(guest)),
+            Ordering::Relaxed,
+        );
     }
 
     /// Enter interrupt context for a cross-call run on another CPU's
@@ -357,6 +357,18 @@ impl CpuState {
         if cfg!(debug_assertions) && r != 0 {
             let held = self.held_ranks.load(Ordering::Relaxed);
             self.held_ranks.store(held & !(1 << r), Ordering::Relaxed);
+        }
+    }
+
+    /// `splx` back to a level this very code saved with `splraise` (a
+    /// CPU-local section's exit): no "raising" check needed.
+    #[inline]
+    pub(crate) fn splx_saved(&self, s: Spl, table: &IntrTable) {
+        compiler_fence(Ordering::SeqCst);
+        self.ipl.store(s.0 as u8, Ordering::Release);
+        compiler_fence(Ordering::SeqCst);
+        if self.pending.load(Ordering::Relaxed) != 0 {
+            self.dispatch(table);
         }
     }
 
@@ -604,7 +616,7 @@ mod tests {
     //! of the test's own: pure logic, no machine, no signals, no OS pages,
     //! so it runs under Miri (`cargo xtask ci --full`).
     use super::*;
-    use crate::sync::atomic::AtomicU32;
+    use crate::sync::atomic::{AtomicBool, AtomicU32};
 
     #[test]
     fn a_blocked_interrupt_waits_for_splx_and_coalesces() {
