@@ -5,7 +5,7 @@
 //!
 //! Per-CPU data ([`PerCpu`](crate::PerCpu), [`CpuLocal`](crate::CpuLocal))
 //! is touched only inside a *section*: the CPU raises its level to
-//! [`XCALL_IPL`], so neither an interrupt handler that allocates nor a
+//! [`XCALL_IPL`](crate::XCALL_IPL), so neither an interrupt handler that allocates nor a
 //! cross-call can run on it meanwhile, and then passes its slot's *gate*:
 //!
 //! - a CPU that owns its slot reads the gate word once (no atomic
@@ -46,7 +46,7 @@ use core::fmt;
 use core::ptr;
 
 use crate::intr::XCALL_SOURCE;
-use crate::ipl::{CpuState, Spl, XCALL_IPL, assert_sleepable};
+use crate::ipl::{CpuState, Spl, assert_sleepable};
 use crate::machine::{self, Post, Route};
 use crate::mutex::AdaptiveMutex;
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
@@ -123,9 +123,6 @@ impl Section {
     #[track_caller]
     pub(crate) fn enter() -> Section {
         machine::with_cpu(|c| {
-            if c.sections().load(Ordering::Relaxed) != 0 {
-                nested_section_panic();
-            }
             // CPU-local sections rank above the pool_cache locks (which a
             // cache takes inside its section).
             c.rank_check_below(
@@ -136,8 +133,9 @@ impl Section {
                 Some(i) => CpuId(i),
                 None => curcpu(),
             };
-            let s = c.splraise(XCALL_IPL);
-            c.sections().store(1, Ordering::Relaxed);
+            // Raises to XCALL_IPL and marks the section open, or panics if
+            // one is (in the same byte: no extra memory access).
+            let s = c.section_enter();
             // Level first, gate second (see the module docs).
             light_fence();
             let (gate, guest) = c.gate();
@@ -171,21 +169,8 @@ impl Drop for Section {
             // SAFETY: taken in `enter`; a static slot word.
             gate_unlock(unsafe { &*self.guest_gate });
         }
-        machine::with_cpu(|c| {
-            c.sections().store(0, Ordering::Relaxed);
-            machine::with_intr_table(|t| c.splx_saved(self.s, t));
-        });
+        machine::with_cpu(|c| machine::with_intr_table(|t| c.splx_saved(self.s, t)));
     }
-}
-
-#[cold]
-#[inline(never)]
-#[track_caller]
-fn nested_section_panic() -> ! {
-    panic!(
-        "cpu-local: a CPU-local section (or cross-call function) is already open on this CPU; \
-         sections do not nest"
-    )
 }
 
 const GATE_OPEN: u32 = 0;
@@ -250,19 +235,17 @@ pub(crate) fn gate_unlock(g: &AtomicU32) {
 /// the function cannot open a section and alias the element it was given.
 pub(crate) fn run_xcall_here(cpu: CpuId, f: &(dyn Fn(CpuId) + Sync)) {
     machine::with_cpu(|c| {
-        let s = c.splraise(XCALL_IPL);
-        let outer = c.sections().load(Ordering::Relaxed);
-        c.sections().store(1, Ordering::Relaxed);
+        // The caller may sleep (xc_unicast checked), so no section is open.
+        let s = c.section_enter();
         c.interrupt_context_enter();
-        struct Restore<'a>(&'a CpuState, u32, Spl);
+        struct Restore<'a>(&'a CpuState, Spl);
         impl Drop for Restore<'_> {
             fn drop(&mut self) {
                 self.0.interrupt_context_exit();
-                self.0.sections().store(self.1, Ordering::Relaxed);
-                machine::with_intr_table(|t| self.0.splx(self.2, t));
+                machine::with_intr_table(|t| self.0.splx_saved(self.1, t));
             }
         }
-        let _restore = Restore(c, outer, s);
+        let _restore = Restore(c, s);
         f(cpu);
     })
 }
@@ -288,16 +271,18 @@ pub(crate) fn xcall_interrupt() {
     // which is set only below, after the call.
     let req = unsafe { &*p };
     machine::with_cpu(|c| {
-        let outer = c.sections().load(Ordering::Relaxed);
-        c.sections().store(1, Ordering::Relaxed);
+        // Delivered only below XCALL_IPL, so outside any section; mark one
+        // open so that the function cannot open another over the element it
+        // was given.
+        let s = c.section_enter();
         (req.f)(req.cpu);
-        c.sections().store(outer, Ordering::Relaxed);
+        machine::with_intr_table(|t| c.splx_saved(s, t));
     });
     XC_DONE.store(1, Ordering::Release);
     machine::wakeup(&XC_DONE, 1);
 }
 
-/// `xc_unicast`: run `f` in CPU `cpu`'s context, at [`XCALL_IPL`], and wait
+/// `xc_unicast`: run `f` in CPU `cpu`'s context, at [`XCALL_IPL`](crate::XCALL_IPL), and wait
 /// for it. `f` gets `cpu`; use it, not [`curcpu`], to find that CPU's data.
 ///
 /// A CPU inside a CPU-local section runs `f` itself, from the cross-call

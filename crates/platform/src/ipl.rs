@@ -105,17 +105,30 @@ impl fmt::Display for Ipl {
 }
 
 /// A saved priority level, returned by [`splraise`] and given back to
-/// [`splx`] (NetBSD's `int s`).
+/// [`splx`] (NetBSD's `int s`). It holds the CPU's level byte as it was,
+/// including whether a CPU-local section was open.
 #[must_use = "a raised level must be restored with splx"]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Spl(pub(crate) Ipl);
+pub struct Spl(pub(crate) u8);
 
 impl Spl {
     /// The level this token restores.
     pub const fn ipl(self) -> Ipl {
-        self.0
+        Ipl::from_u8(self.0 & !SECTION)
+    }
+
+    /// A token that restores `ipl` with no section open.
+    #[cfg_attr(any(not(test), bsdalloc_loom), allow(dead_code))]
+    pub(crate) const fn at(ipl: Ipl) -> Spl {
+        Spl(ipl as u8)
     }
 }
+
+/// The top bit of a CPU's level byte: a CPU-local section (or a cross-call
+/// function) is open on it. Kept in the level byte, which every section
+/// entry loads and stores anyway, so that the nesting check costs no extra
+/// memory access.
+pub(crate) const SECTION: u8 = 0x80;
 
 /// The level at which cross-call functions run. Per-CPU data that a
 /// cross-call touches must be accessed at this level or above, as NetBSD's
@@ -148,9 +161,6 @@ pub struct CpuState {
     pending: AtomicU64,
     /// This CPU's index, `u32::MAX` until the machine assigns one.
     index: AtomicU32,
-    /// CPU-local sections open on this CPU: they never nest (see
-    /// [`PerCpu`](crate::PerCpu)).
-    sections: AtomicU32,
     /// In user space, the gate word of this CPU's slot: set by a remote CPU
     /// while it runs a cross-call on this CPU's behalf, or, for a guest
     /// thread on a shared slot (tagged by the pointer's low bit), the slot's
@@ -189,7 +199,6 @@ impl CpuState {
             mtx_oldspl: AtomicU8::new(Ipl::None as u8),
             pending: AtomicU64::new(0),
             index: AtomicU32::new(index),
-            sections: AtomicU32::new(0),
             gate: AtomicPtr::new(core::ptr::null_mut()),
             held_ranks: AtomicU16::new(0),
         }
@@ -209,10 +218,30 @@ impl CpuState {
         self.index.store(index.unwrap_or(NO_CPU), Ordering::Relaxed);
     }
 
-    /// The CPU-local section counter (see `cpu::Section`).
+    /// Open a CPU-local section (or a cross-call function's context): raise
+    /// to at least [`XCALL_IPL`] and mark the level byte, in one load and
+    /// one store. Returns the level to restore with `splx_saved`.
+    ///
+    /// # Panics
+    /// If a section is already open on this CPU (sections do not nest).
     #[inline]
-    pub(crate) fn sections(&self) -> &AtomicU32 {
-        &self.sections
+    #[track_caller]
+    pub(crate) fn section_enter(&self) -> Spl {
+        interrupt_point();
+        let old = self.ipl.load(Ordering::Relaxed);
+        if old & SECTION != 0 {
+            nested_section_panic();
+        }
+        // A constant in the common case (entered below XCALL_IPL), so that
+        // the store does not wait for the load.
+        let new = if old <= XCALL_IPL as u8 {
+            XCALL_IPL as u8 | SECTION
+        } else {
+            old | SECTION
+        };
+        self.ipl.store(new, Ordering::Release);
+        compiler_fence(Ordering::SeqCst);
+        Spl(old)
     }
 
     /// The slot gate and whether this thread is a guest on a shared slot.
@@ -255,13 +284,13 @@ impl CpuState {
     #[inline]
     #[cfg_attr(not(any(bsdalloc_loom, feature = "std")), allow(dead_code))]
     pub(crate) fn curipl_acquire(&self) -> Ipl {
-        Ipl::from_stored(self.ipl.load(Ordering::Acquire))
+        Ipl::from_stored(self.ipl.load(Ordering::Acquire) & !SECTION)
     }
 
     /// The current priority level.
     #[inline]
     pub fn curipl(&self) -> Ipl {
-        Ipl::from_stored(self.ipl.load(Ordering::Relaxed))
+        Ipl::from_stored(self.ipl.load(Ordering::Relaxed) & !SECTION)
     }
 
     /// True while an interrupt handler runs on this CPU.
@@ -287,11 +316,12 @@ impl CpuState {
     pub fn splraise(&self, ipl: Ipl) -> Spl {
         interrupt_point();
         let old = self.ipl.load(Ordering::Relaxed);
-        if ipl as u8 > old {
-            self.ipl.store(ipl as u8, Ordering::Release);
+        if ipl as u8 > old & !SECTION {
+            self.ipl
+                .store(ipl as u8 | (old & SECTION), Ordering::Release);
         }
         compiler_fence(Ordering::SeqCst);
-        Spl(Ipl::from_stored(old))
+        Spl(old)
     }
 
     /// Restore a level saved by [`CpuState::splraise`], running any
@@ -303,11 +333,11 @@ impl CpuState {
     #[inline]
     pub fn splx(&self, s: Spl, table: &IntrTable) {
         compiler_fence(Ordering::SeqCst);
-        let cur = self.ipl.load(Ordering::Relaxed);
-        if s.0 as u8 > cur {
-            splx_raise_panic(Ipl::from_stored(cur), s.0);
+        let cur = self.ipl.load(Ordering::Relaxed) & !SECTION;
+        if s.0 & !SECTION > cur {
+            splx_raise_panic(Ipl::from_stored(cur), s.ipl());
         }
-        self.ipl.store(s.0 as u8, Ordering::Release);
+        self.ipl.store(s.0, Ordering::Release);
         compiler_fence(Ordering::SeqCst);
         if self.pending.load(Ordering::Relaxed) != 0 {
             self.dispatch(table);
@@ -365,7 +395,7 @@ impl CpuState {
     #[inline]
     pub(crate) fn splx_saved(&self, s: Spl, table: &IntrTable) {
         compiler_fence(Ordering::SeqCst);
-        self.ipl.store(s.0 as u8, Ordering::Release);
+        self.ipl.store(s.0, Ordering::Release);
         compiler_fence(Ordering::SeqCst);
         if self.pending.load(Ordering::Relaxed) != 0 {
             self.dispatch(table);
@@ -384,7 +414,7 @@ impl CpuState {
         self.mtx_count.store(n + 1, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
         if n == 0 {
-            self.mtx_oldspl.store(s.0 as u8, Ordering::Relaxed);
+            self.mtx_oldspl.store(s.0, Ordering::Relaxed);
         }
         compiler_fence(Ordering::SeqCst);
     }
@@ -396,7 +426,7 @@ impl CpuState {
         compiler_fence(Ordering::SeqCst);
         // The saved level is read before the count drops: once it is zero, a
         // handler taking a spin mutex would overwrite `mtx_oldspl`.
-        let s = Spl(Ipl::from_stored(self.mtx_oldspl.load(Ordering::Relaxed)));
+        let s = Spl(self.mtx_oldspl.load(Ordering::Relaxed));
         let n = self.mtx_count.load(Ordering::Relaxed);
         assert!(n > 0, "mutex_spin_exit: no spin mutex held on this CPU");
         compiler_fence(Ordering::SeqCst);
@@ -426,7 +456,7 @@ impl CpuState {
             if pend == 0 {
                 return;
             }
-            let cur = self.ipl.load(Ordering::Relaxed);
+            let cur = self.ipl.load(Ordering::Relaxed) & !SECTION;
             // Source, level, and the establishment the level is of.
             let mut best: Option<(usize, u8, Option<u64>)> = None;
             let mut bits = pend;
@@ -475,7 +505,11 @@ impl CpuState {
         // A handler is a context of its own: the locks it interrupted are
         // at levels it cannot reach, so their ranks do not constrain it.
         self.held_ranks.store(0, Ordering::Relaxed);
-        self.ipl.store(ipl, Ordering::Release);
+        // The handler keeps the section mark of what it interrupted: it may
+        // not open a section over one that is open (its element would be
+        // the same).
+        self.ipl
+            .store(ipl | (_restore.ipl & SECTION), Ordering::Release);
         self.depth.store(_restore.depth + 1, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
         table.invoke(i, which);
@@ -489,7 +523,6 @@ impl CpuState {
         self.held_ranks.store(0, Ordering::Relaxed);
         self.depth.store(0, Ordering::Relaxed);
         self.mtx_count.store(0, Ordering::Relaxed);
-        self.sections.store(0, Ordering::Relaxed);
         self.ipl.store(Ipl::None as u8, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
     }
@@ -510,6 +543,16 @@ fn rank_panic(r: u8, held: u16) -> ! {
         "mutex_vector_enter: lock order violation: taking a {} lock with a {} lock held",
         crate::mutex::LockRank::name_of(r),
         crate::mutex::LockRank::name_of(deepest as u8)
+    )
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn nested_section_panic() -> ! {
+    panic!(
+        "cpu-local: a CPU-local section (or cross-call function) is already open on this CPU; \
+         sections do not nest"
     )
 }
 
@@ -671,7 +714,7 @@ mod tests {
             assert!(CPU.post(src.number()));
         }
         // Down to IPL_VM: only the IPL_SCHED one gets through.
-        let mid = Spl(Ipl::Vm);
+        let mid = Spl::at(Ipl::Vm);
         CPU.splx(mid, &TABLE);
         assert_eq!(NEXT.load(Ordering::Relaxed), 1);
         CPU.splx(s, &TABLE);
@@ -706,6 +749,6 @@ mod tests {
     fn splx_never_raises() {
         static TABLE: IntrTable = IntrTable::new();
         let cpu = CpuState::new();
-        cpu.splx(Spl(Ipl::Vm), &TABLE);
+        cpu.splx(Spl::at(Ipl::Vm), &TABLE);
     }
 }

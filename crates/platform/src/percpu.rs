@@ -17,10 +17,15 @@
 //! ## Access
 //!
 //! [`PerCpu::with`] opens a CPU-local section (see [`crate::cpu`]): a
-//! thread-local load of the CPU record, a level raise and restore, one load
-//! of the slot's gate, and the element's address (`base + index × stride`)
-//! — no atomic read-modify-write and no fence. Threads that share a slot
-//! take the gate as a lock instead.
+//! thread-local load of the CPU record, a level raise and restore (the
+//! "section open" mark lives in the level byte, so the nesting check costs
+//! no extra memory access), one load of the slot's gate, and the element's
+//! address (`base + index × stride`) — no atomic read-modify-write and no
+//! fence. Threads that share a slot take the gate as a lock instead.
+//! [`PerCpu::with_cpu`] and [`PerCpu::for_each_cpu`] reach other CPUs'
+//! elements by cross-call, in each CPU's context; exit hooks
+//! ([`crate::CpuExitHook`]) run on the exiting CPU and use
+//! [`PerCpu::with`].
 //!
 //! Measured in one run on a 2-core AMD EPYC VM (`cargo bench -p
 //! bsdalloc-benches --bench platform -- P0`; instructions from callgrind
@@ -28,20 +33,17 @@
 //!
 //! | one increment | time | instructions |
 //! |---|---|---|
-//! | `PerCpu::with` | 4.5 ns | 41 |
-//! | static `CpuLocal::with` | 4.4 ns | 41 |
-//! | plain `thread_local!` `Cell` | 0.55 ns | 6 |
-//! | `sched_getcpu()` alone | 2.6 ns | — |
+//! | `PerCpu::with` | 3.8 ns | 42 |
+//! | static `CpuLocal::with` | 3.8 ns | 42 |
+//! | plain `thread_local!` `Cell` | 0.56 ns | 6 |
+//! | `sched_getcpu()` alone | 2.8 ns | — |
 //!
-//! The difference is the level raise and restore (1.7 ns by itself), the
-//! nesting counter and the gate: what makes the element safe against the
-//! CPU's own interrupt handlers, cross-calls served on the CPU's behalf
-//! and threads sharing the slot. (Before the gate and the nesting check, a
-//! static `CpuLocal` access measured 1.7 ns: cross-calls then always
-//! signalled the thread, and nested sections aliased their element.) [`PerCpu::with_cpu`] and
-//! [`PerCpu::for_each_cpu`] reach other CPUs' elements by cross-call, in
-//! each CPU's context; exit hooks ([`crate::CpuExitHook`]) run on the
-//! exiting CPU and use [`PerCpu::with`].
+//! The difference is the level raise and restore (1.7 ns by itself) and
+//! the gate: what makes the element safe against the CPU's own interrupt
+//! handlers, cross-calls served on the CPU's behalf and threads sharing the
+//! slot. (Before the gate and the nesting check, a static `CpuLocal` access
+//! measured 1.7 ns: cross-calls then always signalled the thread, and
+//! nested sections aliased their element.)
 
 use core::fmt;
 use core::marker::PhantomData;
