@@ -235,7 +235,7 @@ pub use pages::{Committed, PageError, PageSource, PageStats, Protection};
 #[cfg(feature = "std")]
 pub use pages::{OS_PAGES, OsPages, page_size, resident_bytes};
 pub use percpu::{CpuLocal, PerCpu, Zeroable};
-pub use wait::{WaitChannel, WaitQueue};
+pub use wait::{WaitChannel, WaitQueue, kpause};
 
 /// The machine a kernel provides (see the crate docs). In user space the
 /// `std` feature provides it; do not implement it there.

@@ -406,3 +406,20 @@ impl WaitQueue {
         self.wake_tagged(|_, _| true)
     }
 }
+
+/// NetBSD's `kpause(9)` for one tick: give up the processor briefly before
+/// retrying something that failed for lack of memory. In user space a 1 ms
+/// sleep; on the kernel backend, which has no timer, a short spin.
+///
+/// # Panics
+/// Where the caller may not sleep, as [`crate::assert_sleepable`].
+#[track_caller]
+pub fn kpause() {
+    assert_sleepable("kpause");
+    #[cfg(feature = "std")]
+    std::thread::sleep(core::time::Duration::from_millis(1));
+    #[cfg(not(feature = "std"))]
+    for _ in 0..10_000 {
+        crate::sync::spin_loop();
+    }
+}

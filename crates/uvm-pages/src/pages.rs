@@ -323,7 +323,7 @@ impl KernelMap {
                 // budget sleeps in `claim`).
                 Err(()) => {
                     self.pagedaemon();
-                    pause();
+                    bsdalloc_platform::kpause();
                 }
             }
         }
@@ -536,14 +536,4 @@ pub(crate) enum Backing {
     Wired,
     Pageable,
     Entered,
-}
-
-/// Pause before retrying after a page-source failure.
-fn pause() {
-    #[cfg(feature = "std")]
-    std::thread::sleep(core::time::Duration::from_millis(1));
-    #[cfg(not(feature = "std"))]
-    for _ in 0..10_000 {
-        core::hint::spin_loop();
-    }
 }

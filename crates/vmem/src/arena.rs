@@ -206,16 +206,6 @@ impl ArenaConfig {
     }
 }
 
-/// Pause before retrying a tag refill under `VM_SLEEP` ("sleep one tick").
-fn pause() {
-    #[cfg(feature = "std")]
-    std::thread::sleep(core::time::Duration::from_millis(1));
-    #[cfg(not(feature = "std"))]
-    for _ in 0..10_000 {
-        core::hint::spin_loop();
-    }
-}
-
 #[track_caller]
 pub(crate) fn check_sleep_flags(what: &str, flags: VmFlags) {
     let s = flags & VmFlags::SLEEP_MASK;
@@ -327,7 +317,7 @@ impl Arena {
                         if flags.contains(VmFlags::NOSLEEP) {
                             return Err(VmemError::NoMemory);
                         }
-                        pause();
+                        bsdalloc_platform::kpause();
                     }
                     g = self.lock.lock();
                 }
