@@ -625,16 +625,19 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::needless_range_loop)]
     fn splay_tree_finds_exact_and_nearest_lower() {
         let mut buf = [0u8; 4096];
         let base = buf.as_mut_ptr();
         let mut hs: Vec<PageHeader> = (0..40).map(|_| PageHeader::EMPTY).collect();
+        // One base pointer for every node (indexing the vector again would
+        // retag it and invalidate the nodes' pointers).
+        let hp = hs.as_mut_ptr();
         // Pages at base + 100*k for a scrambled k, keys out of order.
         let order: Vec<usize> = (0..40).map(|i| (i * 17) % 40).collect();
         let mut root = ptr::null_mut();
         for &k in &order {
-            let h: *mut PageHeader = &mut hs[k];
+            // SAFETY: k < 40.
+            let h = unsafe { hp.add(k) };
             // SAFETY: `h` is a header of the local vector, not in the tree.
             unsafe {
                 (*h).page = base.add(100 * k);
@@ -650,15 +653,14 @@ mod tests {
             for k in 0..40 {
                 let a = base.add(100 * k).addr();
                 let f = tree_find(&mut root, a);
-                assert_eq!(f, &mut hs[k] as *mut PageHeader);
+                assert_eq!(f, hp.add(k));
                 assert_eq!(tree_find_le(&mut root, a + 57), f);
                 assert!(tree_find(&mut root, a + 1).is_null());
             }
             assert!(tree_find_le(&mut root, base.addr() - 1).is_null());
             // Remove the even ones; the odd ones are still found.
             for k in (0..40).step_by(2) {
-                let h: *mut PageHeader = &mut hs[k];
-                tree_remove(&mut root, h);
+                tree_remove(&mut root, hp.add(k));
             }
             for k in 0..40 {
                 let a = base.add(100 * k).addr();
@@ -667,7 +669,7 @@ mod tests {
                 if k == 0 {
                     assert!(f.is_null());
                 } else {
-                    assert_eq!(f, &mut hs[want] as *mut PageHeader, "k {k}");
+                    assert_eq!(f, hp.add(want), "k {k}");
                 }
             }
         }
