@@ -58,8 +58,10 @@ impl RawPool {
             self.put_panic(e, item);
         }
         drop(g);
-        // SAFETY: pages taken off this pool's lists, nothing out.
-        unsafe { self.release_pages(release) };
+        if !release.is_null() {
+            // SAFETY: pages taken off this pool's lists, nothing out.
+            unsafe { self.release_pages(release) };
+        }
     }
 
     /// The quarantine (feature `quarantine`, not `PR_NOTOUCH`): park the
@@ -242,6 +244,7 @@ impl RawPool {
     ///
     /// # Safety
     /// `list` links headers `rmpage` took off this pool.
+    #[cold]
     pub(crate) unsafe fn release_pages(&self, mut list: *mut PageHeader) {
         if list.is_null() {
             return;
