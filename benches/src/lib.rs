@@ -54,6 +54,11 @@ pub const GOALS: &[Goal] = &[
         goal: "no OS call per op in steady state; <= 1.5x mimalloc",
     },
     Goal {
+        case: "P1",
+        what: "pool get+put without a cache, 64 B, one thread",
+        goal: "<= 15 ns; ratio to slab, lockfree-object-pool and mimalloc malloc+free",
+    },
+    Goal {
         case: "V5",
         what: "fragmentation after a phase change (fill 90%, free every other, ask large)",
         goal: "report largest allocatable and free-segment count",

@@ -33,15 +33,40 @@ impl Fit {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    AddSpan { base: u16, quanta: u16 },
+    AddSpan {
+        base: u16,
+        quanta: u16,
+    },
     /// A span that ends at the very top of the address type.
-    AddTopSpan { quanta: u16 },
-    Alloc { quanta: u8, fit: Fit },
-    XAlloc { quanta: u8, align_log: u8, phase: u16, nocross_log: u8, min: u16, span: u16, fit: Fit },
-    XAllocAddr { at: u16, quanta: u8 },
-    Free { pick: u16 },
-    ChildAlloc { quanta: u8 },
-    ChildFree { pick: u16 },
+    AddTopSpan {
+        quanta: u16,
+    },
+    Alloc {
+        quanta: u8,
+        fit: Fit,
+    },
+    XAlloc {
+        quanta: u8,
+        align_log: u8,
+        phase: u16,
+        nocross_log: u8,
+        min: u16,
+        span: u16,
+        fit: Fit,
+    },
+    XAllocAddr {
+        at: u16,
+        quanta: u8,
+    },
+    Free {
+        pick: u16,
+    },
+    ChildAlloc {
+        quanta: u8,
+    },
+    ChildFree {
+        pick: u16,
+    },
     Rehash,
 }
 
@@ -88,9 +113,18 @@ impl Model {
 
     /// Is there any start satisfying the constraints inside a gap?
     /// (A brute-force walk over candidates, independent of vmem's fit test.)
-    fn can_fit(&self, size: usize, align: usize, phase: usize, nocross: usize, min: usize, max: usize) -> bool {
+    fn can_fit(
+        &self,
+        size: usize,
+        align: usize,
+        phase: usize,
+        nocross: usize,
+        min: usize,
+        max: usize,
+    ) -> bool {
         // In u128, so that nothing wraps at the top of the address type.
-        let (size, align, phase, nocross) = (size as u128, align as u128, phase as u128, nocross as u128);
+        let (size, align, phase, nocross) =
+            (size as u128, align as u128, phase as u128, nocross as u128);
         for (s, z) in self.gaps() {
             let lo = (s as u128).max(min as u128);
             let hi = (s as u128 + z as u128 - 1).min(max as u128);
@@ -115,14 +149,25 @@ impl Model {
         arena.assert_sane();
         let total: usize = self.live.iter().map(|l| l.size).sum();
         assert_eq!(arena.size(SizeType::ALLOC), total);
-        assert_eq!(arena.size(SizeType::ALL), self.spans.iter().map(|s| s.1).sum::<usize>());
+        assert_eq!(
+            arena.size(SizeType::ALL),
+            self.spans.iter().map(|s| s.1).sum::<usize>()
+        );
     }
 
     fn record(&mut self, addr: usize, size: usize, x: bool) {
         let (a, e) = (addr as u128, addr as u128 + size as u128);
-        assert!(self.spans.iter().any(|&(s, z)| a >= s as u128 && e <= s as u128 + z as u128), "outside every span");
+        assert!(
+            self.spans
+                .iter()
+                .any(|&(s, z)| a >= s as u128 && e <= s as u128 + z as u128),
+            "outside every span"
+        );
         for l in &self.live {
-            assert!(e <= l.addr as u128 || l.addr as u128 + l.size as u128 <= a, "overlap");
+            assert!(
+                e <= l.addr as u128 || l.addr as u128 + l.size as u128 <= a,
+                "overlap"
+            );
         }
         self.live.push(Live { addr, size, x });
     }
@@ -134,13 +179,19 @@ fuzz_target!(|ops: Vec<Op>| {
     }
     let arena = Arena::create("fuzz", 0, 0, Q).unwrap();
     let child = Arena::with_config(ArenaConfig::new("child", Q).source(&PARENT), 0, 0).unwrap();
-    let mut m = Model { spans: vec![], live: vec![] };
+    let mut m = Model {
+        spans: vec![],
+        live: vec![],
+    };
     let mut child_live: Vec<(usize, usize)> = vec![];
     for op in ops.into_iter().take(400) {
         match op {
             Op::AddSpan { base, quanta } => {
                 let (s, z) = ((base as usize) * Q * 4, (quanta as usize % 512 + 1) * Q);
-                if m.spans.iter().any(|&(a, b)| (s as u128) < a as u128 + b as u128 && a < s + z) {
+                if m.spans
+                    .iter()
+                    .any(|&(a, b)| (s as u128) < a as u128 + b as u128 && a < s + z)
+                {
                     continue; // vmem does not check overlapping spans; the model forbids them
                 }
                 arena.add(s, z, NS).unwrap();
@@ -162,14 +213,33 @@ fuzz_target!(|ops: Vec<Op>| {
                         assert_eq!(a % Q, 0);
                         m.record(a, size, false);
                     }
-                    Err(_) => assert!(!m.can_fit(size, Q, 0, 0, 0, VMEM_ADDR_MAX), "alloc failed with room"),
+                    Err(_) => assert!(
+                        !m.can_fit(size, Q, 0, 0, 0, VMEM_ADDR_MAX),
+                        "alloc failed with room"
+                    ),
                 }
             }
-            Op::XAlloc { quanta, align_log, phase, nocross_log, min, span, fit } => {
+            Op::XAlloc {
+                quanta,
+                align_log,
+                phase,
+                nocross_log,
+                min,
+                span,
+                fit,
+            } => {
                 let size = (quanta as usize % 64 + 1) * Q;
                 let align = Q << (align_log % 8);
-                let phase = if align > Q { (phase as usize * Q) % align } else { 0 };
-                let mut nocross = if nocross_log % 3 == 0 { 0 } else { size.next_power_of_two().max(Q) << (nocross_log % 4) };
+                let phase = if align > Q {
+                    (phase as usize * Q) % align
+                } else {
+                    0
+                };
+                let mut nocross = if nocross_log % 3 == 0 {
+                    0
+                } else {
+                    size.next_power_of_two().max(Q) << (nocross_log % 4)
+                };
                 if nocross != 0 && (phase ^ (phase + size - 1)) & nocross.wrapping_neg() != 0 {
                     nocross = 0;
                 }
@@ -180,7 +250,12 @@ fuzz_target!(|ops: Vec<Op>| {
                 } else {
                     (min as usize * Q, min as usize * Q + span as usize * Q)
                 };
-                let c = XallocConstraints::new(size).align(align).phase(phase).nocross(nocross).min(min).max(max);
+                let c = XallocConstraints::new(size)
+                    .align(align)
+                    .phase(phase)
+                    .nocross(nocross)
+                    .min(min)
+                    .max(max);
                 match arena.xalloc(c, NS | fit.flag()) {
                     Ok(a) => {
                         assert_eq!(a % align, phase);
@@ -188,7 +263,10 @@ fuzz_target!(|ops: Vec<Op>| {
                         assert!(nocross == 0 || a / nocross == (a + (size - 1)) / nocross);
                         m.record(a, size, true);
                     }
-                    Err(_) => assert!(!m.can_fit(size, align, phase, nocross, min, max), "xalloc failed with room"),
+                    Err(_) => assert!(
+                        !m.can_fit(size, align, phase, nocross, min, max),
+                        "xalloc failed with room"
+                    ),
                 }
             }
             Op::XAllocAddr { at, quanta } => {
@@ -204,7 +282,11 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Free { pick } => {
                 if !m.live.is_empty() {
                     let l = m.live.swap_remove(pick as usize % m.live.len());
-                    if l.x { arena.xfree(l.addr, l.size) } else { arena.free(l.addr, l.size) }
+                    if l.x {
+                        arena.xfree(l.addr, l.size)
+                    } else {
+                        arena.free(l.addr, l.size)
+                    }
                 }
             }
             Op::ChildAlloc { quanta } => {
@@ -225,17 +307,29 @@ fuzz_target!(|ops: Vec<Op>| {
         }
         m.check(&arena);
         child.assert_sane();
-        assert_eq!(PARENT.size(SizeType::ALLOC), child.size(SizeType::ALL), "imported spans = parent's busy bytes");
+        assert_eq!(
+            PARENT.size(SizeType::ALLOC),
+            child.size(SizeType::ALL),
+            "imported spans = parent's busy bytes"
+        );
     }
     for l in m.live.drain(..) {
-        if l.x { arena.xfree(l.addr, l.size) } else { arena.free(l.addr, l.size) }
+        if l.x {
+            arena.xfree(l.addr, l.size)
+        } else {
+            arena.free(l.addr, l.size)
+        }
     }
     for (a, z) in child_live.drain(..) {
         child.free(a, z);
     }
     arena.assert_sane();
     let st = arena.stats();
-    assert_eq!(st.nfree, m.spans.len(), "every span is one free segment again");
+    assert_eq!(
+        st.nfree,
+        m.spans.len(),
+        "every span is one free segment again"
+    );
     for &(s, z) in &m.spans {
         assert_eq!(arena.lookup(s), Some((s, z, false)));
     }

@@ -19,9 +19,17 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 /// Library crates, in dependency order.
-const LIBRARY_CRATES: &[&str] = &["bsdalloc-platform", "bsdalloc-vmem", "bsdalloc-uvm-pages"];
+const LIBRARY_CRATES: &[&str] = &[
+    "bsdalloc-platform",
+    "bsdalloc-vmem",
+    "bsdalloc-uvm-pages",
+    "bsdalloc-pool",
+];
 /// Crates with a `debug-all` feature whose tests run a second time with it.
-const DEBUG_FEATURE_CRATES: &[&str] = &[];
+const DEBUG_FEATURE_CRATES: &[&str] = &["bsdalloc-pool"];
+/// Debug features that change behaviour (not only add checks): each runs
+/// its own test target.
+const FEATURE_TESTS: &[(&str, &str, &str)] = &[("bsdalloc-pool", "quarantine", "quarantine")];
 /// Unpublished members that are not libraries: left out of packaging and
 /// of the test runs that cover the libraries.
 const NOT_LIBRARIES: &[&str] = &[
@@ -393,6 +401,12 @@ fn ci(full: bool) -> ExitCode {
         run.step(
             &format!("test {k} --features debug-all"),
             cargo().args(["test", "-p", k, "--features", "debug-all"]),
+        );
+    }
+    for (k, feature, test) in FEATURE_TESTS {
+        run.step(
+            &format!("test {k} --features {feature} --test {test}"),
+            cargo().args(["test", "-p", k, "--features", feature, "--test", test]),
         );
     }
     run.step(
