@@ -140,16 +140,14 @@ impl Section {
             light_fence();
             let (gate, guest) = c.gate();
             let mut guest_gate = ptr::null();
-            if !gate.is_null() {
-                // SAFETY: a slot's gate word is a static that outlives the
-                // thread.
-                let g = unsafe { &*gate };
-                if guest {
-                    gate_lock(g);
-                    guest_gate = gate;
-                } else if g.load(Ordering::Acquire) != 0 {
-                    gate_wait(g);
-                }
+            // SAFETY: a CPU record's gate is never null: a slot's gate word
+            // or `NO_GATE`, statics that outlive the thread.
+            let g = unsafe { &*gate };
+            if guest {
+                gate_lock(g);
+                guest_gate = gate;
+            } else if g.load(Ordering::Acquire) != 0 {
+                gate_wait(g);
             }
             Section { s, cpu, guest_gate }
         })

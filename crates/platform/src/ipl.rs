@@ -137,6 +137,11 @@ pub const XCALL_IPL: Ipl = Ipl::Vm;
 
 const NO_CPU: u32 = u32::MAX;
 
+/// The gate of a CPU that has no slot gate (a kernel's CPUs, a thread not
+/// yet registered): always open, never written. A CPU record's gate is never
+/// null, so a section's entry need not test for it.
+pub(crate) static NO_GATE: AtomicU32 = AtomicU32::new(0);
+
 /// The per-CPU record the allocators' machine keeps: current level,
 /// interrupt nesting, spin-mutex bookkeeping and pending interrupts.
 ///
@@ -164,7 +169,7 @@ pub struct CpuState {
     /// In user space, the gate word of this CPU's slot: set by a remote CPU
     /// while it runs a cross-call on this CPU's behalf, or, for a guest
     /// thread on a shared slot (tagged by the pointer's low bit), the slot's
-    /// lock. Null in a kernel.
+    /// lock. In a kernel, and before a thread registers, `NO_GATE`.
     gate: AtomicPtr<AtomicU32>,
     /// Ranks of the ranked locks held in this context, a bit per rank
     /// (the debug lock-order check; see [`crate::mutex::LockRank`]).
@@ -199,7 +204,7 @@ impl CpuState {
             mtx_oldspl: AtomicU8::new(Ipl::None as u8),
             pending: AtomicU64::new(0),
             index: AtomicU32::new(index),
-            gate: AtomicPtr::new(core::ptr::null_mut()),
+            gate: AtomicPtr::new(core::ptr::addr_of!(NO_GATE).cast_mut()),
             held_ranks: AtomicU16::new(0),
         }
     }

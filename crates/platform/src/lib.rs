@@ -243,8 +243,9 @@ pub use wait::{WaitChannel, WaitQueue, kpause};
 /// # Safety
 /// `current_cpu` must return the record of the CPU the caller runs on, and
 /// the caller must not migrate while it holds it at a raised level (a kernel
-/// does not preempt above `IPL_NONE`, or pins the thread); `cpu(i)` returns
-/// CPU `i`'s record, whose `index()` is `i`; `send_ipi(i)` makes CPU `i`
+/// does not preempt above `IPL_NONE`, or pins the thread); every CPU's
+/// record has an index, below [`MAXCPUS`]; `cpu(i)` returns CPU `i`'s
+/// record, whose `index()` is `i`; `send_ipi(i)` makes CPU `i`
 /// call [`hardintr`] soon; `sleep` returns when `word` may differ from
 /// `expected` (spurious returns allowed), and `wakeup` ends the sleep of up
 /// to `count` sleepers on `word`.

@@ -177,7 +177,7 @@ pub(crate) fn release(c: &CpuState, i: usize) {
     if guest {
         slot.guests.fetch_sub(1, Ordering::Relaxed);
         GUEST_COUNT.fetch_sub(1, Ordering::Relaxed);
-        c.set_gate(core::ptr::null(), false);
+        c.set_gate(&crate::ipl::NO_GATE, false);
         c.set_index(None);
         return;
     }
@@ -200,7 +200,7 @@ pub(crate) fn release(c: &CpuState, i: usize) {
         slot_unlock(slot, s);
         super::yield_now();
     }
-    c.set_gate(core::ptr::null(), false);
+    c.set_gate(&crate::ipl::NO_GATE, false);
     c.set_index(None);
     ACTIVE_COUNT.fetch_sub(1, Ordering::Relaxed);
 }
