@@ -528,7 +528,10 @@ impl CpuState {
         self.held_ranks.store(0, Ordering::Relaxed);
         self.depth.store(0, Ordering::Relaxed);
         self.mtx_count.store(0, Ordering::Relaxed);
-        self.ipl.store(Ipl::None as u8, Ordering::Relaxed);
+        // Release, like every level store: a CPU that reads this level to
+        // decide that it may work on this one's behalf must also see what
+        // this one wrote in its sections before.
+        self.ipl.store(Ipl::None as u8, Ordering::Release);
         compiler_fence(Ordering::SeqCst);
     }
 }
