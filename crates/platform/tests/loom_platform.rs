@@ -491,7 +491,7 @@ impl bsdalloc_platform::CpuExitHook for DrainOnExit {
         let counts = unsafe { &*p };
         // Still this CPU: a section works here, as for a pool cache giving
         // its groups back.
-        let n = counts.with(|n| core::mem::take(n));
+        let n = counts.with(core::mem::take);
         EXIT_TOTAL.fetch_add(n, Ordering::Relaxed);
     }
 }
