@@ -523,7 +523,7 @@ impl CpuState {
         self.held_ranks.store(0, Ordering::Relaxed);
         self.depth.store(0, Ordering::Relaxed);
         self.mtx_count.store(0, Ordering::Relaxed);
-        self.ipl.store(Ipl::None as u8, Ordering::Relaxed);
+        self.ipl.store(Ipl::None as u8, Ordering::Release);
         compiler_fence(Ordering::SeqCst);
     }
 }
