@@ -24,9 +24,10 @@ const LIBRARY_CRATES: &[&str] = &[
     "bsdalloc-vmem",
     "bsdalloc-uvm-pages",
     "bsdalloc-pool",
+    "bsdalloc-pool-cache",
 ];
 /// Crates with a `debug-all` feature whose tests run a second time with it.
-const DEBUG_FEATURE_CRATES: &[&str] = &["bsdalloc-pool"];
+const DEBUG_FEATURE_CRATES: &[&str] = &["bsdalloc-pool", "bsdalloc-pool-cache"];
 /// Debug features that change behaviour (not only add checks): each runs
 /// its own test target.
 const FEATURE_TESTS: &[(&str, &str, &str)] = &[("bsdalloc-pool", "quarantine", "quarantine")];
@@ -39,7 +40,10 @@ const NOT_LIBRARIES: &[&str] = &[
     "bsdalloc-readme",
 ];
 /// Crates with loom models, and their model test targets.
-const LOOM_TESTS: &[(&str, &str)] = &[("bsdalloc-platform", "loom_platform")];
+const LOOM_TESTS: &[(&str, &str)] = &[
+    ("bsdalloc-platform", "loom_platform"),
+    ("bsdalloc-pool-cache", "loom_pool_cache"),
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -6,10 +6,10 @@
 use core::fmt;
 use core::ptr::NonNull;
 
+#[cfg(any(debug_assertions, feature = "diagnostic"))]
+use bsdalloc_platform::in_interrupt;
 use bsdalloc_platform::sync::atomic::AtomicBool;
-use bsdalloc_platform::{
-    CpuId, FaultInjector, Ipl, PageSource, assert_not_in_interrupt, in_interrupt,
-};
+use bsdalloc_platform::{CpuId, FaultInjector, Ipl, PageSource, assert_not_in_interrupt};
 use bsdalloc_pool::{
     Clock, PoolAllocator, PoolCacheHook, PoolConfig, PoolDrainHook, PrFlags, RawPool,
 };
