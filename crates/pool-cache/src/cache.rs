@@ -344,21 +344,36 @@ impl<B: Backend> Core<B> {
     /// `pool_cache_get_paddr` below the argument checks: an object and its
     /// physical address, or `None` (the pool had none, or the constructor
     /// failed).
-    #[inline]
+    ///
+    /// The section's closure holds the hit only: small enough for the
+    /// section to be inlined into the caller. A miss opens a second section
+    /// for the rest of the loop (previous group, depot); it is rare, and
+    /// the CPU's groups are looked at afresh there.
+    #[inline(always)]
     pub fn get(&self, flags: PrFlags) -> Option<(NonNull<u8>, usize)> {
         let hit = self.cpus().with(|cc| {
             let n = cc.cur_avail;
-            if n != 0 {
-                let n = n - 1;
-                cc.cur_avail = n;
-                cc.hits += 1;
-                // SAFETY: the current group is this CPU's and its slot
-                // `n < avail` holds an object.
-                return Some(unsafe { take(cc.cur, n) });
+            if n == 0 {
+                return None;
             }
-            self.get_refill(cc)
+            let n = n - 1;
+            cc.cur_avail = n;
+            cc.hits += 1;
+            // SAFETY: the current group is this CPU's and its slot `n <
+            // avail` holds an object.
+            Some(unsafe { take(cc.cur, n) })
         });
         match hit {
+            Some(s) => Some(s),
+            None => self.get_miss(flags),
+        }
+    }
+
+    /// A get that found the current group empty.
+    #[cold]
+    #[inline(never)]
+    fn get_miss(&self, flags: PrFlags) -> Option<(NonNull<u8>, usize)> {
+        match self.cpus().with(|cc| self.get_refill(cc)) {
             Some(s) => Some(s),
             None => self.get_slow(flags),
         }
@@ -366,7 +381,7 @@ impl<B: Backend> Core<B> {
 
     /// The rest of the section's get loop: the previous group, then a full
     /// group from the depot. `None`: go to the pool.
-    #[inline(never)]
+    #[inline]
     fn get_refill(&self, cc: &mut CpuCache) -> Option<(NonNull<u8>, usize)> {
         loop {
             if cc.cur_avail > 0 {
@@ -422,30 +437,52 @@ impl<B: Backend> Core<B> {
     ///
     /// # Safety
     /// `obj` is a constructed object of this cache, not used any more.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn put(&self, obj: NonNull<u8>, pa: usize) {
+        let done = self.cpus().with(|cc| {
+            #[cfg(feature = "diagnostic")]
+            // SAFETY: the CPU's own groups, inside its section.
+            if unsafe { cached_here(cc, obj.as_ptr()) } {
+                return false;
+            }
+            let n = cc.cur_avail;
+            if n >= cc.cur_size {
+                return false;
+            }
+            // SAFETY: the current group is this CPU's, slot `n` is free.
+            unsafe {
+                Group::set_slot(
+                    cc.cur,
+                    n,
+                    Slot {
+                        va: obj.as_ptr(),
+                        pa,
+                    },
+                )
+            };
+            cc.cur_avail = n + 1;
+            cc.hits += 1;
+            true
+        });
+        if !done {
+            // SAFETY: the caller's contract.
+            unsafe { self.put_miss(obj, pa) };
+        }
+    }
+
+    /// A put that found the current group full (or, DIAGNOSTIC, the object
+    /// already cached).
+    ///
+    /// # Safety
+    /// As [`Core::put`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn put_miss(&self, obj: NonNull<u8>, pa: usize) {
         let step = self.cpus().with(|cc| {
             #[cfg(feature = "diagnostic")]
             // SAFETY: the CPU's own groups, inside its section.
             if unsafe { cached_here(cc, obj.as_ptr()) } {
                 return PutStep::DoublePut;
-            }
-            let n = cc.cur_avail;
-            if n < cc.cur_size {
-                // SAFETY: the current group is this CPU's, slot `n` is free.
-                unsafe {
-                    Group::set_slot(
-                        cc.cur,
-                        n,
-                        Slot {
-                            va: obj.as_ptr(),
-                            pa,
-                        },
-                    )
-                };
-                cc.cur_avail = n + 1;
-                cc.hits += 1;
-                return PutStep::Done;
             }
             self.put_refill(cc, obj, pa, ptr::null_mut(), true)
         });
@@ -457,7 +494,7 @@ impl<B: Backend> Core<B> {
 
     /// The rest of the section's put loop: the previous group, then an
     /// empty group (`spare`, else one from the shared stack).
-    #[inline(never)]
+    #[inline]
     fn put_refill(
         &self,
         cc: &mut CpuCache,
@@ -534,7 +571,6 @@ impl<B: Backend> Core<B> {
     ///
     /// # Safety
     /// As [`Core::put`].
-    #[cold]
     #[inline(never)]
     unsafe fn put_slow(&self, step: PutStep, obj: NonNull<u8>, pa: usize) {
         if step == PutStep::DoublePut {

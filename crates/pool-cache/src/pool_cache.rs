@@ -20,7 +20,9 @@ use crate::registry::{self, Link};
 use crate::subsys::{self, AUTO_ALLOCATORS, MIN_PAGE_SIZE};
 
 /// The fault-injection point of `pool_cache_get(PR_NOWAIT)`: armed, a
-/// `PR_NOWAIT` get fails before it looks at the cache.
+/// `PR_NOWAIT` get that misses every group fails before it calls
+/// `pool_get` (hits cannot fail; checking here keeps the armed test, a
+/// call, off the fast path).
 pub static POOL_CACHE_GET_FAULTS: FaultInjector = FaultInjector::new();
 
 /// `pool_cache_init`'s arguments. `const`, so a cache can be a `static`.
@@ -178,6 +180,12 @@ pub(crate) struct PoolBackend {
 unsafe impl Backend for PoolBackend {
     #[inline]
     fn obj_get(&self, flags: PrFlags) -> Option<NonNull<u8>> {
+        if flags.contains(PrFlags::NOWAIT)
+            && POOL_CACHE_GET_FAULTS.is_armed()
+            && POOL_CACHE_GET_FAULTS.should_fail()
+        {
+            return None;
+        }
         self.pool.get(flags)
     }
 
@@ -380,7 +388,7 @@ impl RawPoolCache {
     /// Not exactly one of `PR_WAITOK` and `PR_NOWAIT`; an IPL_NONE cache
     /// from interrupt context (debug builds and `diagnostic`; the pool
     /// checks again on a miss); a cache not bootstrapped.
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub fn get(&self, flags: PrFlags) -> Option<NonNull<u8>> {
         self.get_paddr(flags).map(|(p, _)| p)
@@ -391,7 +399,7 @@ impl RawPoolCache {
     ///
     /// # Panics
     /// As [`RawPoolCache::get`].
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub fn get_paddr(&self, flags: PrFlags) -> Option<(NonNull<u8>, usize)> {
         let wait = flags.intersection(PrFlags::WAITOK.union(PrFlags::NOWAIT));
@@ -400,18 +408,14 @@ impl RawPoolCache {
         }
         #[cfg(any(debug_assertions, feature = "diagnostic"))]
         self.check_ipl("pool_cache_get");
-        if wait == PrFlags::NOWAIT
-            && POOL_CACHE_GET_FAULTS.is_armed()
-            && POOL_CACHE_GET_FAULTS.should_fail()
-        {
-            return None;
-        }
         if !flags.contains(PrFlags::ZERO) {
             return self.core.get(flags);
         }
         self.get_zeroed(flags)
     }
 
+    #[cold]
+    #[inline(never)]
     #[track_caller]
     fn get_zeroed(&self, flags: PrFlags) -> Option<(NonNull<u8>, usize)> {
         if self.core.has_ctor() {
@@ -450,7 +454,7 @@ impl RawPoolCache {
     /// the `diagnostic` feature a put of an object already in this CPU's
     /// groups panics (double put); objects in the depot or other CPUs'
     /// groups are not searched.
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub unsafe fn put(&self, obj: NonNull<u8>) {
         // SAFETY: the caller's contract.
@@ -462,7 +466,7 @@ impl RawPoolCache {
     ///
     /// # Safety
     /// As [`RawPoolCache::put`].
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub unsafe fn put_paddr(&self, obj: NonNull<u8>, pa: usize) {
         #[cfg(any(debug_assertions, feature = "diagnostic"))]

@@ -72,6 +72,8 @@ unsafe impl PoolAllocator for QcAllocator {
 pub struct QuantumCaches {
     arena: &'static Arena,
     quantum: usize,
+    /// `log2(quantum)`: the class of a rounded size is a shift away.
+    shift: u32,
     nclasses: usize,
     alloc: QcAllocator,
     /// Class `i` (size `(i + 1) × quantum`) → its cache (shared by classes
@@ -170,6 +172,7 @@ pub fn vmem_qcache_init(arena: &'static Arena) -> &'static QuantumCaches {
         d.as_ptr().write(QuantumCaches {
             arena,
             quantum,
+            shift: quantum.trailing_zeros(),
             nclasses,
             alloc: QcAllocator {
                 arena,
@@ -260,14 +263,13 @@ impl QuantumCaches {
         self.alloc.pagesz
     }
 
+    /// The cache of a size vmem already rounded to the quantum.
     #[inline]
     fn cache(&self, arena: &Arena, size: usize) -> &'static RawPoolCache {
-        match self.cache_for(size) {
+        let i = (size >> self.shift).wrapping_sub(1);
+        match self.table.get(i).copied().flatten() {
             Some(pc) => pc,
-            None => panic!(
-                "vmem '{}': quantum cache asked for {size:#x} bytes",
-                arena.name()
-            ),
+            None => bad_size(arena, size),
         }
     }
 }
@@ -319,4 +321,13 @@ impl QuantumCache for QuantumCaches {
         // SAFETY: a descriptor of QCDESC, unused from now on.
         unsafe { QCDESC.put(NonNull::from(self).cast()) };
     }
+}
+
+#[cold]
+#[inline(never)]
+fn bad_size(arena: &Arena, size: usize) -> ! {
+    panic!(
+        "vmem '{}': quantum cache asked for {size:#x} bytes",
+        arena.name()
+    )
 }

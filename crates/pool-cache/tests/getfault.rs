@@ -1,5 +1,7 @@
 //! `pool_cache_get`'s own PR_NOWAIT fault-injection point (alone in its
-//! binary: the injector is global).
+//! binary: the injector is global): armed, a PR_NOWAIT get that misses
+//! every group fails before it reaches the pool; hits are not affected;
+//! PR_WAITOK gets never fail there.
 
 use bsdalloc_pool::PrFlags;
 use bsdalloc_pool_cache::*;
@@ -12,10 +14,26 @@ fn pool_cache_get_injection_point() {
     // SAFETY: an object of PC.
     unsafe { PC.put(p) };
     POOL_CACHE_GET_FAULTS.fail_nth(1);
-    assert!(PC.get(PrFlags::NOWAIT).is_none(), "failed before the cache");
-    assert_eq!(PC.get(PrFlags::NOWAIT), Some(p), "and only once");
+    assert_eq!(PC.get(PrFlags::NOWAIT), Some(p), "a hit does not fail");
+    assert_eq!(POOL_CACHE_GET_FAULTS.seen(), 0);
+    let nget = PC.pool().stats().nget;
+    assert!(
+        PC.get(PrFlags::NOWAIT).is_none(),
+        "a miss fails before the pool"
+    );
+    assert_eq!(PC.pool().stats().nget, nget, "pool_get was not called");
+    let q = PC.get(PrFlags::NOWAIT).unwrap();
+    POOL_CACHE_GET_FAULTS.fail_nth(1);
+    let r = PC.get(PrFlags::WAITOK).unwrap();
+    assert_eq!(
+        POOL_CACHE_GET_FAULTS.seen(),
+        0,
+        "PR_WAITOK does not pass the point"
+    );
     POOL_CACHE_GET_FAULTS.off();
-    // SAFETY: as above.
-    unsafe { PC.put(p) };
+    for o in [p, q, r] {
+        // SAFETY: objects of PC.
+        unsafe { PC.put(o) };
+    }
     PC.invalidate();
 }
