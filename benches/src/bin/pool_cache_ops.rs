@@ -48,9 +48,7 @@ fn main() {
         "typed" => {
             let c: PoolCache<[u8; 64]> = PoolCache::new("ops-typed", Ipl::None, || [0; 64]);
             drop(c.get());
-            for _ in 0..n {
-                black_box(&*c.get());
-            }
+            typed_loop(&c, n);
         }
         "qcache" => {
             let a = vmem_xcreate(
@@ -99,5 +97,12 @@ fn pc_loop(n: u64) {
         let p = PC.get(PrFlags::NOWAIT).unwrap();
         // SAFETY: an object of PC, given back at once.
         unsafe { PC.put(black_box(p)) };
+    }
+}
+
+#[inline(never)]
+fn typed_loop(c: &PoolCache<[u8; 64]>, n: u64) {
+    for _ in 0..n {
+        black_box(&*c.get());
     }
 }

@@ -169,7 +169,7 @@ impl<T: Send + 'static> PoolCache<T> {
     /// # Panics
     /// If the constructor fails (use [`try_get`](PoolCache::try_get)), or
     /// where sleeping is not allowed.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self) -> CacheBox<'_, T> {
         match self.try_get(PrFlags::WAITOK) {
             Some(b) => b,
@@ -179,7 +179,7 @@ impl<T: Send + 'static> PoolCache<T> {
 
     /// A constructed `T`, or `None` (`PR_NOWAIT` without memory, or the
     /// constructor failed).
-    #[inline]
+    #[inline(always)]
     pub fn try_get(&self, flags: PrFlags) -> Option<CacheBox<'_, T>> {
         let p = self.raw.get(flags)?;
         Some(CacheBox {
@@ -240,7 +240,7 @@ impl<T: Send + fmt::Debug + 'static> fmt::Debug for CacheBox<'_, T> {
 }
 
 impl<T: Send + 'static> Drop for CacheBox<'_, T> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: a constructed object of this cache, no longer used.
         unsafe { self.cache.raw.put(self.obj.cast()) };
