@@ -59,6 +59,31 @@ pub const GOALS: &[Goal] = &[
         goal: "<= 15 ns; ratio to slab, lockfree-object-pool and mimalloc malloc+free",
     },
     Goal {
+        case: "G1",
+        what: "pool_cache get+put, 64 B, hot, one thread",
+        goal: "<= 1.0x the faster of mimalloc and jemalloc malloc+free; <= 40 instructions per pair",
+    },
+    Goal {
+        case: "G2",
+        what: "pool_cache allocate 1000 then free 1000 (depot exchange)",
+        goal: "<= 1.0x mimalloc",
+    },
+    Goal {
+        case: "G3",
+        what: "producer -> consumers across threads, 64 B, handed over in batches of 256",
+        goal: "<= 1.0x the best peer; memory bounded",
+    },
+    Goal {
+        case: "G4",
+        what: "constructed objects (constructor ~75 ns), 90% hits",
+        goal: ">= 5x faster than Box::new + init per get+put",
+    },
+    Goal {
+        case: "V4",
+        what: "vmem quantum cache: vmem_alloc+vmem_free of 4 quanta",
+        goal: "<= 1.5x the G1 pair",
+    },
+    Goal {
         case: "V5",
         what: "fragmentation after a phase change (fill 90%, free every other, ask large)",
         goal: "report largest allocatable and free-segment count",

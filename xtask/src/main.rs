@@ -24,9 +24,10 @@ const LIBRARY_CRATES: &[&str] = &[
     "bsdalloc-vmem",
     "bsdalloc-uvm-pages",
     "bsdalloc-pool",
+    "bsdalloc-pool-cache",
 ];
 /// Crates with a `debug-all` feature whose tests run a second time with it.
-const DEBUG_FEATURE_CRATES: &[&str] = &["bsdalloc-pool"];
+const DEBUG_FEATURE_CRATES: &[&str] = &["bsdalloc-pool", "bsdalloc-pool-cache"];
 /// Debug features that change behaviour (not only add checks): each runs
 /// its own test target.
 const FEATURE_TESTS: &[(&str, &str, &str)] = &[("bsdalloc-pool", "quarantine", "quarantine")];
@@ -39,7 +40,10 @@ const NOT_LIBRARIES: &[&str] = &[
     "bsdalloc-readme",
 ];
 /// Crates with loom models, and their model test targets.
-const LOOM_TESTS: &[(&str, &str)] = &[("bsdalloc-platform", "loom_platform")];
+const LOOM_TESTS: &[(&str, &str)] = &[
+    ("bsdalloc-platform", "loom_platform"),
+    ("bsdalloc-pool-cache", "loom_pool_cache"),
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -497,7 +501,16 @@ fn full_tier(run: &mut Run) {
 fn bench(quick: bool, filter: Option<String>) -> ExitCode {
     let mut run = Run::new();
     let mut cmd = cargo();
-    cmd.args(["bench", "-p", "bsdalloc-benches", "--benches"]);
+    // The C/C++ peers (jemalloc, rpmalloc, snmalloc) build here, slowly:
+    // benches only, never in ci's clippy and test runs.
+    cmd.args([
+        "bench",
+        "-p",
+        "bsdalloc-benches",
+        "--features",
+        "c-peers",
+        "--benches",
+    ]);
     cmd.arg("--");
     if quick {
         cmd.args([
@@ -516,6 +529,30 @@ fn bench(quick: bool, filter: Option<String>) -> ExitCode {
     let _ = std::fs::remove_file(root().join("target/bench-extra.md"));
     cmd.env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md"));
     run.step("criterion benches", &mut cmd);
+    // G6: G1 and G3 over thread counts. Runs unchanged on a many-core
+    // machine (`BSDALLOC_G6_THREADS=1,2,4,8,16`); on two cores, 4 is the 2x
+    // oversubscribed run.
+    let threads = env::var("BSDALLOC_G6_THREADS").unwrap_or_else(|_| "1,2,4".into());
+    run.step(
+        "G6 scaling",
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "-p",
+                "bsdalloc-benches",
+                "--features",
+                "c-peers",
+                "--bin",
+                "g6_scaling",
+                "--",
+                "--threads",
+                &threads,
+                "--ms",
+                if quick { "100" } else { "500" },
+            ])
+            .env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md")),
+    );
     run.step(
         "write benches/RESULTS.md",
         cargo().args([

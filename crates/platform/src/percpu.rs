@@ -177,7 +177,10 @@ impl<T> PerCpu<T> {
     /// # Panics
     /// If a section is already open on this CPU (sections do not nest),
     /// or from a cross-call function.
-    #[inline]
+    // Always inlined: LLVM's heuristic keeps the section (enter, gate,
+    // exit) out of line once the caller's closure is more than trivial,
+    // which costs a call and the callee's register saves on every access.
+    #[inline(always)]
     #[track_caller]
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         let sec = Section::enter();

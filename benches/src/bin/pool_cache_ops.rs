@@ -1,0 +1,108 @@
+//! `pool_cache_ops MODE N`: N get+put pairs of one kind, for instruction
+//! counting under callgrind. MODE is `pc` (a 64-byte `RawPoolCache`
+//! get+put, `PR_NOWAIT`, hot), `typed` (a `PoolCache<[u8; 64]>` box taken
+//! and dropped), `qcache` (a 4-quantum `vmem_alloc`+`vmem_free` through a
+//! quantum cache), `percpu` (one empty `PerCpu::with` section, for
+//! reference) or `mimalloc` (malloc+free 64 B).
+//!
+//! ```text
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/pool_cache_ops pc 1000000
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/pool_cache_ops pc 2000000
+//! ```
+//! The difference of the two totals divided by 1,000,000 is the cost of one
+//! pair in instructions.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::hint::black_box;
+
+use bsdalloc_platform::{Ipl, OS_PAGES, PerCpu, curcpu};
+use bsdalloc_pool::PrFlags;
+use bsdalloc_pool_cache::{PoolCache, PoolCacheConfig, RawPoolCache, vmem_qcache_init};
+use bsdalloc_vmem::{ArenaConfig, VmFlags, vmem_xcreate};
+
+static PC: RawPoolCache = RawPoolCache::new(PoolCacheConfig::new("ops-64", 64));
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "pc".into());
+    let n: u64 = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    curcpu();
+    // A small kernel map: valgrind cannot reserve the default 64 GiB.
+    let map = bsdalloc_uvm_pages::KernelMap::bootstrap(bsdalloc_uvm_pages::KmConfig {
+        size: 1 << 30,
+        ..bsdalloc_uvm_pages::KmConfig::new()
+    })
+    .unwrap();
+    bsdalloc_pool::pool_subsystem_init(map);
+    match mode.as_str() {
+        "pc" => {
+            PC.bootstrap();
+            let warm = PC.get(PrFlags::WAITOK).unwrap();
+            // SAFETY: an object of PC.
+            unsafe { PC.put(warm) };
+            pc_loop(n);
+        }
+        "typed" => {
+            let c: PoolCache<[u8; 64]> = PoolCache::new("ops-typed", Ipl::None, || [0; 64]);
+            drop(c.get());
+            typed_loop(&c, n);
+        }
+        "qcache" => {
+            let a = vmem_xcreate(
+                ArenaConfig::new("ops-qc", 4096).qcache_max(16 * 4096),
+                1 << 20,
+                1 << 30,
+            )
+            .unwrap();
+            vmem_qcache_init(a);
+            let f = VmFlags::NOSLEEP | VmFlags::INSTANTFIT;
+            let x = a.alloc(4 * 4096, f).unwrap();
+            a.free(x, 4 * 4096);
+            for _ in 0..n {
+                let x = a.alloc(black_box(4 * 4096), f).unwrap();
+                a.free(black_box(x), 4 * 4096);
+            }
+        }
+        "percpu" => {
+            let p: PerCpu<u64> = PerCpu::new(&OS_PAGES).unwrap();
+            for _ in 0..n {
+                p.with(|c| {
+                    black_box(c);
+                });
+            }
+        }
+        "mimalloc" => {
+            let mi = mimalloc::MiMalloc;
+            let l = Layout::from_size_align(64, 8).unwrap();
+            for _ in 0..n {
+                // SAFETY: a valid layout, freed once with it.
+                unsafe {
+                    let p = mi.alloc(black_box(l));
+                    mi.dealloc(black_box(p), l);
+                }
+            }
+        }
+        other => panic!("unknown mode {other}"),
+    }
+    println!("{n}");
+}
+
+/// The measured loop, alone in its function (as a caller would have it).
+#[inline(never)]
+fn pc_loop(n: u64) {
+    for _ in 0..n {
+        let p = PC.get(PrFlags::NOWAIT).unwrap();
+        // SAFETY: an object of PC, given back at once.
+        unsafe { PC.put(black_box(p)) };
+    }
+}
+
+#[inline(never)]
+fn typed_loop(c: &PoolCache<[u8; 64]>, n: u64) {
+    for _ in 0..n {
+        black_box(&*c.get());
+    }
+}
