@@ -15,15 +15,23 @@
 //! `tgkill`, under the slot's lock so that the thread cannot exit and its id
 //! be reused in between. The signal handler runs `CpuState::dispatch` on the
 //! interrupted thread: sources above its current level run at once, the rest
-//! stay pending until `splx` lowers the level. Handlers nest
-//! (`SA_NODEFER`), and preserve `errno`.
+//! stay pending until `splx` lowers the level. The handler preserves
+//! `errno`.
 //!
 //! At most one signal is in flight per CPU (the slot's `kick` flag, cleared
 //! by the handler before it dispatches): real-time signals queue, and a
 //! thread that clears its pending bits at `splx` faster than its signals
-//! arrive would otherwise collect a queue of them, each delivered nested in
-//! the last before its handler runs an instruction — a stack overflow, or
-//! `EAGAIN` from `tgkill` at `RLIMIT_SIGPENDING`.
+//! arrive would otherwise collect a queue of them — `EAGAIN` from `tgkill`
+//! at `RLIMIT_SIGPENDING`.
+//!
+//! The signal is blocked while its handler runs (no `SA_NODEFER`): a post
+//! after the handler cleared `kick` sends the next signal at once, and
+//! delivered nested it would clear `kick` again and invite the next — under
+//! a storm from several CPUs the nesting outgrew the thread's stack. Blocked,
+//! the one signal waits until the handler returns. Interrupts still nest
+//! where they must: a handler that lowers its level (`splx`, a spin mutex's
+//! exit) dispatches what is pending above it, and the dispatch loop runs
+//! what arrived during a handler before the signal handler returns.
 //!
 //! **Sleep is a futex** on the wait channel's sequence word.
 
@@ -137,7 +145,7 @@ fn install_signal_handler() {
     unsafe {
         let mut sa: libc::sigaction = core::mem::zeroed();
         sa.sa_sigaction = on_interrupt as extern "C" fn(c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART | libc::SA_NODEFER;
+        sa.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut sa.sa_mask);
         let rc = libc::sigaction(interrupt_signal(), &sa, core::ptr::null_mut());
         assert_eq!(rc, 0, "sigaction for the interrupt signal failed");
