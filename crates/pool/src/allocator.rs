@@ -75,6 +75,11 @@ static BOOT: AdaptiveMutex<()> = AdaptiveMutex::ranked(LockRank::None, ());
 pub fn pool_subsystem_init(map: &'static KernelMap) {
     assert_not_in_interrupt("pool_subsystem_init");
     let _g = BOOT.lock();
+    init_locked(map);
+}
+
+/// [`pool_subsystem_init`] with `BOOT` held.
+fn init_locked(map: &'static KernelMap) {
     let cur = MAP.load(Ordering::Acquire);
     if !cur.is_null() {
         if !ptr::eq(cur, map) {
@@ -121,9 +126,11 @@ fn default_map() -> &'static KernelMap {
     }
     let map = KernelMap::bootstrap(bsdalloc_uvm_pages::KmConfig::new())
         .unwrap_or_else(|e| panic!("pool: cannot set up the kernel map: {e}"));
+    // Still under BOOT: a second first user must find this map published,
+    // not set up a map of its own and be told it is "a different" one.
+    init_locked(map);
     drop(g);
-    pool_subsystem_init(map);
-    kernel_map()
+    map
 }
 
 #[cfg(not(feature = "std"))]
