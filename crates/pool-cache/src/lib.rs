@@ -129,7 +129,7 @@
 //!
 //! **Quantum caches** ([`vmem_qcache_init`]): for an arena with
 //! `qcache_max`, one cache per multiple of the quantum, largest first,
-//! named "<arena>-<size>", `PR_NOALIGN | PR_NOTOUCH | PR_RECURSIVE`, over
+//! named `"<arena>-<size>"`, `PR_NOALIGN | PR_NOTOUCH | PR_RECURSIVE`, over
 //! "pages" that are segments of the arena itself (the smallest power of two
 //! above `3 × qcache_max`, so they never come back to the cache); a class
 //! with as many items per page as the next larger one shares its cache.

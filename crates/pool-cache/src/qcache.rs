@@ -1,6 +1,6 @@
 //! vmem quantum caches (spec §1.7, NetBSD's `qc_init`): pool caches that
 //! front an arena for sizes up to `qcache_max`, one per multiple of the
-//! quantum, named "<arena>-<size>", whose "pages" are segments of the arena
+//! quantum, named `"<arena>-<size>"`, whose "pages" are segments of the arena
 //! itself. They plug into vmem through its [`QuantumCache`] hook.
 
 use core::fmt::{self, Write};
