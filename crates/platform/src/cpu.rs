@@ -138,16 +138,13 @@ impl Section {
             let s = c.section_enter();
             // Level first, gate second (see the module docs).
             light_fence();
-            let (gate, guest) = c.gate();
+            // SAFETY: a CPU record's entry gate is never null: a slot's gate
+            // word, `NO_GATE` or `GUEST_MARK`, statics that outlive the
+            // thread.
+            let g = unsafe { &*c.entry_gate() };
             let mut guest_gate = ptr::null();
-            // SAFETY: a CPU record's gate is never null: a slot's gate word
-            // or `NO_GATE`, statics that outlive the thread.
-            let g = unsafe { &*gate };
-            if guest {
-                gate_lock(g);
-                guest_gate = gate;
-            } else if g.load(Ordering::Acquire) != 0 {
-                gate_wait(g);
+            if g.load(Ordering::Acquire) != 0 {
+                guest_gate = gate_closed(c, g);
             }
             Section { s, cpu, guest_gate }
         })
@@ -168,6 +165,23 @@ impl Drop for Section {
             gate_unlock(unsafe { &*self.guest_gate });
         }
         machine::with_cpu(|c| machine::with_intr_table(|t| c.splx_saved(self.s, t)));
+    }
+}
+
+/// A section found its entry gate closed: a guest takes its shared slot's
+/// gate as a lock (returned, for the section's exit to release); an owner
+/// waits for the remote CPU working on its behalf (null returned).
+#[cold]
+#[inline(never)]
+fn gate_closed(c: &CpuState, entry: &AtomicU32) -> *const AtomicU32 {
+    let (gate, guest) = c.gate();
+    if guest {
+        // SAFETY: a shared slot's gate word, a static.
+        gate_lock(unsafe { &*gate });
+        gate
+    } else {
+        gate_wait(entry);
+        ptr::null()
     }
 }
 

@@ -142,6 +142,12 @@ const NO_CPU: u32 = u32::MAX;
 /// null, so a section's entry need not test for it.
 pub(crate) static NO_GATE: AtomicU32 = AtomicU32::new(0);
 
+/// The gate a guest thread's sections read: never open, never written, so
+/// that a guest always leaves the fast path for the slot's real gate, which
+/// it takes as a lock. The fast path is then one load and one test for
+/// every kind of CPU.
+pub(crate) static GUEST_MARK: AtomicU32 = AtomicU32::new(u32::MAX);
+
 /// The per-CPU record the allocators' machine keeps: current level,
 /// interrupt nesting, spin-mutex bookkeeping and pending interrupts.
 ///
@@ -166,11 +172,14 @@ pub struct CpuState {
     pending: AtomicU64,
     /// This CPU's index, `u32::MAX` until the machine assigns one.
     index: AtomicU32,
-    /// In user space, the gate word of this CPU's slot: set by a remote CPU
-    /// while it runs a cross-call on this CPU's behalf, or, for a guest
-    /// thread on a shared slot (tagged by the pointer's low bit), the slot's
-    /// lock. In a kernel, and before a thread registers, `NO_GATE`.
+    /// The word a section's entry reads: in user space the gate word of
+    /// this CPU's slot, set by a remote CPU while it runs a cross-call on
+    /// this CPU's behalf; `GUEST_MARK` for a guest thread on a shared slot;
+    /// in a kernel, and before a thread registers, `NO_GATE`.
     gate: AtomicPtr<AtomicU32>,
+    /// A guest thread's shared slot gate, which its sections take as a
+    /// lock; null for every other CPU.
+    guest_gate: AtomicPtr<AtomicU32>,
     /// Ranks of the ranked locks held in this context, a bit per rank
     /// (the debug lock-order check; see [`crate::mutex::LockRank`]).
     held_ranks: AtomicU16,
@@ -205,6 +214,7 @@ impl CpuState {
             pending: AtomicU64::new(0),
             index: AtomicU32::new(index),
             gate: AtomicPtr::new(core::ptr::addr_of!(NO_GATE).cast_mut()),
+            guest_gate: AtomicPtr::new(core::ptr::null_mut()),
             held_ranks: AtomicU16::new(0),
         }
     }
@@ -249,21 +259,42 @@ impl CpuState {
         Spl(old)
     }
 
+    /// The word a section's entry reads: open (0) means "go on". Never
+    /// null: a slot's gate word, `NO_GATE` or `GUEST_MARK`, all statics.
+    #[inline]
+    pub(crate) fn entry_gate(&self) -> *const AtomicU32 {
+        self.gate.load(Ordering::Relaxed).cast_const()
+    }
+
     /// The slot gate and whether this thread is a guest on a shared slot.
     #[inline]
     pub(crate) fn gate(&self) -> (*const AtomicU32, bool) {
-        // One load: a guest's gate pointer carries a tag in its low bit (an
-        // `AtomicU32` is 4-byte aligned, so the bit is free).
-        let g = self.gate.load(Ordering::Relaxed);
-        (g.map_addr(|a| a & !1).cast_const(), g.addr() & 1 != 0)
+        let g = self.guest_gate.load(Ordering::Relaxed);
+        if g.is_null() {
+            (self.entry_gate(), false)
+        } else {
+            (g.cast_const(), true)
+        }
     }
 
     #[cfg_attr(not(any(bsdalloc_loom, feature = "std")), allow(dead_code))]
     pub(crate) fn set_gate(&self, gate: *const AtomicU32, guest: bool) {
-        self.gate.store(
-            gate.cast_mut().map_addr(|a| a | usize::from(guest)),
-            Ordering::Relaxed,
-        );
+        // The entry gate last: a section entered in between (an interrupt
+        // handler on this thread) must find a guest's real gate if it
+        // finds `GUEST_MARK`.
+        if guest {
+            self.guest_gate.store(gate.cast_mut(), Ordering::Relaxed);
+            compiler_fence(Ordering::SeqCst);
+            self.gate.store(
+                core::ptr::addr_of!(GUEST_MARK).cast_mut(),
+                Ordering::Relaxed,
+            );
+        } else {
+            self.gate.store(gate.cast_mut(), Ordering::Relaxed);
+            compiler_fence(Ordering::SeqCst);
+            self.guest_gate
+                .store(core::ptr::null_mut(), Ordering::Relaxed);
+        }
     }
 
     /// Enter interrupt context for a cross-call run on another CPU's

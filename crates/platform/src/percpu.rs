@@ -33,21 +33,23 @@
 //!
 //! | one increment | time | instructions |
 //! |---|---|---|
-//! | `PerCpu::with` | 3.8–4.4 ns | 38 |
-//! | static `CpuLocal::with` | 3.8–4.3 ns | 38 |
-//! | plain `thread_local!` `Cell` | 0.56–0.61 ns | 6 |
-//! | `sched_getcpu()` alone | 2.5–2.8 ns | — |
+//! | `PerCpu::with` | 1.76 ns | 33 |
+//! | static `CpuLocal::with` | 1.75 ns | — |
+//! | `splraise` + `splx` alone | 1.74 ns | — |
+//! | plain `thread_local!` `Cell` | 0.55 ns | 6 |
+//! | `sched_getcpu()` alone | 2.46 ns | — |
 //!
-//! (Ranges over several runs on the shared machine; each row's figures come
-//! from the same runs. The instruction counts include the benchmark's own
-//! `black_box` round trip, about four.)
+//! (The instruction counts include the benchmark's own `black_box` round
+//! trip, about four.)
 //!
-//! The difference is the level raise and restore (1.7 ns by itself) and
-//! the gate: what makes the element safe against the CPU's own interrupt
-//! handlers, cross-calls served on the CPU's behalf and threads sharing the
-//! slot. (Before the gate and the nesting check, a static `CpuLocal` access
-//! measured 1.7 ns: cross-calls then always signalled the thread, and
-//! nested sections aliased their element.)
+//! The difference from a thread-local is the level raise and restore: what
+//! makes the element safe against the CPU's own interrupt handlers. The
+//! gate (cross-calls served on the CPU's behalf, threads sharing the slot)
+//! costs one load and a test: every CPU record's entry gate is a word that
+//! is 0 when the way is clear — its slot's gate, `NO_GATE`, or for a guest
+//! thread a word that is never 0, so a guest leaves the fast path for its
+//! shared slot's lock. (Until this layout, with the guest flag tagged into
+//! the gate pointer, an access took 38 instructions and 3.8–4.4 ns.)
 
 use core::fmt;
 use core::marker::PhantomData;

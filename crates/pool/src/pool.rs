@@ -9,7 +9,7 @@ use bsdalloc_platform::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsi
 use bsdalloc_platform::sync::cell::UnsafeCell;
 use bsdalloc_platform::{
     FaultInjector, Ipl, KMutex, KMutexGuard, LockRank, WaitChannel, assert_not_in_interrupt,
-    assert_sleepable, in_interrupt,
+    in_interrupt,
 };
 
 use crate::allocator::{POOL_ALLOCATOR_KMEM, PoolAllocator};
@@ -506,7 +506,7 @@ impl RawPool {
             // builds make it here; a sleep where none is allowed panics
             // anyway, in the wait channel, in every build.
             #[cfg(debug_assertions)]
-            assert_sleepable("pool_get");
+            bsdalloc_platform::assert_sleepable("pool_get");
         } else if POOL_GET_FAULTS.is_armed() && POOL_GET_FAULTS.should_fail() {
             return None;
         }
