@@ -272,7 +272,11 @@ impl Arena {
     /// does not fit in a `usize`. Never less than `size`.
     #[inline]
     pub fn checked_roundup_size(&self, size: usize) -> Option<usize> {
-        size.checked_next_multiple_of(self.quantum)
+        // The quantum is a power of two (checked at creation): a mask, not
+        // the division `checked_next_multiple_of` compiles to, on every
+        // vmem_alloc and vmem_free.
+        let m = self.quantum - 1;
+        size.checked_add(m).map(|s| s & !m)
     }
 
     /// Count an allocation that failed before reaching the search (its
