@@ -1,7 +1,8 @@
 //! `pool_cache_ops MODE N`: N get+put pairs of one kind, for instruction
 //! counting under callgrind. MODE is `pc` (a 64-byte `RawPoolCache`
 //! get+put, `PR_NOWAIT`, hot), `typed` (a `PoolCache<[u8; 64]>` box taken
-//! and dropped), `qcache` (a 4-quantum `vmem_alloc`+`vmem_free` through a
+//! and dropped), `miss` (a typed get that misses and a `destruct`: the
+//! miss path to the pool and back), `qcache` (a 4-quantum `vmem_alloc`+`vmem_free` through a
 //! quantum cache), `percpu` (one empty `PerCpu::with` section, for
 //! reference) or `mimalloc` (malloc+free 64 B).
 //!
@@ -64,6 +65,17 @@ fn main() {
             for _ in 0..n {
                 let x = a.alloc(black_box(4 * 4096), f).unwrap();
                 a.free(black_box(x), 4 * 4096);
+            }
+        }
+        "miss" => {
+            // G4's miss cycle without the constructor's work: a typed
+            // cache whose every get misses (the box goes back to the pool
+            // through destruct), so the count is the miss path alone.
+            let c: PoolCache<[u64; 8]> = PoolCache::new("ops-miss", Ipl::None, || [1; 8]);
+            for _ in 0..n {
+                let b = c.get();
+                black_box(b[3]);
+                b.destruct();
             }
         }
         "percpu" => {

@@ -208,6 +208,7 @@ pub mod mutex;
 pub mod pages;
 pub mod percpu;
 pub mod sync;
+pub mod time;
 pub mod wait;
 
 pub use cpu::{
@@ -235,6 +236,8 @@ pub use pages::{Committed, PageError, PageSource, PageStats, Protection};
 #[cfg(feature = "std")]
 pub use pages::{OS_PAGES, OsPages, page_size, resident_bytes};
 pub use percpu::{CpuLocal, PerCpu, Zeroable};
+#[cfg(feature = "std")]
+pub use time::uptime_secs;
 pub use wait::{WaitChannel, WaitQueue, kpause};
 
 /// The machine a kernel provides (see the crate docs). In user space the

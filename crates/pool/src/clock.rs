@@ -13,8 +13,9 @@ pub trait Clock: Sync {
     fn uptime(&self) -> u64;
 }
 
-/// The default clock: in user space (feature `std`) the seconds since its
-/// first use; without `std`, the value the kernel last gave
+/// The default clock: in user space (feature `std`) the machine's uptime
+/// ([`bsdalloc_platform::uptime_secs`]); without `std`, the value the kernel
+/// last gave
 /// [`UptimeClock::set`] from its clock interrupt.
 #[derive(Debug)]
 pub struct UptimeClock(AtomicU64);
@@ -30,14 +31,12 @@ impl UptimeClock {
 }
 
 impl Clock for UptimeClock {
+    /// The machine's uptime (a coarse clock read through the vDSO: no
+    /// time-stamp counter, no system call — a pool reads it whenever a page
+    /// goes idle), or what [`UptimeClock::set`] said if that is later.
     #[cfg(feature = "std")]
     fn uptime(&self) -> u64 {
-        extern crate std;
-        use std::sync::OnceLock;
-        use std::time::Instant;
-        static START: OnceLock<Instant> = OnceLock::new();
-        let secs = START.get_or_init(Instant::now).elapsed().as_secs();
-        secs.max(self.0.load(Ordering::Relaxed))
+        bsdalloc_platform::uptime_secs().max(self.0.load(Ordering::Relaxed))
     }
 
     #[cfg(not(feature = "std"))]
