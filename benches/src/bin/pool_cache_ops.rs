@@ -1,7 +1,7 @@
 //! `pool_cache_ops MODE N`: N get+put pairs of one kind, for instruction
 //! counting under callgrind. MODE is `pc` (a 64-byte `RawPoolCache`
 //! get+put, `PR_NOWAIT`, hot), `typed` (a `PoolCache<[u8; 64]>` box taken
-//! and dropped), `miss` (a typed get that misses and a `destruct`: the
+//! and dropped), `depot` (1000 gets then 1000 puts, as G2), `miss` (a typed get that misses and a `destruct`: the
 //! miss path to the pool and back), `qcache` (a 4-quantum `vmem_alloc`+`vmem_free` through a
 //! quantum cache), `percpu` (one empty `PerCpu::with` section, for
 //! reference) or `mimalloc` (malloc+free 64 B).
@@ -65,6 +65,21 @@ fn main() {
             for _ in 0..n {
                 let x = a.alloc(black_box(4 * 4096), f).unwrap();
                 a.free(black_box(x), 4 * 4096);
+            }
+        }
+        "depot" => {
+            // G2's pattern: 1000 gets, then 1000 puts; one group in 15
+            // goes through the depot. N counts get+put pairs.
+            PC.bootstrap();
+            let mut v = Vec::with_capacity(1000);
+            for _ in 0..n / 1000 {
+                for _ in 0..1000 {
+                    v.push(PC.get(PrFlags::NOWAIT).unwrap());
+                }
+                for p in v.drain(..) {
+                    // SAFETY: objects of PC.
+                    unsafe { PC.put(black_box(p)) };
+                }
             }
         }
         "miss" => {

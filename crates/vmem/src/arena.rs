@@ -206,23 +206,41 @@ impl ArenaConfig {
     }
 }
 
+// The checks inline into every allocation; their panics stay out of line
+// (the formatting arguments were being set up on the fast path).
+#[inline]
 #[track_caller]
 pub(crate) fn check_sleep_flags(what: &str, flags: VmFlags) {
     let s = flags & VmFlags::SLEEP_MASK;
     if s != VmFlags::SLEEP && s != VmFlags::NOSLEEP {
-        panic!("{what}: flags {flags:?} must contain exactly one of VM_SLEEP and VM_NOSLEEP");
+        bad_sleep_flags(what, flags);
     }
 }
 
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn bad_sleep_flags(what: &str, flags: VmFlags) -> ! {
+    panic!("{what}: flags {flags:?} must contain exactly one of VM_SLEEP and VM_NOSLEEP");
+}
+
+#[inline]
 #[track_caller]
 pub(crate) fn check_fit_flags(what: &str, flags: VmFlags) -> VmFlags {
     let f = flags & VmFlags::FIT_MASK;
     if f != VmFlags::INSTANTFIT && f != VmFlags::BESTFIT && f != VmFlags::NEXTFIT {
-        panic!(
-            "{what}: flags {flags:?} must contain exactly one of VM_INSTANTFIT, VM_BESTFIT, VM_NEXTFIT"
-        );
+        bad_fit_flags(what, flags);
     }
     f
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn bad_fit_flags(what: &str, flags: VmFlags) -> ! {
+    panic!(
+        "{what}: flags {flags:?} must contain exactly one of VM_INSTANTFIT, VM_BESTFIT, VM_NEXTFIT"
+    );
 }
 
 impl Arena {
