@@ -25,9 +25,10 @@ const LIBRARY_CRATES: &[&str] = &[
     "bsdalloc-uvm-pages",
     "bsdalloc-pool",
     "bsdalloc-pool-cache",
+    "bsdalloc-kmem",
 ];
 /// Crates with a `debug-all` feature whose tests run a second time with it.
-const DEBUG_FEATURE_CRATES: &[&str] = &["bsdalloc-pool", "bsdalloc-pool-cache"];
+const DEBUG_FEATURE_CRATES: &[&str] = &["bsdalloc-pool", "bsdalloc-pool-cache", "bsdalloc-kmem"];
 /// Debug features that change behaviour (not only add checks): each runs
 /// its own test target.
 const FEATURE_TESTS: &[(&str, &str, &str)] = &[("bsdalloc-pool", "quarantine", "quarantine")];
