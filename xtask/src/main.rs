@@ -31,7 +31,10 @@ const LIBRARY_CRATES: &[&str] = &[
 const DEBUG_FEATURE_CRATES: &[&str] = &["bsdalloc-pool", "bsdalloc-pool-cache", "bsdalloc-kmem"];
 /// Debug features that change behaviour (not only add checks): each runs
 /// its own test target.
-const FEATURE_TESTS: &[(&str, &str, &str)] = &[("bsdalloc-pool", "quarantine", "quarantine")];
+const FEATURE_TESTS: &[(&str, &str, &str)] = &[
+    ("bsdalloc-pool", "quarantine", "quarantine"),
+    ("bsdalloc-kmem", "guard", "guard"),
+];
 /// Unpublished members that are not libraries: left out of packaging and
 /// of the test runs that cover the libraries.
 const NOT_LIBRARIES: &[&str] = &[

@@ -87,7 +87,9 @@ impl Guard {
         let p = Kmem::ptr(k, va);
         let mut f = self.fifo.lock();
         f.buf = p.as_ptr().cast();
-        f.cap = bytes / core::mem::size_of::<Entry>();
+        // Exactly the configured depth (NetBSD rounds it up to fill the
+        // ring's pages; a depth that means what it says is easier to use).
+        f.cap = k.guard_depth;
         f.storage = va;
         f.storage_bytes = bytes;
     }

@@ -596,10 +596,11 @@ impl Kmem {
         let census = self.census();
         if census.outstanding() != 0 {
             panic!(
-                "kmem: destroy with {} allocations outstanding ({} cached objects, {} large)",
+                "kmem: destroy with {} allocations outstanding ({} cached objects, {} large, {} guarded)",
                 census.outstanding(),
                 census.objects_out,
-                census.large_out
+                census.large_out,
+                census.guarded_out
             );
         }
         self.state.store(BOOTING, Ordering::Relaxed);

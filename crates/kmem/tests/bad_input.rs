@@ -89,7 +89,14 @@ fn a_km_sleep_size_beyond_the_arena_panics() {
 }
 
 #[test]
-#[should_panic(expected = "no allocation of that size can exist")]
+#[cfg_attr(
+    not(feature = "guard"),
+    should_panic(expected = "no allocation of that size can exist")
+)]
+#[cfg_attr(
+    feature = "guard",
+    should_panic(expected = "!= allocated size 8; overwrote?")
+)]
 fn free_of_an_overflowing_size_panics() {
     let p = kmem_alloc(8, KM_SLEEP).unwrap();
     // SAFETY: refused before use.
