@@ -11,17 +11,39 @@ use crate::api::kmem;
 use crate::flags::{KM_SLEEP, KmFlags};
 use crate::kmem::Kmem;
 
-/// The size to ask kmem for so that `size` bytes come `align`-aligned: the
-/// size itself if its class is aligned enough, else the size raised to the
-/// cache line, else to the page. `None` past the page alignment or for
-/// sizes that cannot be allocated.
 fn request(k: &Kmem, size: usize, align: usize) -> Option<usize> {
-    let size = size.max(1);
-    let cu = k.size_classes().coherency_unit();
-    let ps = k.page_size();
-    [size, size.max(cu), size.max(ps)]
-        .into_iter()
-        .find(|&s| k.alignment_of(s).is_some_and(|a| a >= align))
+    k.layout_size(size, align)
+}
+
+impl Kmem {
+    /// The size to allocate (and free) so that `size` bytes come
+    /// `align`-aligned — what a `Layout` maps to: the size itself if its
+    /// class is aligned enough, else the size raised to the cache line,
+    /// else to the page. `None` for an alignment above the page (or not a
+    /// power of two) or a size that can never be allocated. Size 0 counts
+    /// as 1.
+    ///
+    /// ```
+    /// use bsdalloc_kmem::kmem;
+    ///
+    /// let k = kmem();
+    /// assert_eq!(k.layout_size(24, 8), Some(24));
+    /// let s = k.layout_size(24, 64).unwrap(); // 64 without debug features
+    /// assert!(s >= 24 && k.alignment_of(s).unwrap() >= 64);
+    /// assert_eq!(k.layout_size(100, k.page_size()), Some(k.page_size()));
+    /// assert_eq!(k.layout_size(8, 2 * k.page_size()), None);
+    /// ```
+    pub fn layout_size(&self, size: usize, align: usize) -> Option<usize> {
+        if !align.is_power_of_two() {
+            return None;
+        }
+        let size = size.max(1);
+        let cu = self.size_classes().coherency_unit();
+        let ps = self.page_size();
+        [size, size.max(cu), size.max(ps)]
+            .into_iter()
+            .find(|&s| self.alignment_of(s).is_some_and(|a| a >= align))
+    }
 }
 
 #[cold]
