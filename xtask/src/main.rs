@@ -25,12 +25,16 @@ const LIBRARY_CRATES: &[&str] = &[
     "bsdalloc-uvm-pages",
     "bsdalloc-pool",
     "bsdalloc-pool-cache",
+    "bsdalloc-kmem",
 ];
 /// Crates with a `debug-all` feature whose tests run a second time with it.
-const DEBUG_FEATURE_CRATES: &[&str] = &["bsdalloc-pool", "bsdalloc-pool-cache"];
+const DEBUG_FEATURE_CRATES: &[&str] = &["bsdalloc-pool", "bsdalloc-pool-cache", "bsdalloc-kmem"];
 /// Debug features that change behaviour (not only add checks): each runs
 /// its own test target.
-const FEATURE_TESTS: &[(&str, &str, &str)] = &[("bsdalloc-pool", "quarantine", "quarantine")];
+const FEATURE_TESTS: &[(&str, &str, &str)] = &[
+    ("bsdalloc-pool", "quarantine", "quarantine"),
+    ("bsdalloc-kmem", "guard", "guard"),
+];
 /// Unpublished members that are not libraries: left out of packaging and
 /// of the test runs that cover the libraries.
 const NOT_LIBRARIES: &[&str] = &[

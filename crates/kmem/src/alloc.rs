@@ -1,0 +1,327 @@
+//! The allocation and free paths (spec §4.3): the size decides between a
+//! size-class cache and whole pages from `kva`, the same way on free.
+
+use core::ptr::NonNull;
+
+use bsdalloc_platform::in_interrupt;
+use bsdalloc_platform::sync::atomic::Ordering;
+use bsdalloc_pool::PrFlags;
+use bsdalloc_vmem::VmFlags;
+
+use crate::flags::{KMEM_ALIGN, KmFlags, SIZE_SIZE};
+use crate::kmem::{Inner, Kmem};
+
+/// Where a size goes: a class (with the bytes the object holds, footer
+/// and redzone included), or whole pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Class index, `allocsz`.
+    Cache(usize, usize),
+    /// Page-rounded bytes.
+    Pages(usize),
+    /// No allocation of this size can exist.
+    TooBig,
+}
+
+/// `allocsz` for a requested size: rounded to 8, plus the size footer
+/// (`kmem-size`), plus a chunk of 8 if the padding left for the redzone
+/// is under 2 bytes (`redzone`). `None` on overflow.
+#[inline(always)]
+pub(crate) fn allocsz(size: usize) -> Option<usize> {
+    let rsize = size.checked_next_multiple_of(KMEM_ALIGN)?;
+    let extra = if cfg!(feature = "redzone") && rsize - size < crate::debug::REDZONE_MIN {
+        KMEM_ALIGN
+    } else {
+        0
+    };
+    rsize.checked_add(SIZE_SIZE + extra)
+}
+
+#[inline(always)]
+pub(crate) fn route(k: &Inner, size: usize) -> Route {
+    let Some(a) = allocsz(size) else {
+        return Route::TooBig;
+    };
+    if let Some(i) = k.classes.index(a) {
+        return Route::Cache(i, a);
+    }
+    // The large size comes from the rounded request, not `allocsz`: no
+    // footer or redzone on whole pages.
+    match size.checked_next_multiple_of(k.ps) {
+        Some(b) if b <= k.arena_size => Route::Pages(b),
+        _ => Route::TooBig,
+    }
+}
+
+#[inline(always)]
+fn pr_flags(flags: KmFlags) -> PrFlags {
+    if flags == KmFlags::SLEEP {
+        PrFlags::WAITOK
+    } else {
+        PrFlags::NOWAIT
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn bad_flags(what: &str, flags: KmFlags) -> ! {
+    panic!("{what}: exactly one of KM_SLEEP and KM_NOSLEEP is required, not {flags:?}")
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn size_zero(what: &str) -> ! {
+    panic!("{what}: size 0 (kernel diagnostic assertion \"requested_size > 0\" failed)")
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub(crate) fn intr_context() -> ! {
+    panic!("kmem(9) should not be used from the interrupt context")
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn never_fits(k: &Inner, size: usize, flags: KmFlags) -> Option<NonNull<u8>> {
+    if flags == KmFlags::SLEEP {
+        panic!(
+            "kmem_alloc: {size} bytes can never be allocated (the kmem arena has {:#x}); KM_SLEEP cannot fail",
+            k.arena_size
+        );
+    }
+    None
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn sleep_failed(size: usize) -> ! {
+    panic!("kmem_alloc: KM_SLEEP allocation of {size} bytes returned NULL")
+}
+
+impl Kmem {
+    /// `kmem_alloc(size, flags)`: `size` bytes, uninitialised, at least
+    /// 8-byte aligned (cache-line aligned from the 64-byte class up, page
+    /// aligned from the page class up). `KM_SLEEP` never returns `None`:
+    /// it sleeps until memory is available. Free with
+    /// [`free`](Kmem::free) and the same size.
+    ///
+    /// # Panics
+    /// Size 0; flags other than exactly one of `KM_SLEEP` and
+    /// `KM_NOSLEEP`; interrupt context ("kmem(9) should not be used from
+    /// the interrupt context": use [`intr_alloc`](Kmem::intr_alloc)); a
+    /// `KM_SLEEP` size no arena can ever hold.
+    #[inline]
+    #[track_caller]
+    pub fn alloc(&self, size: usize, flags: KmFlags) -> Option<NonNull<u8>> {
+        if in_interrupt() {
+            intr_context();
+        }
+        self.intr_alloc(size, flags)
+    }
+
+    /// `kmem_zalloc`: as [`alloc`](Kmem::alloc), the `size` bytes zeroed.
+    #[inline]
+    #[track_caller]
+    pub fn zalloc(&self, size: usize, flags: KmFlags) -> Option<NonNull<u8>> {
+        if in_interrupt() {
+            intr_context();
+        }
+        self.intr_zalloc(size, flags)
+    }
+
+    /// `kmem_free(p, size)`.
+    ///
+    /// # Panics
+    /// `p` null; size 0; interrupt context; with `kmem-size`, a size that
+    /// is not the allocation's ("kmem_free(PTR, SIZE) != allocated size N;
+    /// overwrote?"); large allocations are checked against the page maps
+    /// in every build.
+    ///
+    /// # Safety
+    /// `p` came from this instance's `alloc`/`zalloc` (or the `intr`
+    /// variants) with exactly `size`, and is not used afterwards. The
+    /// allocator keeps no size record outside debug builds: the size
+    /// selects the cache, and a wrong one corrupts another cache.
+    #[inline]
+    #[track_caller]
+    pub unsafe fn free(&self, p: *mut u8, size: usize) {
+        if in_interrupt() {
+            intr_context();
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.intr_free(p, size) }
+    }
+
+    /// `kmem_intr_alloc`: [`alloc`](Kmem::alloc), callable from interrupt
+    /// handlers up to `IPL_VM` with `KM_NOSLEEP` (the caches and arenas are
+    /// `IPL_VM`).
+    ///
+    /// # Panics
+    /// As [`alloc`](Kmem::alloc), except for interrupt context; `KM_SLEEP`
+    /// where sleeping is not allowed (debug builds at once, release builds
+    /// when the allocation would have to wait).
+    #[inline]
+    #[track_caller]
+    pub fn intr_alloc(&self, size: usize, flags: KmFlags) -> Option<NonNull<u8>> {
+        if !flags.is_valid() {
+            bad_flags("kmem_alloc", flags);
+        }
+        if size == 0 {
+            size_zero("kmem_alloc");
+        }
+        #[cfg(debug_assertions)]
+        if flags == KmFlags::SLEEP {
+            bsdalloc_platform::assert_sleepable("kmem_alloc(KM_SLEEP)");
+        }
+        let k = self.inner();
+        #[cfg(feature = "guard")]
+        return self.guard_alloc(k, size, flags);
+        #[cfg(not(feature = "guard"))]
+        match route(k, size) {
+            Route::Cache(i, a) => {
+                // SAFETY: bootstrap creates a cache for every class.
+                let pc = unsafe { k.caches[i].unwrap_unchecked() };
+                let Some(p) = pc.get(pr_flags(flags)) else {
+                    if flags == KmFlags::SLEEP {
+                        sleep_failed(size);
+                    }
+                    return None;
+                };
+                // SAFETY: a fresh object of class `i`, at least `a` bytes.
+                unsafe { crate::debug::on_alloc(p, size, a, k.classes.classes()[i].size) };
+                Some(p)
+            }
+            Route::Pages(bytes) => self.large_alloc(k, size, bytes, flags),
+            Route::TooBig => never_fits(k, size, flags),
+        }
+    }
+
+    /// `kmem_intr_zalloc`.
+    #[inline]
+    #[track_caller]
+    pub fn intr_zalloc(&self, size: usize, flags: KmFlags) -> Option<NonNull<u8>> {
+        let p = self.intr_alloc(size, flags)?;
+        // SAFETY: `size` bytes of ours.
+        unsafe { p.as_ptr().write_bytes(0, size) };
+        Some(p)
+    }
+
+    /// `kmem_intr_free`.
+    ///
+    /// # Panics
+    /// As [`free`](Kmem::free), except for interrupt context.
+    ///
+    /// # Safety
+    /// As [`free`](Kmem::free).
+    #[inline]
+    #[track_caller]
+    pub unsafe fn intr_free(&self, p: *mut u8, size: usize) {
+        let Some(p) = NonNull::new(p) else {
+            panic!("kmem_free(NULL, {size}): freeing NULL is illegal");
+        };
+        if size == 0 {
+            size_zero("kmem_free");
+        }
+        let k = self.inner();
+        #[cfg(feature = "guard")]
+        {
+            // SAFETY: the caller's contract.
+            unsafe { self.guard_free(k, p, size) };
+        }
+        #[cfg(not(feature = "guard"))]
+        match route(k, size) {
+            Route::Cache(i, a) => {
+                // SAFETY: bootstrap creates a cache for every class.
+                let pc = unsafe { k.caches[i].unwrap_unchecked() };
+                // SAFETY: the caller's contract: an object of this class,
+                // allocated with `size`.
+                unsafe {
+                    crate::debug::on_free(p, size, a, k.classes.classes()[i].size);
+                    pc.put(p);
+                }
+            }
+            Route::Pages(bytes) => self.large_free(k, p, bytes),
+            Route::TooBig => {
+                panic!("kmem_free({p:p}, {size}): no allocation of that size can exist")
+            }
+        }
+    }
+
+    #[cfg_attr(feature = "guard", allow(dead_code))]
+    #[track_caller]
+    fn large_alloc(
+        &self,
+        k: &Inner,
+        size: usize,
+        bytes: usize,
+        flags: KmFlags,
+    ) -> Option<NonNull<u8>> {
+        let vf = if flags == KmFlags::SLEEP {
+            VmFlags::SLEEP
+        } else {
+            VmFlags::NOSLEEP
+        };
+        match k
+            .map
+            .uvm_km_kmem_alloc(k.kva, bytes, vf | VmFlags::INSTANTFIT)
+        {
+            Ok(va) => {
+                self.large.allocs.fetch_add(1, Ordering::Relaxed);
+                self.large.live.fetch_add(1, Ordering::Relaxed);
+                self.large.live_bytes.fetch_add(bytes, Ordering::Relaxed);
+                Some(Kmem::ptr(k, va))
+            }
+            Err(_) if flags == KmFlags::SLEEP => sleep_failed(size),
+            Err(_) => {
+                self.large.fails.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    #[cfg_attr(feature = "guard", allow(dead_code))]
+    #[track_caller]
+    fn large_free(&self, k: &Inner, p: NonNull<u8>, bytes: usize) {
+        // Checked against the page maps: a wrong size or a foreign pointer
+        // panics before anything changes.
+        k.map.uvm_km_kmem_free(k.kva, p.as_ptr().addr(), bytes);
+        self.large.frees.fetch_add(1, Ordering::Relaxed);
+        self.large.live.fetch_sub(1, Ordering::Relaxed);
+        self.large.live_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// The alignment an allocation of `size` bytes is guaranteed: its
+    /// class's (8, the cache line, or the page), the page for whole pages;
+    /// `None` for sizes that can never be allocated (or 0).
+    pub fn alignment_of(&self, size: usize) -> Option<usize> {
+        if size == 0 {
+            return None;
+        }
+        let k = self.inner();
+        match route(k, size) {
+            Route::Cache(i, _) => Some(k.classes.classes()[i].align),
+            Route::Pages(_) => Some(k.ps),
+            Route::TooBig => None,
+        }
+    }
+
+    /// The bytes actually reserved for an allocation of `size` (its
+    /// class's object size, or the whole pages); `None` as for
+    /// [`alignment_of`](Kmem::alignment_of).
+    pub fn allocated_size(&self, size: usize) -> Option<usize> {
+        if size == 0 {
+            return None;
+        }
+        let k = self.inner();
+        match route(k, size) {
+            Route::Cache(i, _) => Some(k.classes.classes()[i].size),
+            Route::Pages(b) => Some(b),
+            Route::TooBig => None,
+        }
+    }
+}
