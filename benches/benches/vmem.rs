@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::ptr::NonNull;
 
-use bsdalloc_benches::Xorshift;
+use bsdalloc_benches::{TalcHeap, Xorshift};
 use bsdalloc_vmem::{Arena, VmFlags, XallocConstraints};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
@@ -69,61 +69,6 @@ fn ours_arena_largehash() -> Arena {
         ..bsdalloc_vmem::ArenaConfig::new("bench", Q)
     };
     Arena::with_config(cfg, BASE, SPAN).unwrap()
-}
-
-/// talc over a real heap.
-struct TalcHeap {
-    talc: talc::base::Talc<talc::source::Manual, talc::base::binning::DefaultBinning>,
-    base: *mut u8,
-    len: usize,
-}
-
-impl TalcHeap {
-    fn new(len: usize) -> Self {
-        // SAFETY: a fresh anonymous mapping.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED);
-        let mut talc = talc::base::Talc::new(talc::source::Manual);
-        // SAFETY: the heap is ours and outlives the Talc.
-        unsafe { talc.claim(base.cast(), len) }.expect("claim");
-        TalcHeap {
-            talc,
-            base: base.cast(),
-            len,
-        }
-    }
-    fn alloc(&mut self, size: usize) -> usize {
-        // SAFETY: a valid layout; the heap is claimed.
-        unsafe {
-            self.talc
-                .allocate(StdLayout::from_size_align(size, Q).unwrap())
-        }
-        .expect("talc oom")
-        .as_ptr() as usize
-    }
-    fn free(&mut self, p: usize, size: usize) {
-        // SAFETY: allocated above with the same layout.
-        unsafe {
-            self.talc
-                .deallocate(p as *mut u8, StdLayout::from_size_align(size, Q).unwrap())
-        }
-    }
-}
-
-impl Drop for TalcHeap {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
-    }
 }
 
 fn size_of_op(rng: &mut Xorshift) -> usize {
@@ -191,7 +136,7 @@ fn v1(c: &mut Criterion) {
                 });
             }
             if l <= 100_000 && fit == VmFlags::INSTANTFIT {
-                let mut heap = TalcHeap::new(1 << 30);
+                let mut heap = TalcHeap::new(1 << 30, Q);
                 let mut rng = Xorshift::new(1);
                 let mut live: Vec<(usize, usize)> = (0..l)
                     .map(|_| {
@@ -265,7 +210,7 @@ fn v2(c: &mut Criterion) {
         }
         g.bench_function("talc", |b| {
             b.iter_batched(
-                || TalcHeap::new(256 << 20),
+                || TalcHeap::new(256 << 20, Q),
                 |mut heap| {
                     let v: Vec<usize> = (0..l).map(|_| heap.alloc(Q)).collect();
                     for &i in &order {

@@ -1,7 +1,8 @@
 //! `pool_cache_ops MODE N`: N get+put pairs of one kind, for instruction
 //! counting under callgrind. MODE is `pc` (a 64-byte `RawPoolCache`
 //! get+put, `PR_NOWAIT`, hot), `typed` (a `PoolCache<[u8; 64]>` box taken
-//! and dropped), `depot` (1000 gets then 1000 puts, as G2), `miss` (a typed get that misses and a `destruct`: the
+//! and dropped), `kmem` / `kmem-mi` (K1's churn through kmem or
+//! mimalloc), `depot` (1000 gets then 1000 puts, as G2), `miss` (a typed get that misses and a `destruct`: the
 //! miss path to the pool and back), `qcache` (a 4-quantum `vmem_alloc`+`vmem_free` through a
 //! quantum cache), `percpu` (one empty `PerCpu::with` section, for
 //! reference) or `mimalloc` (malloc+free 64 B).
@@ -80,6 +81,47 @@ fn main() {
                     // SAFETY: objects of PC.
                     unsafe { PC.put(black_box(p)) };
                 }
+            }
+        }
+        "kmem" | "kmem-mi" => {
+            // K1's churn: a live set of 10k blocks of 8 B-4 KiB, each op
+            // frees a random one and allocates a new size. N counts
+            // free+alloc pairs.
+            let mi = mode == "kmem-mi";
+            let mut rng = bsdalloc_benches::Xorshift::new(11);
+            let size = |rng: &mut bsdalloc_benches::Xorshift| {
+                let base = 1usize << (3 + rng.below(9));
+                base + rng.below(base as u64 + 1) as usize
+            };
+            let alloc = |s: usize| -> *mut u8 {
+                if mi {
+                    // SAFETY: a valid non-zero layout.
+                    unsafe { mimalloc::MiMalloc.alloc(Layout::from_size_align(s, 8).unwrap()) }
+                } else {
+                    bsdalloc_kmem::kmem_alloc(s, bsdalloc_kmem::KM_SLEEP)
+                        .unwrap()
+                        .as_ptr()
+                }
+            };
+            let mut live: Vec<(*mut u8, usize)> = (0..10_000)
+                .map(|_| {
+                    let s = size(&mut rng);
+                    (alloc(s), s)
+                })
+                .collect();
+            for _ in 0..n {
+                let i = rng.below(10_000) as usize;
+                let (p, s) = live[i];
+                // SAFETY: a live block with its size (and layout).
+                unsafe {
+                    if mi {
+                        mimalloc::MiMalloc.dealloc(p, Layout::from_size_align(s, 8).unwrap());
+                    } else {
+                        bsdalloc_kmem::kmem_free(p, s);
+                    }
+                }
+                let s = size(&mut rng);
+                live[i] = (black_box(alloc(s)), s);
             }
         }
         "miss" => {
