@@ -26,6 +26,7 @@ const LIBRARY_CRATES: &[&str] = &[
     "bsdalloc-pool",
     "bsdalloc-pool-cache",
     "bsdalloc-kmem",
+    "bsdalloc-kmalloc",
 ];
 /// Crates with a `debug-all` feature whose tests run a second time with it.
 const DEBUG_FEATURE_CRATES: &[&str] = &["bsdalloc-pool", "bsdalloc-pool-cache", "bsdalloc-kmem"];
