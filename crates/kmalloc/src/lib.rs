@@ -163,6 +163,11 @@
 //!   default instance set up at first use. Without it, set up kmem
 //!   (`kmem_init`) before the first `malloc`, or give malloc an instance
 //!   with [`malloc_init`].
+//! - `debug-all`: kmem's, the pool cache's and the pool's DIAGNOSTIC
+//!   checks underneath (size footer, redzone, poison), so that kmem checks
+//!   every malloc block at free; malloc has no debug modes of its own (its
+//!   type check at free is always on). The test suite runs a second time
+//!   with it.
 //! - `--cfg bsdalloc_loom`: builds over loom's atomics (outside semver).
 #![no_std]
 #![warn(missing_docs)]
