@@ -388,25 +388,30 @@ fn attach(ty: &'static MallocType, explicit: bool) {
         0 => default_limit(),
         l => l,
     };
-    let _g = REGISTRY.lock();
-    match ty.state.load(Ordering::Acquire) {
+    // Panics come after the lock is released: the panic machinery may
+    // allocate, and an allocator may not be entered under a spin mutex.
+    let g = REGISTRY.lock();
+    let state = ty.state.load(Ordering::Acquire);
+    if state == NEW || (state == DETACHED && explicit) {
+        // A limit set while detached stays; a type's first attach sets it.
+        if state == NEW {
+            ty.c.limit.store(limit, Ordering::Relaxed);
+        }
+        ty.next
+            .store(HEAD.load(Ordering::Relaxed), Ordering::Release);
+        HEAD.store(ptr::from_ref(ty).cast_mut(), Ordering::Release);
+        ty.state.store(ATTACHED, Ordering::Release);
+    }
+    drop(g);
+    match state {
         ATTACHED if explicit => panic!("malloc_type_attach: `{}' already on list", ty.shortdesc),
-        // Another first user attached it meanwhile.
-        ATTACHED => return,
         DETACHED if !explicit => panic!(
             "malloc: type `{}' used after malloc_type_detach",
             ty.shortdesc
         ),
+        // Attached now (by us, or by another first user meanwhile).
         _ => {}
     }
-    // A limit set while detached stays; a type's first attach sets it.
-    if ty.state.load(Ordering::Relaxed) == NEW {
-        ty.c.limit.store(limit, Ordering::Relaxed);
-    }
-    ty.next
-        .store(HEAD.load(Ordering::Relaxed), Ordering::Release);
-    HEAD.store(ptr::from_ref(ty).cast_mut(), Ordering::Release);
-    ty.state.store(ATTACHED, Ordering::Release);
 }
 
 /// `malloc_type_attach(type)`: put a type on the list of attached types,
@@ -436,12 +441,14 @@ pub fn malloc_type_detach(ty: &'static MallocType) {
     if ty.magic != M_MAGIC {
         panic!("malloc_type_detach: bad magic");
     }
-    let _g = REGISTRY.lock();
+    let g = REGISTRY.lock();
     if ty.state.load(Ordering::Acquire) != ATTACHED {
+        drop(g);
         panic!("malloc_type_detach: `{}' not on list", ty.shortdesc);
     }
     let live = ty.c.inuse.load(Ordering::Relaxed);
     if live != 0 {
+        drop(g);
         panic!(
             "malloc_type_detach: `{}' still has {live} blocks in use",
             ty.shortdesc
