@@ -13,6 +13,7 @@ MALLOC_DEFINE!(M_BAD, "bad", "bad input");
 MALLOC_DEFINE!(M_BAD2, "bad2", "the other type");
 MALLOC_DEFINE!(M_DF, "double", "double free");
 MALLOC_DEFINE!(M_INTR, "intr", "interrupt context");
+MALLOC_DEFINE!(M_INTRFIRST, "intrfirst", "first used in a handler");
 MALLOC_DEFINE!(M_HUGE, "huge", "sizes that never fit");
 MALLOC_JUSTDEFINE!(M_UNATTACHED, "unattached", "never attached");
 MALLOC_JUSTDEFINE!(M_CYCLE, "cycle", "attach / detach cycles");
@@ -200,6 +201,12 @@ fn handler(_: &'static ()) {
             realloc(std::ptr::null_mut(), 64, &M_INTR, M_WAITOK | M_ZERO);
         }
     })));
+    // A type whose first use is in a handler attaches there.
+    v.push(message(std::panic::catch_unwind(|| {
+        let p = malloc(16, &M_INTRFIRST, M_NOWAIT).expect("memory in a handler");
+        // SAFETY: ours.
+        unsafe { free(p.as_ptr(), &M_INTRFIRST) };
+    })));
     // M_NOWAIT works, small and large, and so do free and realloc.
     let p = malloc(64, &M_INTR, M_NOWAIT).expect("memory in a handler");
     // SAFETY: ours.
@@ -225,7 +232,10 @@ fn m_waitok_panics_in_interrupt_context_m_nowait_works() {
         [
             "malloc(M_WAITOK): kmem(9) should not be used from the interrupt context",
             "realloc(M_WAITOK): kmem(9) should not be used from the interrupt context",
+            "ok",
             "done"
         ]
     );
+    assert!(M_INTRFIRST.is_attached());
+    assert_eq!(M_INTRFIRST.stats().calls, 1);
 }
