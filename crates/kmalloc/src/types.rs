@@ -126,7 +126,10 @@ pub struct MallocTypeStats {
     /// `ks_memuse`: bytes live, each block counted at the size kmem
     /// reserved for it ("MemUse").
     pub memuse: usize,
-    /// `ks_maxused`: the most bytes ever live ("HighUse").
+    /// `ks_maxused`: the most bytes ever live ("HighUse"). A block's bytes
+    /// count from the moment its allocation reserved them against the
+    /// limit, so an `M_NOWAIT` allocation that kmem then refused may have
+    /// been part of a peak another allocation recorded.
     pub maxused: usize,
     /// `ks_limit`: the byte limit ("Limit"; `usize::MAX`: none).
     pub limit: usize,
