@@ -26,9 +26,15 @@ const LIBRARY_CRATES: &[&str] = &[
     "bsdalloc-pool",
     "bsdalloc-pool-cache",
     "bsdalloc-kmem",
+    "bsdalloc-kmalloc",
 ];
 /// Crates with a `debug-all` feature whose tests run a second time with it.
-const DEBUG_FEATURE_CRATES: &[&str] = &["bsdalloc-pool", "bsdalloc-pool-cache", "bsdalloc-kmem"];
+const DEBUG_FEATURE_CRATES: &[&str] = &[
+    "bsdalloc-pool",
+    "bsdalloc-pool-cache",
+    "bsdalloc-kmem",
+    "bsdalloc-kmalloc",
+];
 /// Debug features that change behaviour (not only add checks): each runs
 /// its own test target.
 const FEATURE_TESTS: &[(&str, &str, &str)] = &[

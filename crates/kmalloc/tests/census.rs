@@ -1,0 +1,202 @@
+//! Census at teardown, on a kmem instance of malloc's own (`malloc_init`)
+//! over a counting page source with a memory budget: a threaded workload
+//! over several types; `M_WAITOK` waiting for the kernel map once the
+//! budget is used up (counted in the type's "Kern Limit" column) and
+//! woken by a free; then every type is at zero, kmem's census finds
+//! nothing outstanding, and after destroy every page and every byte of
+//! address space is back with the page source.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+
+use bsdalloc_kmalloc::*;
+use bsdalloc_kmem::{Kmem, KmemCensus, KmemConfig};
+use bsdalloc_platform::{Committed, OS_PAGES, PageError, PageSource, PageStats, Protection};
+
+/// OS pages, counted.
+struct Counting {
+    reserved: AtomicIsize,
+    committed: AtomicIsize,
+}
+
+// SAFETY: forwards to OS_PAGES.
+unsafe impl PageSource for Counting {
+    fn page_size(&self) -> usize {
+        OS_PAGES.page_size()
+    }
+    fn reserve(&self, len: usize, align: usize) -> Result<NonNull<u8>, PageError> {
+        let r = OS_PAGES.reserve(len, align)?;
+        self.reserved.fetch_add(len as isize, Ordering::Relaxed);
+        Ok(r)
+    }
+    unsafe fn commit(
+        &self,
+        a: NonNull<u8>,
+        len: usize,
+        wire: bool,
+    ) -> Result<Committed, PageError> {
+        // SAFETY: the caller's contract.
+        let r = unsafe { OS_PAGES.commit(a, len, wire) }?;
+        self.committed.fetch_add(len as isize, Ordering::Relaxed);
+        Ok(r)
+    }
+    unsafe fn decommit(&self, a: NonNull<u8>, len: usize) {
+        self.committed.fetch_sub(len as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract.
+        unsafe { OS_PAGES.decommit(a, len) }
+    }
+    unsafe fn protect(&self, a: NonNull<u8>, len: usize, p: Protection) -> Result<(), PageError> {
+        // SAFETY: the caller's contract.
+        unsafe { OS_PAGES.protect(a, len, p) }
+    }
+    unsafe fn release(&self, a: NonNull<u8>, len: usize) {
+        self.reserved.fetch_sub(len as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract.
+        unsafe { OS_PAGES.release(a, len) }
+    }
+    fn stats(&self) -> PageStats {
+        OS_PAGES.stats()
+    }
+}
+
+static PAGES: Counting = Counting {
+    reserved: AtomicIsize::new(0),
+    committed: AtomicIsize::new(0),
+};
+static K: Kmem = Kmem::new();
+static OTHER: Kmem = Kmem::new();
+
+MALLOC_DEFINE!(M_C0, "census0", "census workload 0");
+MALLOC_DEFINE!(M_C1, "census1", "census workload 1");
+MALLOC_DEFINE!(M_MAPWAIT, "mapwait", "waits for the kernel map");
+
+static TYPES: [&MallocType; 3] = [&M_C0, &M_C1, &M_TEMP];
+
+fn workload(w: usize) {
+    let ps = backend().page_size();
+    let mut live: Vec<(usize, usize, usize)> = Vec::new();
+    for i in 0..3000usize {
+        let t = (i + w) % TYPES.len();
+        let size = match (i + w) % 6 {
+            0 => i % 64,
+            1 => 100 + i % 900,
+            2 => 1025 + i % 2000,
+            3 => ps + (i * 97) % (2 * ps),
+            _ => 8,
+        };
+        let flags = match i % 3 {
+            0 => M_WAITOK,
+            1 => M_NOWAIT,
+            _ => M_WAITOK | M_ZERO,
+        };
+        if let Some(p) = malloc(size, TYPES[t], flags) {
+            // SAFETY: `size` bytes.
+            unsafe { p.as_ptr().write_bytes(i as u8, size) };
+            live.push((p.as_ptr().addr(), t, size));
+        }
+        if (live.len() > 6 || i % 4 == 0) && !live.is_empty() {
+            let (p, t, _) = live.swap_remove(i % live.len());
+            // SAFETY: ours.
+            unsafe { free(p as *mut u8, TYPES[t]) };
+        }
+    }
+    for (p, t, _) in live {
+        // SAFETY: ours.
+        unsafe { free(p as *mut u8, TYPES[t]) };
+    }
+}
+
+/// Use the budget up with `M_NOWAIT`, start an `M_WAITOK` allocation and
+/// free one block once it had to wait for the kernel map. Returns whether
+/// it waited (it may not, if reclaiming the caches freed memory after the
+/// fill failed).
+fn wait_for_the_map() -> bool {
+    let ps = backend().page_size();
+    let chunk = 3 * ps; // 4 pages with the header's page
+    let mut held = Vec::new();
+    while let Some(p) = malloc(chunk, &M_MAPWAIT, M_NOWAIT) {
+        held.push(p.as_ptr().addr());
+        assert!(held.len() < 10_000, "the budget was passed");
+    }
+    let before = M_MAPWAIT.stats().mapblocks;
+    let done = AtomicBool::new(false);
+    let waited = std::thread::scope(|s| {
+        let sleeper = s.spawn(|| {
+            let p = malloc(chunk, &M_MAPWAIT, M_WAITOK).expect("M_WAITOK never fails");
+            done.store(true, Ordering::Release);
+            // SAFETY: ours.
+            unsafe { free(p.as_ptr(), &M_MAPWAIT) };
+        });
+        while M_MAPWAIT.stats().mapblocks == before && !done.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        let waited = M_MAPWAIT.stats().mapblocks > before;
+        let p = held.pop().unwrap() as *mut u8;
+        // SAFETY: ours.
+        unsafe { free(p, &M_MAPWAIT) };
+        sleeper.join().unwrap();
+        waited
+    });
+    for p in held {
+        // SAFETY: ours.
+        unsafe { free(p as *mut u8, &M_MAPWAIT) };
+    }
+    waited
+}
+
+#[test]
+fn census_at_teardown_on_an_instance_of_its_own() {
+    K.bootstrap(
+        KmemConfig::new()
+            .pages(&PAGES)
+            .va_size(128 << 20)
+            .limit_pages(512)
+            .free_target_pages(0),
+    )
+    .unwrap();
+    malloc_init(&K).unwrap();
+    malloc_init(&K).unwrap();
+    assert_eq!(malloc_init(&OTHER), Err(MallocError::AlreadyInitialised));
+    assert!(std::ptr::eq(backend(), &K));
+
+    std::thread::scope(|s| {
+        for w in 0..3 {
+            s.spawn(move || workload(w));
+        }
+    });
+    assert!(
+        (0..5).any(|_| wait_for_the_map()),
+        "an M_WAITOK allocation never had to wait for the kernel map"
+    );
+    let s = M_MAPWAIT.stats();
+    assert!(s.mapblocks >= 1);
+    let table = malloc_stats().to_string();
+    assert!(table.contains("Memory Totals:  In Use    Free    Requests"));
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("mapwait"))
+        .unwrap();
+    assert!(
+        row.contains(&format!("{:>5}{:>6}", s.limblocks, s.mapblocks)),
+        "{row}"
+    );
+
+    for t in TYPES.iter().chain([&&M_MAPWAIT]) {
+        let s = t.stats();
+        assert_eq!((s.inuse, s.memuse), (0, 0), "{s:?}");
+        assert!(s.calls > 0, "{s:?}");
+    }
+    assert_eq!(K.census(), KmemCensus::default());
+    // SAFETY: nothing is used any more (and nothing allocates after).
+    unsafe { K.destroy() };
+    assert_eq!(
+        PAGES.committed.load(Ordering::Relaxed),
+        0,
+        "pages committed"
+    );
+    assert_eq!(
+        PAGES.reserved.load(Ordering::Relaxed),
+        0,
+        "address space reserved"
+    );
+}
