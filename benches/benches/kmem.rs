@@ -5,6 +5,9 @@
 //!   one thread — against mimalloc, glibc and talc. Also RSS per live byte
 //!   for the mix (100k live blocks) for us and mimalloc, and our counters
 //!   per op.
+//! - K6: the same churn through malloc(9) (`malloc(size, M_TEMP,
+//!   M_WAITOK)`, its header and per-type statistics) against plain kmem
+//!   in the same run (goal: ≤ K1 + 2 ns).
 //! - K5 end to end: 16 KiB–4 MiB through `kmem_alloc` (the `kva` arena, its
 //!   quantum caches, the kernel map's pages), every page touched — against
 //!   mimalloc and glibc; and our OS calls per op in steady state.
@@ -92,6 +95,56 @@ fn counters(case: &str, a: &KmemStats, b: &KmemStats, map: (u64, u64), ops: f64)
         large as f64 / ops,
         (map.1 - map.0) as f64 / ops,
     )
+}
+
+fn k6(c: &mut Criterion) {
+    use bsdalloc_kmalloc::{M_TEMP, M_WAITOK, free, malloc};
+    let mut g = c.benchmark_group("K6/malloc9-vs-kmem-mix-8B-4K-live10k");
+    {
+        let mut rng = Xorshift::new(13);
+        let mut live: Vec<(*mut u8, usize)> = (0..LIVE)
+            .map(|_| {
+                let s = k1_size(&mut rng);
+                (malloc(s, &M_TEMP, M_WAITOK).unwrap().as_ptr(), s)
+            })
+            .collect();
+        g.bench_function("ours", |b| {
+            b.iter(|| {
+                // SAFETY: a live M_TEMP block.
+                churn!(live, rng, |p, _s| unsafe { free(p, &M_TEMP) }, |s| malloc(
+                    s, &M_TEMP, M_WAITOK
+                )
+                .unwrap()
+                .as_ptr())
+            })
+        });
+        for (p, _) in live {
+            // SAFETY: as above.
+            unsafe { free(p, &M_TEMP) };
+        }
+    }
+    {
+        let mut rng = Xorshift::new(13);
+        let mut live: Vec<(*mut u8, usize)> = (0..LIVE)
+            .map(|_| {
+                let s = k1_size(&mut rng);
+                (ours_alloc(s), s)
+            })
+            .collect();
+        g.bench_function("kmem-K1", |b| {
+            b.iter(|| {
+                // SAFETY: a live block of ours with its size.
+                churn!(live, rng, |p, s| unsafe { kmem_free(p, s) }, |s| {
+                    ours_alloc(s)
+                })
+            })
+        });
+        for (p, s) in live {
+            // SAFETY: as above.
+            unsafe { kmem_free(p, s) };
+        }
+    }
+    g.finish();
 }
 
 fn os_calls() -> u64 {
@@ -335,9 +388,12 @@ fn all(c: &mut Criterion) {
          |---|---|---|---|---|---|---|---|\n",
     );
     // First, while both heaps are fresh: RSS growth is then each one's own.
-    k1_memory(&mut extra);
+    let mut memory = String::new();
+    k1_memory(&mut memory);
     k1(c, &mut extra);
+    k6(c);
     k5(c, &mut extra);
+    extra.push_str(&memory);
     bsdalloc_benches::append_extra(&extra);
 }
 

@@ -54,6 +54,11 @@ pub const GOALS: &[Goal] = &[
         goal: "<= 1.0x mimalloc; RSS / live bytes <= 1.3",
     },
     Goal {
+        case: "K6",
+        what: "malloc(9) with header and type (M_TEMP) vs plain kmem, K1's churn",
+        goal: "<= K1 + 2 ns",
+    },
+    Goal {
         case: "K5",
         what: "large allocations 16 KiB-4 MiB, every page touched: the page layer (uvm_km_alloc WIRED) and end to end through kmem_alloc",
         goal: "no OS call per op in steady state; kmem <= 1.0x the faster of mimalloc and glibc (page layer: <= 1.5x mimalloc)",

@@ -1,8 +1,8 @@
 //! `pool_cache_ops MODE N`: N get+put pairs of one kind, for instruction
 //! counting under callgrind. MODE is `pc` (a 64-byte `RawPoolCache`
 //! get+put, `PR_NOWAIT`, hot), `typed` (a `PoolCache<[u8; 64]>` box taken
-//! and dropped), `kmem` / `kmem-mi` (K1's churn through kmem or
-//! mimalloc), `depot` (1000 gets then 1000 puts, as G2), `miss` (a typed get that misses and a `destruct`: the
+//! and dropped), `kmem` / `kmem-mi` / `malloc9` (K1's churn through
+//! kmem, mimalloc or malloc(9)), `depot` (1000 gets then 1000 puts, as G2), `miss` (a typed get that misses and a `destruct`: the
 //! miss path to the pool and back), `qcache` (a 4-quantum `vmem_alloc`+`vmem_free` through a
 //! quantum cache), `percpu` (one empty `PerCpu::with` section, for
 //! reference) or `mimalloc` (malloc+free 64 B).
@@ -81,6 +81,24 @@ fn main() {
                     // SAFETY: objects of PC.
                     unsafe { PC.put(black_box(p)) };
                 }
+            }
+        }
+        "malloc9" => {
+            // K6: K1's churn through malloc(9) with M_TEMP.
+            use bsdalloc_kmalloc::{M_TEMP, M_WAITOK, free, malloc};
+            let mut rng = bsdalloc_benches::Xorshift::new(11);
+            let size = |rng: &mut bsdalloc_benches::Xorshift| {
+                let base = 1usize << (3 + rng.below(9));
+                base + rng.below(base as u64 + 1) as usize
+            };
+            let mut live: Vec<*mut u8> = (0..10_000)
+                .map(|_| malloc(size(&mut rng), &M_TEMP, M_WAITOK).unwrap().as_ptr())
+                .collect();
+            for _ in 0..n {
+                let i = rng.below(10_000) as usize;
+                // SAFETY: a live M_TEMP block.
+                unsafe { free(live[i], &M_TEMP) };
+                live[i] = black_box(malloc(size(&mut rng), &M_TEMP, M_WAITOK).unwrap().as_ptr());
             }
         }
         "kmem" | "kmem-mi" => {
