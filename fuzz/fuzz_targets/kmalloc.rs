@@ -116,7 +116,13 @@ fn model_classes(ps: usize, cu: usize) -> Vec<usize> {
         .iter()
         .copied()
         .filter(|&s| s <= ps)
-        .filter(|&s| if s < cu { cu % s == 0 } else { s % ps == 0 || s % cu == 0 })
+        .filter(|&s| {
+            if s < cu {
+                cu % s == 0
+            } else {
+                s % ps == 0 || s % cu == 0
+            }
+        })
         .collect()
 }
 
@@ -153,7 +159,16 @@ impl TypeModel {
 
     fn check(&self, ty: &MallocType) {
         let s = ty.stats();
-        let got = (s.inuse, s.calls, s.memuse, s.maxused, s.size, s.limblocks, s.mapblocks, s.limit);
+        let got = (
+            s.inuse,
+            s.calls,
+            s.memuse,
+            s.maxused,
+            s.size,
+            s.limblocks,
+            s.mapblocks,
+            s.limit,
+        );
         let want = (
             self.inuse,
             self.calls,
@@ -168,7 +183,10 @@ impl TypeModel {
             got, want,
             "type `{ty}': (inuse, calls, memuse, maxused, size, limblocks, mapblocks, limit)"
         );
-        assert!(s.memuse >= self.requested, "type `{ty}': MemUse below the requested bytes");
+        assert!(
+            s.memuse >= self.requested,
+            "type `{ty}': MemUse below the requested bytes"
+        );
     }
 
     fn alloc(&mut self, reserved: usize, requested: usize) {
@@ -238,7 +256,7 @@ impl Ctx {
                 (c as isize - H as isize + (delta % 3) as isize).max(0) as usize
             }
             Size::Pages { n, delta } => {
-                ((1 + n as usize % 4) * ps) .wrapping_add_signed((delta % 3) as isize)
+                ((1 + n as usize % 4) * ps).wrapping_add_signed((delta % 3) as isize)
             }
             Size::Any(v) => v as usize % (4 * ps + ps / 2 + 1),
             Size::Huge(v) => match v % 6 {
@@ -306,12 +324,28 @@ impl Ctx {
 
     /// Account and check a fresh block; its first `keep` bytes hold
     /// `old_fill` (a realloc's copy), the rest is zero under `M_ZERO`.
-    fn take(&mut self, p: NonNull<u8>, size: usize, t: usize, flags: MFlags, keep: usize, old_fill: u8) {
+    fn take(
+        &mut self,
+        p: NonNull<u8>,
+        size: usize,
+        t: usize,
+        flags: MFlags,
+        keep: usize,
+        old_fill: u8,
+    ) {
         let (offset, _, reserved) = self.layout(size).unwrap();
         let addr = p.as_ptr() as usize;
-        assert_eq!(addr % MALLOC_ALIGN, 0, "{size} bytes at {addr:#x}: not {MALLOC_ALIGN}-aligned");
+        assert_eq!(
+            addr % MALLOC_ALIGN,
+            0,
+            "{size} bytes at {addr:#x}: not {MALLOC_ALIGN}-aligned"
+        );
         if size >= self.ps {
-            assert_eq!(addr % self.ps, 0, "{size} bytes at {addr:#x}: not page aligned");
+            assert_eq!(
+                addr % self.ps,
+                0,
+                "{size} bytes at {addr:#x}: not page aligned"
+            );
         }
         let block = addr - offset;
         if let Some((&a, &e)) = self.blocks.range(..block + reserved).next_back() {
@@ -325,17 +359,29 @@ impl Ctx {
         // SAFETY: `size` bytes, ours now.
         let s = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), size) };
         if let Some(i) = s[..keep].iter().position(|&x| x != old_fill) {
-            panic!("realloc to {size} at {addr:#x}: copied byte {i} is {:#04x}, not {old_fill:#04x}", s[i]);
+            panic!(
+                "realloc to {size} at {addr:#x}: copied byte {i} is {:#04x}, not {old_fill:#04x}",
+                s[i]
+            );
         }
         if flags.contains(M_ZERO) {
             if let Some(i) = s[keep..].iter().position(|&x| x != 0) {
-                panic!("M_ZERO block of {size} at {addr:#x}: byte {} is {:#04x}", keep + i, s[keep + i]);
+                panic!(
+                    "M_ZERO block of {size} at {addr:#x}: byte {} is {:#04x}",
+                    keep + i,
+                    s[keep + i]
+                );
             }
         }
         let fill = self.fill();
         s.fill(fill);
         self.models[t].alloc(reserved, H + size);
-        self.live.push(Live { addr, size, t, fill });
+        self.live.push(Live {
+            addr,
+            size,
+            t,
+            fill,
+        });
         // SAFETY: a live block of this type.
         assert_eq!(unsafe { malloc_usable_size(p, TYPES[t]) }, size);
     }
@@ -344,7 +390,9 @@ impl Ctx {
     fn release(&mut self, b: Live, realloc_zero: bool) {
         self.check_fill(&b);
         let (offset, _, reserved) = self.layout(b.size).unwrap();
-        self.blocks.remove(&(b.addr - offset)).expect("live block not in the block map");
+        self.blocks
+            .remove(&(b.addr - offset))
+            .expect("live block not in the block map");
         if realloc_zero {
             // SAFETY: a live block of this type, not used again.
             let r = unsafe { realloc(b.addr as *mut u8, 0, TYPES[b.t], M_WAITOK) };
@@ -370,7 +418,8 @@ fn limit_of(v: u16) -> usize {
 
 fuzz_target!(|input: Input| {
     INIT.call_once(|| {
-        K.bootstrap(KmemConfig::new().va_size(256 << 20)).expect("kmem bootstrap");
+        K.bootstrap(KmemConfig::new().va_size(256 << 20))
+            .expect("kmem bootstrap");
         malloc_init(&K).expect("malloc_init");
         for ty in TYPES {
             malloc_type_attach(ty);
@@ -382,7 +431,11 @@ fuzz_target!(|input: Input| {
         assert_eq!(M_FZ.limit(), arena / 10 * 6);
     });
     for ty in TYPES {
-        assert_eq!(malloc_types().filter(|t| std::ptr::eq(*t, ty)).count(), 1, "`{ty}' listed once");
+        assert_eq!(
+            malloc_types().filter(|t| std::ptr::eq(*t, ty)).count(),
+            1,
+            "`{ty}' listed once"
+        );
     }
     malloc_type_setlimit(&M_FZLIM, limit_of(input.limit));
     let ps = K.page_size();
@@ -401,21 +454,39 @@ fuzz_target!(|input: Input| {
     let mut checks = 0;
     for op in input.ops.into_iter().take(300) {
         match op {
-            Op::Malloc { limited, size, zero, nowait, canfail } => {
+            Op::Malloc {
+                limited,
+                size,
+                zero,
+                nowait,
+                canfail,
+            } => {
                 let t = limited as usize;
                 let size = cx.size(size);
                 let l = cx.layout(size);
                 if let Some((_, allocsize, reserved)) = l {
-                    assert_eq!(K.allocated_size(allocsize), Some(reserved), "kmem's reservation for {allocsize}");
+                    assert_eq!(
+                        K.allocated_size(allocsize),
+                        Some(reserved),
+                        "kmem's reservation for {allocsize}"
+                    );
                 }
                 let flags = cx.flags(t, zero, nowait, canfail, l.is_some());
                 let fails = cx.fails(t, l.is_some());
                 match malloc(size, TYPES[t], flags) {
                     Some(p) => {
-                        assert!(!fails, "malloc({size}, `{}', {flags:?}) succeeded; the model says it fails", TYPES[t]);
+                        assert!(
+                            !fails,
+                            "malloc({size}, `{}', {flags:?}) succeeded; the model says it fails",
+                            TYPES[t]
+                        );
                         cx.take(p, size, t, flags, 0, 0);
                     }
-                    None => assert!(fails, "malloc({size}, `{}', {flags:?}) failed; the model says it succeeds", TYPES[t]),
+                    None => assert!(
+                        fails,
+                        "malloc({size}, `{}', {flags:?}) failed; the model says it succeeds",
+                        TYPES[t]
+                    ),
                 }
             }
             Op::Free { pick } => {
@@ -432,7 +503,14 @@ fuzz_target!(|input: Input| {
                 let b = cx.live.swap_remove(pick as usize % cx.live.len());
                 cx.release(b, true);
             }
-            Op::Realloc { pick, limited, size, zero, nowait, canfail } => {
+            Op::Realloc {
+                pick,
+                limited,
+                size,
+                zero,
+                nowait,
+                canfail,
+            } => {
                 let size = cx.size(size);
                 let old = match pick {
                     Some(i) if !cx.live.is_empty() && size != 0 => {
@@ -449,10 +527,16 @@ fuzz_target!(|input: Input| {
                     // SAFETY: NULL.
                     match unsafe { realloc(std::ptr::null_mut(), size, TYPES[t], flags) } {
                         Some(p) => {
-                            assert!(!fails, "realloc(NULL, {size}, {flags:?}) succeeded; the model says it fails");
+                            assert!(
+                                !fails,
+                                "realloc(NULL, {size}, {flags:?}) succeeded; the model says it fails"
+                            );
                             cx.take(p, size, t, flags, 0, 0);
                         }
-                        None => assert!(fails, "realloc(NULL, {size}, {flags:?}) failed; the model says it succeeds"),
+                        None => assert!(
+                            fails,
+                            "realloc(NULL, {size}, {flags:?}) failed; the model says it succeeds"
+                        ),
                     }
                     cx.check_models();
                     continue;
@@ -463,21 +547,32 @@ fuzz_target!(|input: Input| {
                 let r = unsafe { realloc(b.addr as *mut u8, size, TYPES[t], flags) };
                 if size <= b.size {
                     // Never shrinks: the block itself, nothing accounted.
-                    assert_eq!(r.map(|p| p.as_ptr() as usize), Some(b.addr), "realloc to a smaller size moved");
+                    assert_eq!(
+                        r.map(|p| p.as_ptr() as usize),
+                        Some(b.addr),
+                        "realloc to a smaller size moved"
+                    );
                     cx.live.push(b);
                 } else if cx.fails(t, l.is_some()) {
-                    assert!(r.is_none(), "realloc({size}, {flags:?}) succeeded; the model says it fails");
+                    assert!(
+                        r.is_none(),
+                        "realloc({size}, {flags:?}) succeeded; the model says it fails"
+                    );
                     // The old block is untouched and still ours.
                     cx.check_fill(&b);
                     cx.live.push(b);
                 } else {
-                    let p = r.unwrap_or_else(|| panic!("realloc({size}, {flags:?}) failed; the model says it succeeds"));
+                    let p = r.unwrap_or_else(|| {
+                        panic!("realloc({size}, {flags:?}) failed; the model says it succeeds")
+                    });
                     assert_ne!(p.as_ptr() as usize, b.addr, "realloc grew in place");
                     // The new block was allocated before the old one was
                     // freed: account in that order (HighUse sees both).
                     let (offset, _, reserved) = cx.layout(b.size).unwrap();
                     cx.take(p, size, t, flags, b.size, b.fill);
-                    cx.blocks.remove(&(b.addr - offset)).expect("old block not in the block map");
+                    cx.blocks
+                        .remove(&(b.addr - offset))
+                        .expect("old block not in the block map");
                     cx.models[t].free(reserved, H + b.size);
                 }
             }
@@ -504,7 +599,11 @@ fuzz_target!(|input: Input| {
     assert!(cx.blocks.is_empty());
     for ty in TYPES {
         let s = ty.stats();
-        assert_eq!((s.inuse, s.memuse), (0, 0), "type `{ty}' not empty at the end");
+        assert_eq!(
+            (s.inuse, s.memuse),
+            (0, 0),
+            "type `{ty}' not empty at the end"
+        );
     }
     assert_eq!(K.census(), KmemCensus::default(), "kmem census at the end");
 });

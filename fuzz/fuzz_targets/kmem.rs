@@ -6,7 +6,11 @@
 //! multiples, and kmem_free. A model of the size classes, built here from
 //! the rules (not from kmem's tables), says which class or how many
 //! pages each size gets, and so its alignment; kmem's own answers must
-//! agree. Every block is filled with a byte of its own and checked at
+//! agree. A `Layout` (any size, alignments 1 to 32 KiB and some that are
+//! not powers of two) maps through `Kmem::layout_size` to the first of the
+//! size, the size raised to the line, the size raised to the page, whose
+//! class is aligned enough — refused above the page or when not a power
+//! of two — and the block is that aligned. Every block is filled with a byte of its own and checked at
 //! free (and by check-all); zalloc'd bytes must be zero; no two live
 //! blocks overlap, counting each at its class size or whole pages. The
 //! census (objects out of the caches' pools, large allocations and their
@@ -45,6 +49,15 @@ enum Op {
         nosleep: bool,
         intr: bool,
     },
+    /// A `Layout`'s size and alignment through `Kmem::layout_size`:
+    /// every power of two up to twice the largest page, and some that are
+    /// not powers of two.
+    AllocAligned {
+        size: Size,
+        align_log: u8,
+        zero: bool,
+        nosleep: bool,
+    },
     Free {
         pick: u16,
         intr: bool,
@@ -77,7 +90,12 @@ unsafe impl PageSource for Counting {
         self.reserved.fetch_add(len as isize, Ordering::Relaxed);
         Ok(r)
     }
-    unsafe fn commit(&self, a: NonNull<u8>, len: usize, wire: bool) -> Result<Committed, PageError> {
+    unsafe fn commit(
+        &self,
+        a: NonNull<u8>,
+        len: usize,
+        wire: bool,
+    ) -> Result<Committed, PageError> {
         // SAFETY: the caller's contract.
         let r = unsafe { OS_PAGES.commit(a, len, wire) }?;
         self.committed.fetch_add(len as isize, Ordering::Relaxed);
@@ -115,7 +133,10 @@ static MACHINES: [Machine; 3] = [
     // amd64: a "small" 32 MiB kmem arena (kva quantum caches of 4 pages).
     Machine {
         kmem: Kmem::new(),
-        pages: Counting { reserved: AtomicIsize::new(0), committed: AtomicIsize::new(0) },
+        pages: Counting {
+            reserved: AtomicIsize::new(0),
+            committed: AtomicIsize::new(0),
+        },
         page_size: 0,
         coherency_unit: 64,
         va_size: 64 << 20,
@@ -124,7 +145,10 @@ static MACHINES: [Machine; 3] = [
     // kmem arena (quantum caches of 16 pages).
     Machine {
         kmem: Kmem::new(),
-        pages: Counting { reserved: AtomicIsize::new(0), committed: AtomicIsize::new(0) },
+        pages: Counting {
+            reserved: AtomicIsize::new(0),
+            committed: AtomicIsize::new(0),
+        },
         page_size: 16384,
         coherency_unit: 128,
         va_size: 256 << 20,
@@ -133,7 +157,10 @@ static MACHINES: [Machine; 3] = [
     // aligned.
     Machine {
         kmem: Kmem::new(),
-        pages: Counting { reserved: AtomicIsize::new(0), committed: AtomicIsize::new(0) },
+        pages: Counting {
+            reserved: AtomicIsize::new(0),
+            committed: AtomicIsize::new(0),
+        },
         page_size: 8192,
         coherency_unit: 32,
         va_size: 64 << 20,
@@ -209,7 +236,9 @@ fn check_fill(b: &Live) {
 
 fn free_block(k: &Kmem, b: Live, by_addr: &mut BTreeMap<usize, usize>, intr: bool) {
     check_fill(&b);
-    by_addr.remove(&b.addr).expect("live block not in the address map");
+    by_addr
+        .remove(&b.addr)
+        .expect("live block not in the address map");
     // SAFETY: a live block of this instance, allocated with `size`.
     unsafe {
         if intr {
@@ -218,6 +247,65 @@ fn free_block(k: &Kmem, b: Live, by_addr: &mut BTreeMap<usize, usize>, intr: boo
             k.free(b.addr as *mut u8, b.size);
         }
     }
+}
+
+fn size_of(size: Size, classes: &[(usize, usize)], ps: usize) -> usize {
+    match size {
+        Size::Tiny(v) => 1 + v as usize % 64,
+        Size::Edge { class, delta } => {
+            let c = classes[class as usize % classes.len()].0;
+            (c as isize + (delta % 3) as isize).max(1) as usize
+        }
+        Size::Pages { n, delta } => {
+            let p = (1 + n as usize % 4) * ps;
+            (p as isize + (delta % 3) as isize) as usize
+        }
+        Size::Any(v) => 1 + v as usize % (4 * ps + ps / 2),
+    }
+}
+
+/// A fresh block of `size` bytes: no overlap with a live block's reserved
+/// range, zeroed if zalloc'd, then filled with a byte of its own.
+#[allow(clippy::too_many_arguments)]
+fn take(
+    p: NonNull<u8>,
+    size: usize,
+    reserved: usize,
+    large: bool,
+    zero: bool,
+    serial: &mut u8,
+    by_addr: &mut BTreeMap<usize, usize>,
+    live: &mut Vec<Live>,
+) {
+    let addr = p.as_ptr() as usize;
+    if let Some((&a, &e)) = by_addr.range(..addr + reserved).next_back() {
+        assert!(
+            e <= addr,
+            "{size} bytes at {addr:#x}..{:#x} overlap a live block at {a:#x}..{e:#x}",
+            addr + reserved
+        );
+    }
+    by_addr.insert(addr, addr + reserved);
+    // SAFETY: `size` bytes, ours now.
+    let s = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), size) };
+    if zero {
+        if let Some(i) = s.iter().position(|&x| x != 0) {
+            panic!(
+                "kmem_zalloc({size}) at {addr:#x}: byte {i} is {:#04x}",
+                s[i]
+            );
+        }
+    }
+    *serial = serial.wrapping_add(1);
+    let fill = if *serial == 0 { 0xa5 } else { *serial };
+    s.fill(fill);
+    live.push(Live {
+        addr,
+        size,
+        reserved,
+        large,
+        fill,
+    });
 }
 
 fn census_of(live: &[Live]) -> KmemCensus {
@@ -240,9 +328,17 @@ fuzz_target!(|input: Input| {
     let ps = k.page_size();
     let classes = model_classes(ps, m.coherency_unit);
     // The model of the classes is kmem's.
-    let theirs: Vec<(usize, usize)> =
-        k.size_classes().classes().iter().map(|c| (c.size, c.align)).collect();
-    assert_eq!(classes, theirs, "size classes for PAGE_SIZE {ps}, COHERENCY_UNIT {}", m.coherency_unit);
+    let theirs: Vec<(usize, usize)> = k
+        .size_classes()
+        .classes()
+        .iter()
+        .map(|c| (c.size, c.align))
+        .collect();
+    assert_eq!(
+        classes, theirs,
+        "size classes for PAGE_SIZE {ps}, COHERENCY_UNIT {}",
+        m.coherency_unit
+    );
 
     let start = k.stats().large;
     let mut live: Vec<Live> = Vec::new();
@@ -257,21 +353,19 @@ fuzz_target!(|input: Input| {
 
     for op in input.ops.into_iter().take(400) {
         match op {
-            Op::Alloc { size, zero, nosleep, intr } => {
-                let size = match size {
-                    Size::Tiny(v) => 1 + v as usize % 64,
-                    Size::Edge { class, delta } => {
-                        let c = classes[class as usize % classes.len()].0;
-                        (c as isize + (delta % 3) as isize).max(1) as usize
-                    }
-                    Size::Pages { n, delta } => {
-                        let p = (1 + n as usize % 4) * ps;
-                        (p as isize + (delta % 3) as isize) as usize
-                    }
-                    Size::Any(v) => 1 + v as usize % (4 * ps + ps / 2),
-                };
+            Op::Alloc {
+                size,
+                zero,
+                nosleep,
+                intr,
+            } => {
+                let size = size_of(size, &classes, ps);
                 let (reserved, align, large) = model_route(&classes, ps, size);
-                assert_eq!(k.allocated_size(size), Some(reserved), "allocated_size({size})");
+                assert_eq!(
+                    k.allocated_size(size),
+                    Some(reserved),
+                    "allocated_size({size})"
+                );
                 assert_eq!(k.alignment_of(size), Some(align), "alignment_of({size})");
                 let flags = if nosleep { KM_NOSLEEP } else { KM_SLEEP };
                 let p = match (zero, intr) {
@@ -282,31 +376,73 @@ fuzz_target!(|input: Input| {
                 };
                 // No budget on these maps: KM_NOSLEEP has no reason to fail.
                 let p = p.unwrap_or_else(|| panic!("{flags:?} allocation of {size} bytes failed"));
-                let addr = p.as_ptr() as usize;
-                assert_eq!(addr % align, 0, "{size} bytes at {addr:#x}: not {align}-aligned");
-                // No overlap with any live block's reserved range.
-                if let Some((&a, &e)) = by_addr.range(..addr + reserved).next_back() {
-                    assert!(
-                        e <= addr,
-                        "{size} bytes at {addr:#x}..{:#x} overlap a live block at {a:#x}..{e:#x}",
-                        addr + reserved
-                    );
-                }
-                by_addr.insert(addr, addr + reserved);
-                // SAFETY: `size` bytes, ours now.
-                let s = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), size) };
-                if zero {
-                    if let Some(i) = s.iter().position(|&x| x != 0) {
-                        panic!("kmem_zalloc({size}) at {addr:#x}: byte {i} is {:#04x}", s[i]);
-                    }
-                }
-                serial = serial.wrapping_add(1);
-                let fill = if serial == 0 { 0xa5 } else { serial };
-                s.fill(fill);
+                assert_eq!(
+                    p.as_ptr() as usize % align,
+                    0,
+                    "{size} bytes at {p:p}: not {align}-aligned"
+                );
+                take(
+                    p,
+                    size,
+                    reserved,
+                    large,
+                    zero,
+                    &mut serial,
+                    &mut by_addr,
+                    &mut live,
+                );
                 if large {
                     large_allocs += 1;
                 }
-                live.push(Live { addr, size, reserved, large, fill });
+            }
+            Op::AllocAligned {
+                size,
+                align_log,
+                zero,
+                nosleep,
+            } => {
+                let size = size_of(size, &classes, ps);
+                let align = match align_log % 20 {
+                    l @ 0..16 => 1usize << l,
+                    // Not powers of two.
+                    l => [3, 24, 96, 6144][l as usize - 16],
+                };
+                let want = if !align.is_power_of_two() || align > ps {
+                    None
+                } else {
+                    [size, size.max(m.coherency_unit), size.max(ps)]
+                        .into_iter()
+                        .find(|&s| model_route(&classes, ps, s).1 >= align)
+                };
+                let got = k.layout_size(size, align);
+                assert_eq!(got, want, "layout_size({size}, {align})");
+                let Some(req) = got else { continue };
+                let (reserved, _, large) = model_route(&classes, ps, req);
+                let flags = if nosleep { KM_NOSLEEP } else { KM_SLEEP };
+                let p = if zero {
+                    k.zalloc(req, flags)
+                } else {
+                    k.alloc(req, flags)
+                };
+                let p = p.unwrap_or_else(|| panic!("{flags:?} allocation of {req} bytes failed"));
+                assert_eq!(
+                    p.as_ptr() as usize % align,
+                    0,
+                    "layout ({size}, {align}): {req} bytes at {p:p}"
+                );
+                take(
+                    p,
+                    req,
+                    reserved,
+                    large,
+                    zero,
+                    &mut serial,
+                    &mut by_addr,
+                    &mut live,
+                );
+                if large {
+                    large_allocs += 1;
+                }
             }
             Op::Free { pick, intr } => {
                 if live.is_empty() {
@@ -342,8 +478,16 @@ fuzz_target!(|input: Input| {
                 assert_eq!(k.census(), KmemCensus::default(), "census before destroy");
                 // SAFETY: nothing of the instance is live or used.
                 unsafe { k.destroy() };
-                assert_eq!(m.pages.committed.load(Ordering::Relaxed), 0, "pages committed after destroy");
-                assert_eq!(m.pages.reserved.load(Ordering::Relaxed), 0, "address space reserved after destroy");
+                assert_eq!(
+                    m.pages.committed.load(Ordering::Relaxed),
+                    0,
+                    "pages committed after destroy"
+                );
+                assert_eq!(
+                    m.pages.reserved.load(Ordering::Relaxed),
+                    0,
+                    "address space reserved after destroy"
+                );
                 m.boot();
                 boots_since_start += 1;
                 large_allocs = 0;
@@ -361,10 +505,26 @@ fuzz_target!(|input: Input| {
     // The census: everything back, live counters where they started.
     assert_eq!(k.census(), KmemCensus::default(), "census at the end");
     let end = k.stats().large;
-    assert_eq!((end.live, end.live_bytes), (0, 0), "large path live counters");
+    assert_eq!(
+        (end.live, end.live_bytes),
+        (0, 0),
+        "large path live counters"
+    );
     // destroy resets the counters; otherwise they moved by the model's.
-    let (a0, f0) = if boots_since_start > 0 { (0, 0) } else { (start.allocs, start.frees) };
+    let (a0, f0) = if boots_since_start > 0 {
+        (0, 0)
+    } else {
+        (start.allocs, start.frees)
+    };
     assert_eq!(end.allocs - a0, large_allocs, "large allocations");
     assert_eq!(end.frees - f0, large_frees, "large frees");
-    assert_eq!(end.fails, if boots_since_start > 0 { 0 } else { start.fails }, "large failures");
+    assert_eq!(
+        end.fails,
+        if boots_since_start > 0 {
+            0
+        } else {
+            start.fails
+        },
+        "large failures"
+    );
 });
