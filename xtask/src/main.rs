@@ -481,8 +481,9 @@ fn full_tier(run: &mut Run) {
                 "--target-dir",
                 "target/asan",
             ])
-            .env("RUSTFLAGS", "-Zsanitizer=address")
-            .env("RUSTDOCFLAGS", "-Zsanitizer=address")
+            // With kmem's tracking hooks: ASan sees inside the slabs.
+            .env("RUSTFLAGS", "-Zsanitizer=address --cfg bsdalloc_asan")
+            .env("RUSTDOCFLAGS", "-Zsanitizer=address --cfg bsdalloc_asan")
             // The tests' intentional leaks (`&'static` fixtures) are
             // suppressed by name; the names are in frames only the slow
             // unwinder sees.

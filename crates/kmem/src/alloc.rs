@@ -192,8 +192,11 @@ impl Kmem {
                     }
                     return None;
                 };
+                let cs = k.classes.classes()[i].size;
+                crate::track::handing_out(p, cs);
                 // SAFETY: a fresh object of class `i`, at least `a` bytes.
-                unsafe { crate::debug::on_alloc(p, size, a, k.classes.classes()[i].size) };
+                unsafe { crate::debug::on_alloc(p, size, a, cs) };
+                crate::track::allocated(p, size, cs);
                 Some(p)
             }
             Route::Pages(bytes) => self.large_alloc(k, size, bytes, flags),
@@ -238,10 +241,14 @@ impl Kmem {
             Route::Cache(i, a) => {
                 // SAFETY: bootstrap creates a cache for every class.
                 let pc = unsafe { k.caches[i].unwrap_unchecked() };
+                let cs = k.classes.classes()[i].size;
+                // The footer and redzone checks read the class tail.
+                crate::track::unpoison(p.as_ptr(), cs);
                 // SAFETY: the caller's contract: an object of this class,
                 // allocated with `size`.
                 unsafe {
-                    crate::debug::on_free(p, size, a, k.classes.classes()[i].size);
+                    crate::debug::on_free(p, size, a, cs);
+                    crate::track::poison(p.as_ptr(), cs);
                     pc.put(p);
                 }
             }

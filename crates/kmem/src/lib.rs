@@ -115,6 +115,13 @@
 //! caches, so it runs on its own. Large allocations carry no footer or
 //! redzone, as in NetBSD.
 //!
+//! **Memory checkers.** Built with `RUSTFLAGS="-Zsanitizer=address --cfg
+//! bsdalloc_asan"`, kmem tells AddressSanitizer about its objects: a freed
+//! object is poisoned for its whole class size, an allocated one is
+//! addressable only for the bytes asked for, so a use after free or an
+//! overrun into the class tail is reported although the pool page stays
+//! mapped. Valgrind client requests (MALLOCLIKE/FREELIKE) are not done yet.
+//!
 //! ## NetBSD ↔ Rust
 //!
 //! | NetBSD | bsdalloc-kmem |
@@ -160,6 +167,7 @@ mod kmem;
 mod pages;
 mod stats;
 mod strings;
+mod track;
 
 pub use api::{
     kmem, kmem_alloc, kmem_free, kmem_init, kmem_intr_alloc, kmem_intr_free, kmem_intr_zalloc,
