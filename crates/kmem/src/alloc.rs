@@ -305,6 +305,7 @@ impl Kmem {
     /// The alignment an allocation of `size` bytes is guaranteed: its
     /// class's (8, the cache line, or the page), the page for whole pages;
     /// `None` for sizes that can never be allocated (or 0).
+    #[inline]
     pub fn alignment_of(&self, size: usize) -> Option<usize> {
         if size == 0 {
             return None;
@@ -320,6 +321,7 @@ impl Kmem {
     /// The bytes actually reserved for an allocation of `size` (its
     /// class's object size, or the whole pages); `None` as for
     /// [`alignment_of`](Kmem::alignment_of).
+    #[inline]
     pub fn allocated_size(&self, size: usize) -> Option<usize> {
         if size == 0 {
             return None;

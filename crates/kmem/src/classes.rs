@@ -225,6 +225,7 @@ impl SizeClasses {
     }
 
     /// The kept classes, smallest first.
+    #[inline]
     pub fn classes(&self) -> &[SizeClass] {
         &self.classes[..self.n]
     }

@@ -657,16 +657,19 @@ impl Kmem {
     }
 
     /// The page size this instance works with (`PAGE_SIZE`).
+    #[inline]
     pub fn page_size(&self) -> usize {
         self.inner().ps
     }
 
     /// The size classes of this instance.
+    #[inline]
     pub fn size_classes(&self) -> &SizeClasses {
         &self.inner().classes
     }
 
     /// The kernel map under this instance.
+    #[inline]
     pub fn map(&self) -> &'static KernelMap {
         self.inner().map
     }
