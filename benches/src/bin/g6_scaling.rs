@@ -157,26 +157,28 @@ fn main() {
         "---|".repeat(who.len())
     );
     let base: Vec<f64> = who.iter().map(|&(_, w)| g1(w, 1, ms)).collect();
+    // Rows right under the header (a blank line would end the table).
     for &t in &threads {
-        let _ = write!(out, "\n| {t} |");
+        let _ = write!(out, "| {t} |");
         for (i, &(_, w)) in who.iter().enumerate() {
             let m = if t == 1 { base[i] } else { g1(w, t, ms) };
             let _ = write!(out, " {:.1} (eff {:.2}) |", m, m / (t as f64 * base[i]));
         }
+        out.push('\n');
     }
     let _ = writeln!(
         out,
-        "\n\nG3 one producer -> T-1 consumers, ns per object:\n\n| threads | {} |\n|---|{}",
+        "\nG3 one producer -> T-1 consumers, ns per object:\n\n| threads | {} |\n|---|{}",
         who.iter().map(|w| w.0).collect::<Vec<_>>().join(" | "),
         "---|".repeat(who.len())
     );
     for &t in threads.iter().filter(|&&t| t >= 2) {
-        let _ = write!(out, "\n| {t} |");
+        let _ = write!(out, "| {t} |");
         for &(_, w) in &who {
             let _ = write!(out, " {:.1} |", g3(w, t - 1, 1 << 20));
         }
+        out.push('\n');
     }
-    out.push('\n');
     print!("{out}");
     if std::env::var("BSDALLOC_BENCH_EXTRA").is_ok() {
         bsdalloc_benches::append_extra(&out);
