@@ -22,11 +22,10 @@
 
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use arbitrary::Arbitrary;
 use bsdalloc_kmem::{KM_NOSLEEP, KM_SLEEP, Kmem, KmemCensus, KmemConfig};
-use bsdalloc_platform::{Committed, OS_PAGES, PageError, PageSource, PageStats, Protection};
+use bsdalloc_platform::{CountingPages, OS_PAGES, OsPages};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -74,55 +73,10 @@ struct Input {
     ops: Vec<Op>,
 }
 
-/// OS pages, counted: after destroy nothing may be left.
-struct Counting {
-    reserved: AtomicIsize,
-    committed: AtomicIsize,
-}
-
-// SAFETY: forwards to OS_PAGES.
-unsafe impl PageSource for Counting {
-    fn page_size(&self) -> usize {
-        OS_PAGES.page_size()
-    }
-    fn reserve(&self, len: usize, align: usize) -> Result<NonNull<u8>, PageError> {
-        let r = OS_PAGES.reserve(len, align)?;
-        self.reserved.fetch_add(len as isize, Ordering::Relaxed);
-        Ok(r)
-    }
-    unsafe fn commit(
-        &self,
-        a: NonNull<u8>,
-        len: usize,
-        wire: bool,
-    ) -> Result<Committed, PageError> {
-        // SAFETY: the caller's contract.
-        let r = unsafe { OS_PAGES.commit(a, len, wire) }?;
-        self.committed.fetch_add(len as isize, Ordering::Relaxed);
-        Ok(r)
-    }
-    unsafe fn decommit(&self, a: NonNull<u8>, len: usize) {
-        self.committed.fetch_sub(len as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract.
-        unsafe { OS_PAGES.decommit(a, len) }
-    }
-    unsafe fn protect(&self, a: NonNull<u8>, len: usize, p: Protection) -> Result<(), PageError> {
-        // SAFETY: the caller's contract.
-        unsafe { OS_PAGES.protect(a, len, p) }
-    }
-    unsafe fn release(&self, a: NonNull<u8>, len: usize) {
-        self.reserved.fetch_sub(len as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract.
-        unsafe { OS_PAGES.release(a, len) }
-    }
-    fn stats(&self) -> PageStats {
-        OS_PAGES.stats()
-    }
-}
-
 struct Machine {
     kmem: Kmem,
-    pages: Counting,
+    /// OS pages, counted: after destroy nothing may be left.
+    pages: CountingPages<OsPages>,
     /// `PAGE_SIZE` (0: the OS's).
     page_size: usize,
     coherency_unit: usize,
@@ -133,10 +87,7 @@ static MACHINES: [Machine; 3] = [
     // amd64: a "small" 32 MiB kmem arena (kva quantum caches of 4 pages).
     Machine {
         kmem: Kmem::new(),
-        pages: Counting {
-            reserved: AtomicIsize::new(0),
-            committed: AtomicIsize::new(0),
-        },
+        pages: CountingPages::new(&OS_PAGES),
         page_size: 0,
         coherency_unit: 64,
         va_size: 64 << 20,
@@ -145,10 +96,7 @@ static MACHINES: [Machine; 3] = [
     // kmem arena (quantum caches of 16 pages).
     Machine {
         kmem: Kmem::new(),
-        pages: Counting {
-            reserved: AtomicIsize::new(0),
-            committed: AtomicIsize::new(0),
-        },
+        pages: CountingPages::new(&OS_PAGES),
         page_size: 16384,
         coherency_unit: 128,
         va_size: 256 << 20,
@@ -157,10 +105,7 @@ static MACHINES: [Machine; 3] = [
     // aligned.
     Machine {
         kmem: Kmem::new(),
-        pages: Counting {
-            reserved: AtomicIsize::new(0),
-            committed: AtomicIsize::new(0),
-        },
+        pages: CountingPages::new(&OS_PAGES),
         page_size: 8192,
         coherency_unit: 32,
         va_size: 64 << 20,
@@ -479,12 +424,12 @@ fuzz_target!(|input: Input| {
                 // SAFETY: nothing of the instance is live or used.
                 unsafe { k.destroy() };
                 assert_eq!(
-                    m.pages.committed.load(Ordering::Relaxed),
+                    m.pages.committed_bytes(),
                     0,
                     "pages committed after destroy"
                 );
                 assert_eq!(
-                    m.pages.reserved.load(Ordering::Relaxed),
+                    m.pages.reserved_bytes(),
                     0,
                     "address space reserved after destroy"
                 );

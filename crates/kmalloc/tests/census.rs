@@ -6,63 +6,14 @@
 //! nothing outstanding, and after destroy every page and every byte of
 //! address space is back with the page source.
 
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bsdalloc_kmalloc::*;
 use bsdalloc_kmem::{Kmem, KmemCensus, KmemConfig};
-use bsdalloc_platform::{Committed, OS_PAGES, PageError, PageSource, PageStats, Protection};
+use bsdalloc_platform::{CountingPages, OS_PAGES, OsPages};
 
-/// OS pages, counted.
-struct Counting {
-    reserved: AtomicIsize,
-    committed: AtomicIsize,
-}
-
-// SAFETY: forwards to OS_PAGES.
-unsafe impl PageSource for Counting {
-    fn page_size(&self) -> usize {
-        OS_PAGES.page_size()
-    }
-    fn reserve(&self, len: usize, align: usize) -> Result<NonNull<u8>, PageError> {
-        let r = OS_PAGES.reserve(len, align)?;
-        self.reserved.fetch_add(len as isize, Ordering::Relaxed);
-        Ok(r)
-    }
-    unsafe fn commit(
-        &self,
-        a: NonNull<u8>,
-        len: usize,
-        wire: bool,
-    ) -> Result<Committed, PageError> {
-        // SAFETY: the caller's contract.
-        let r = unsafe { OS_PAGES.commit(a, len, wire) }?;
-        self.committed.fetch_add(len as isize, Ordering::Relaxed);
-        Ok(r)
-    }
-    unsafe fn decommit(&self, a: NonNull<u8>, len: usize) {
-        self.committed.fetch_sub(len as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract.
-        unsafe { OS_PAGES.decommit(a, len) }
-    }
-    unsafe fn protect(&self, a: NonNull<u8>, len: usize, p: Protection) -> Result<(), PageError> {
-        // SAFETY: the caller's contract.
-        unsafe { OS_PAGES.protect(a, len, p) }
-    }
-    unsafe fn release(&self, a: NonNull<u8>, len: usize) {
-        self.reserved.fetch_sub(len as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract.
-        unsafe { OS_PAGES.release(a, len) }
-    }
-    fn stats(&self) -> PageStats {
-        OS_PAGES.stats()
-    }
-}
-
-static PAGES: Counting = Counting {
-    reserved: AtomicIsize::new(0),
-    committed: AtomicIsize::new(0),
-};
+/// OS pages, counted: after teardown nothing may be left.
+static PAGES: CountingPages<OsPages> = CountingPages::new(&OS_PAGES);
 static K: Kmem = Kmem::new();
 static OTHER: Kmem = Kmem::new();
 
@@ -189,14 +140,6 @@ fn census_at_teardown_on_an_instance_of_its_own() {
     assert_eq!(K.census(), KmemCensus::default());
     // SAFETY: nothing is used any more (and nothing allocates after).
     unsafe { K.destroy() };
-    assert_eq!(
-        PAGES.committed.load(Ordering::Relaxed),
-        0,
-        "pages committed"
-    );
-    assert_eq!(
-        PAGES.reserved.load(Ordering::Relaxed),
-        0,
-        "address space reserved"
-    );
+    assert_eq!(PAGES.committed_bytes(), 0, "pages committed");
+    assert_eq!(PAGES.reserved_bytes(), 0, "address space reserved");
 }

@@ -5,61 +5,12 @@
 //! again with another configuration.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use bsdalloc_kmem::*;
-use bsdalloc_platform::{Committed, OS_PAGES, PageError, PageSource, PageStats, Protection};
+use bsdalloc_platform::{CountingPages, OS_PAGES, OsPages};
 
-/// OS pages, counted.
-struct Counting {
-    reserved: AtomicIsize,
-    committed: AtomicIsize,
-}
-
-// SAFETY: forwards to OS_PAGES.
-unsafe impl PageSource for Counting {
-    fn page_size(&self) -> usize {
-        OS_PAGES.page_size()
-    }
-    fn reserve(&self, len: usize, align: usize) -> Result<NonNull<u8>, PageError> {
-        let r = OS_PAGES.reserve(len, align)?;
-        self.reserved.fetch_add(len as isize, Ordering::Relaxed);
-        Ok(r)
-    }
-    unsafe fn commit(
-        &self,
-        a: NonNull<u8>,
-        len: usize,
-        wire: bool,
-    ) -> Result<Committed, PageError> {
-        // SAFETY: the caller's contract.
-        let r = unsafe { OS_PAGES.commit(a, len, wire) }?;
-        self.committed.fetch_add(len as isize, Ordering::Relaxed);
-        Ok(r)
-    }
-    unsafe fn decommit(&self, a: NonNull<u8>, len: usize) {
-        self.committed.fetch_sub(len as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract.
-        unsafe { OS_PAGES.decommit(a, len) }
-    }
-    unsafe fn protect(&self, a: NonNull<u8>, len: usize, p: Protection) -> Result<(), PageError> {
-        // SAFETY: the caller's contract.
-        unsafe { OS_PAGES.protect(a, len, p) }
-    }
-    unsafe fn release(&self, a: NonNull<u8>, len: usize) {
-        self.reserved.fetch_sub(len as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract.
-        unsafe { OS_PAGES.release(a, len) }
-    }
-    fn stats(&self) -> PageStats {
-        OS_PAGES.stats()
-    }
-}
-
-static PAGES: Counting = Counting {
-    reserved: AtomicIsize::new(0),
-    committed: AtomicIsize::new(0),
-};
+/// OS pages, counted: after teardown nothing may be left.
+static PAGES: CountingPages<OsPages> = CountingPages::new(&OS_PAGES);
 static K: Kmem = Kmem::new();
 
 fn workload(k: &'static Kmem) {
@@ -135,16 +86,8 @@ fn census_then_destroy_gives_every_page_back_and_the_storage_boots_again() {
     );
     // SAFETY: nothing is used any more.
     unsafe { K.destroy() };
-    assert_eq!(
-        PAGES.committed.load(Ordering::Relaxed),
-        0,
-        "pages committed"
-    );
-    assert_eq!(
-        PAGES.reserved.load(Ordering::Relaxed),
-        0,
-        "address space reserved"
-    );
+    assert_eq!(PAGES.committed_bytes(), 0, "pages committed");
+    assert_eq!(PAGES.reserved_bytes(), 0, "address space reserved");
 
     // Again, on the same storage, with 128-byte lines and a small map
     // (guard mode needs more address space: every allocation has its own
@@ -170,6 +113,6 @@ fn census_then_destroy_gives_every_page_back_and_the_storage_boots_again() {
     assert_eq!(K.census().outstanding(), 0);
     // SAFETY: nothing is used any more.
     unsafe { K.destroy() };
-    assert_eq!(PAGES.committed.load(Ordering::Relaxed), 0);
-    assert_eq!(PAGES.reserved.load(Ordering::Relaxed), 0);
+    assert_eq!(PAGES.committed_bytes(), 0);
+    assert_eq!(PAGES.reserved_bytes(), 0);
 }

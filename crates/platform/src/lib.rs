@@ -232,7 +232,7 @@ pub use mutex::{
     SpinMutexGuard,
 };
 pub use pages::PAGE_FAULTS;
-pub use pages::{Committed, PageError, PageSource, PageStats, Protection};
+pub use pages::{Committed, CountingPages, PageError, PageSource, PageStats, Protection};
 #[cfg(feature = "std")]
 pub use pages::{OS_PAGES, OsPages, page_size, resident_bytes};
 pub use percpu::{CpuLocal, PerCpu, Zeroable};

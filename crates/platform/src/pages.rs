@@ -134,6 +134,94 @@ pub unsafe trait PageSource: Sync {
     fn stats(&self) -> PageStats;
 }
 
+/// A page source that forwards to another and counts the bytes of address
+/// space reserved and the bytes committed through it: a census of what an
+/// allocator built on it still holds (after a teardown, both are 0).
+///
+/// ```
+/// use bsdalloc_platform::{CountingPages, OS_PAGES, PageSource};
+///
+/// static PAGES: CountingPages<bsdalloc_platform::OsPages> = CountingPages::new(&OS_PAGES);
+/// let va = PAGES.reserve(1 << 16, 4096).unwrap();
+/// assert_eq!(PAGES.reserved_bytes(), 1 << 16);
+/// unsafe { PAGES.release(va, 1 << 16) };
+/// assert_eq!((PAGES.reserved_bytes(), PAGES.committed_bytes()), (0, 0));
+/// ```
+#[derive(Debug)]
+pub struct CountingPages<S: 'static> {
+    inner: &'static S,
+    // Plain counters, not a protocol: core's atomics, also under loom.
+    reserved: core::sync::atomic::AtomicIsize,
+    committed: core::sync::atomic::AtomicIsize,
+}
+
+impl<S: PageSource + 'static> CountingPages<S> {
+    /// Counting over `inner`, from 0.
+    pub const fn new(inner: &'static S) -> Self {
+        CountingPages {
+            inner,
+            reserved: core::sync::atomic::AtomicIsize::new(0),
+            committed: core::sync::atomic::AtomicIsize::new(0),
+        }
+    }
+
+    /// Bytes of address space reserved and not released.
+    pub fn reserved_bytes(&self) -> isize {
+        self.reserved.load(Ordering::Relaxed)
+    }
+
+    /// Bytes committed and not decommitted.
+    pub fn committed_bytes(&self) -> isize {
+        self.committed.load(Ordering::Relaxed)
+    }
+}
+
+// SAFETY: every call forwards to `inner`, which keeps the contract; the
+// counters change nothing about the memory.
+unsafe impl<S: PageSource + 'static> PageSource for CountingPages<S> {
+    fn page_size(&self) -> usize {
+        self.inner.page_size()
+    }
+    fn reserve(&self, len: usize, align: usize) -> Result<NonNull<u8>, PageError> {
+        let r = self.inner.reserve(len, align)?;
+        self.reserved.fetch_add(len as isize, Ordering::Relaxed);
+        Ok(r)
+    }
+    unsafe fn commit(
+        &self,
+        addr: NonNull<u8>,
+        len: usize,
+        wire: bool,
+    ) -> Result<Committed, PageError> {
+        // SAFETY: the caller's contract.
+        let r = unsafe { self.inner.commit(addr, len, wire) }?;
+        self.committed.fetch_add(len as isize, Ordering::Relaxed);
+        Ok(r)
+    }
+    unsafe fn decommit(&self, addr: NonNull<u8>, len: usize) {
+        self.committed.fetch_sub(len as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract.
+        unsafe { self.inner.decommit(addr, len) }
+    }
+    unsafe fn protect(
+        &self,
+        addr: NonNull<u8>,
+        len: usize,
+        prot: Protection,
+    ) -> Result<(), PageError> {
+        // SAFETY: the caller's contract.
+        unsafe { self.inner.protect(addr, len, prot) }
+    }
+    unsafe fn release(&self, addr: NonNull<u8>, len: usize) {
+        self.reserved.fetch_sub(len as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract.
+        unsafe { self.inner.release(addr, len) }
+    }
+    fn stats(&self) -> PageStats {
+        self.inner.stats()
+    }
+}
+
 /// Counters of a page source.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PageStats {
