@@ -15,6 +15,9 @@ use core::ptr::NonNull;
 use crate::fault::FaultInjector;
 #[cfg(feature = "std")]
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+// CountingPages' counters are plain counters, not a protocol: core's
+// atomics in every build, loom's included.
+use core::sync::atomic::{AtomicIsize, Ordering as CountOrdering};
 
 /// The fault-injection point of the page source: `reserve` and `commit`
 /// requests consult it.
@@ -150,9 +153,8 @@ pub unsafe trait PageSource: Sync {
 #[derive(Debug)]
 pub struct CountingPages<S: 'static> {
     inner: &'static S,
-    // Plain counters, not a protocol: core's atomics, also under loom.
-    reserved: core::sync::atomic::AtomicIsize,
-    committed: core::sync::atomic::AtomicIsize,
+    reserved: AtomicIsize,
+    committed: AtomicIsize,
 }
 
 impl<S: PageSource + 'static> CountingPages<S> {
@@ -160,19 +162,19 @@ impl<S: PageSource + 'static> CountingPages<S> {
     pub const fn new(inner: &'static S) -> Self {
         CountingPages {
             inner,
-            reserved: core::sync::atomic::AtomicIsize::new(0),
-            committed: core::sync::atomic::AtomicIsize::new(0),
+            reserved: AtomicIsize::new(0),
+            committed: AtomicIsize::new(0),
         }
     }
 
     /// Bytes of address space reserved and not released.
     pub fn reserved_bytes(&self) -> isize {
-        self.reserved.load(Ordering::Relaxed)
+        self.reserved.load(CountOrdering::Relaxed)
     }
 
     /// Bytes committed and not decommitted.
     pub fn committed_bytes(&self) -> isize {
-        self.committed.load(Ordering::Relaxed)
+        self.committed.load(CountOrdering::Relaxed)
     }
 }
 
@@ -184,7 +186,8 @@ unsafe impl<S: PageSource + 'static> PageSource for CountingPages<S> {
     }
     fn reserve(&self, len: usize, align: usize) -> Result<NonNull<u8>, PageError> {
         let r = self.inner.reserve(len, align)?;
-        self.reserved.fetch_add(len as isize, Ordering::Relaxed);
+        self.reserved
+            .fetch_add(len as isize, CountOrdering::Relaxed);
         Ok(r)
     }
     unsafe fn commit(
@@ -195,11 +198,13 @@ unsafe impl<S: PageSource + 'static> PageSource for CountingPages<S> {
     ) -> Result<Committed, PageError> {
         // SAFETY: the caller's contract.
         let r = unsafe { self.inner.commit(addr, len, wire) }?;
-        self.committed.fetch_add(len as isize, Ordering::Relaxed);
+        self.committed
+            .fetch_add(len as isize, CountOrdering::Relaxed);
         Ok(r)
     }
     unsafe fn decommit(&self, addr: NonNull<u8>, len: usize) {
-        self.committed.fetch_sub(len as isize, Ordering::Relaxed);
+        self.committed
+            .fetch_sub(len as isize, CountOrdering::Relaxed);
         // SAFETY: the caller's contract.
         unsafe { self.inner.decommit(addr, len) }
     }
@@ -213,7 +218,8 @@ unsafe impl<S: PageSource + 'static> PageSource for CountingPages<S> {
         unsafe { self.inner.protect(addr, len, prot) }
     }
     unsafe fn release(&self, addr: NonNull<u8>, len: usize) {
-        self.reserved.fetch_sub(len as isize, Ordering::Relaxed);
+        self.reserved
+            .fetch_sub(len as isize, CountOrdering::Relaxed);
         // SAFETY: the caller's contract.
         unsafe { self.inner.release(addr, len) }
     }
