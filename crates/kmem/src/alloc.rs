@@ -199,7 +199,7 @@ impl Kmem {
                 crate::track::allocated(p, size, cs);
                 Some(p)
             }
-            Route::Pages(bytes) => self.large_alloc(k, size, bytes, flags),
+            Route::Pages(bytes) => self.large_alloc(k, size, bytes, flags, false),
             Route::TooBig => never_fits(k, size, flags),
         }
     }
@@ -208,10 +208,73 @@ impl Kmem {
     #[inline]
     #[track_caller]
     pub fn intr_zalloc(&self, size: usize, flags: KmFlags) -> Option<NonNull<u8>> {
+        // Whole pages are zeroed by the kernel map, which writes only the
+        // reused pages: those fresh from the page source are zero already.
+        #[cfg(not(feature = "guard"))]
+        if flags.is_valid()
+            && size != 0
+            && let Some(k) = self.try_inner()
+            && let Route::Pages(bytes) = route(k, size)
+        {
+            #[cfg(debug_assertions)]
+            if flags == KmFlags::SLEEP {
+                bsdalloc_platform::assert_sleepable("kmem_zalloc(KM_SLEEP)");
+            }
+            return self.large_alloc(k, size, bytes, flags, true);
+        }
         let p = self.intr_alloc(size, flags)?;
         // SAFETY: `size` bytes of ours.
         unsafe { p.as_ptr().write_bytes(0, size) };
         Some(p)
+    }
+
+    /// Resize an allocation in place: whether the allocation of `old`
+    /// bytes at `p` can hold `new` bytes without moving, because both sizes
+    /// are served by the same size class, or by the same number of whole
+    /// pages. If so the allocation now has size `new` (free it with
+    /// `new`) and `true` is returned; otherwise nothing changes. What a
+    /// `realloc` tries before it copies. Not in NetBSD (kmem has no
+    /// realloc).
+    ///
+    /// With `kmem-size`, `redzone` or `guard` the allocation's size is
+    /// recorded (a footer, a redzone right after the caller's bytes, the
+    /// guard page at the end), so those builds always answer `false`.
+    ///
+    /// ```
+    /// use bsdalloc_kmem::{KM_SLEEP, kmem};
+    ///
+    /// let k = kmem();
+    /// let p = k.alloc(200, KM_SLEEP).unwrap(); // kmem-00256
+    /// unsafe {
+    ///     let grew = k.resize_in_place(p, 200, 250);
+    ///     assert_eq!(grew, cfg!(not(any(feature = "kmem-size", feature = "redzone", feature = "guard"))));
+    ///     let size = if grew { 250 } else { 200 };
+    ///     assert!(!k.resize_in_place(p, size, 300)); // kmem-00320: another cache
+    ///     k.free(p.as_ptr(), size);
+    /// }
+    /// ```
+    ///
+    /// # Safety
+    /// `p` is a live allocation of this instance of exactly `old` bytes.
+    #[inline]
+    pub unsafe fn resize_in_place(&self, p: NonNull<u8>, old: usize, new: usize) -> bool {
+        if cfg!(any(feature = "kmem-size", feature = "redzone", feature = "guard"))
+            || old == 0
+            || new == 0
+        {
+            return false;
+        }
+        let k = self.inner();
+        match (route(k, old), route(k, new)) {
+            (Route::Cache(i, _), Route::Cache(j, _)) if i == j => {
+                let cs = k.classes.classes()[i].size;
+                crate::track::handing_out(p, cs);
+                crate::track::allocated(p, new, cs);
+                true
+            }
+            (Route::Pages(a), Route::Pages(b)) => a == b,
+            _ => false,
+        }
     }
 
     /// `kmem_intr_free`.
@@ -267,16 +330,19 @@ impl Kmem {
         size: usize,
         bytes: usize,
         flags: KmFlags,
+        zero: bool,
     ) -> Option<NonNull<u8>> {
         let vf = if flags == KmFlags::SLEEP {
             VmFlags::SLEEP
         } else {
             VmFlags::NOSLEEP
+        } | VmFlags::INSTANTFIT;
+        let r = if zero {
+            k.map.uvm_km_kmem_zalloc(k.kva, bytes, vf)
+        } else {
+            k.map.uvm_km_kmem_alloc(k.kva, bytes, vf)
         };
-        match k
-            .map
-            .uvm_km_kmem_alloc(k.kva, bytes, vf | VmFlags::INSTANTFIT)
-        {
+        match r {
             Ok(va) => {
                 self.large.allocs.fetch_add(1, Ordering::Relaxed);
                 self.large.live.fetch_add(1, Ordering::Relaxed);

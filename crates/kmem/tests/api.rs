@@ -57,6 +57,38 @@ fn zalloc_zeroes_exactly_the_size_even_when_reused() {
 }
 
 #[test]
+fn resize_in_place_stays_within_the_class_or_the_pages() {
+    let k = kmem();
+    let recorded = cfg!(any(feature = "kmem-size", feature = "redzone", feature = "guard"));
+    let ps = k.page_size();
+    // (old, new, same cache or same whole pages)
+    let cases = [
+        (200, 256, true),
+        (256, 193, true),
+        (200, 300, false),
+        (40, 24, false),
+        (3 * ps, 3 * ps - 100, true),
+        (3 * ps - 100, 2 * ps + 1, true),
+        (3 * ps, 3 * ps + 1, false),
+        (ps - 8, ps + 8, false),
+    ];
+    for (old, new, same) in cases {
+        let p = kmem_alloc(old, KM_SLEEP).unwrap();
+        fill_check(p, old.min(new), 0x5C);
+        // SAFETY: a live allocation of `old` bytes.
+        let moved = !unsafe { k.resize_in_place(p, old, new) };
+        assert_eq!(moved, recorded || !same, "{old} -> {new}");
+        let size = if moved { old } else { new };
+        if !moved {
+            // SAFETY: the allocation now has `new` bytes.
+            unsafe { p.as_ptr().write_bytes(0x5D, new) };
+        }
+        // SAFETY: ours, with its current size.
+        unsafe { kmem_free(p.as_ptr(), size) };
+    }
+}
+
+#[test]
 fn alignment_follows_the_class() {
     let k = kmem();
     let ps = k.page_size();

@@ -670,6 +670,46 @@ impl KernelMap {
         size: usize,
         flags: VmFlags,
     ) -> Result<usize, VmemError> {
+        self.kmem_alloc_impl(vmem, size, flags, UvmFlags::empty())
+    }
+
+    /// [`uvm_km_kmem_alloc`](KernelMap::uvm_km_kmem_alloc), zero-filled
+    /// (`UVM_KMF_ZERO`): pages fresh from the page source are zero
+    /// already and are not written; only reused cached pages are cleared.
+    /// What `kmem_zalloc` of whole pages and a `GlobalAlloc::alloc_zeroed`
+    /// want: no memset of memory the OS just zeroed.
+    ///
+    /// ```
+    /// use bsdalloc_uvm_pages::{KernelMap, KmConfig};
+    /// use bsdalloc_vmem::VmFlags;
+    ///
+    /// let map = KernelMap::bootstrap(KmConfig { size: 64 << 20, ..KmConfig::new() }).unwrap();
+    /// let ps = map.page_size();
+    /// let va = map.uvm_km_kmem_alloc(map.kmem_arena(), 2 * ps, VmFlags::SLEEP).unwrap();
+    /// unsafe { (va as *mut u8).write_bytes(0xa5, 2 * ps) };
+    /// map.uvm_km_kmem_free(map.kmem_arena(), va, 2 * ps); // cached for reuse
+    /// let va = map.uvm_km_kmem_zalloc(map.kmem_arena(), 2 * ps, VmFlags::SLEEP).unwrap();
+    /// assert!(unsafe { std::slice::from_raw_parts(va as *const u8, 2 * ps) }.iter().all(|&b| b == 0));
+    /// map.uvm_km_kmem_free(map.kmem_arena(), va, 2 * ps);
+    /// ```
+    #[track_caller]
+    pub fn uvm_km_kmem_zalloc(
+        &self,
+        vmem: &Arena,
+        size: usize,
+        flags: VmFlags,
+    ) -> Result<usize, VmemError> {
+        self.kmem_alloc_impl(vmem, size, flags, UvmFlags::ZERO)
+    }
+
+    #[track_caller]
+    fn kmem_alloc_impl(
+        &self,
+        vmem: &Arena,
+        size: usize,
+        flags: VmFlags,
+        zero: UvmFlags,
+    ) -> Result<usize, VmemError> {
         let Some(size) = self.round(size) else {
             self.count_failure();
             return Err(VmemError::NoMemory);
@@ -683,9 +723,9 @@ impl KernelMap {
             );
         }
         let uflags = if flags.contains(VmFlags::NOSLEEP) {
-            UvmFlags::NOWAIT
+            UvmFlags::NOWAIT | zero
         } else {
-            UvmFlags::empty()
+            zero
         };
         if self.back_or_wait(va, size, Backing::Wired, uflags).is_err() {
             vmem.free(va, size);
