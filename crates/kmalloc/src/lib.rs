@@ -85,7 +85,8 @@
 //! attached the `MALLOC_DEFINE`d types at boot through a link set; Rust
 //! has no portable link set, so such a type attaches itself at its first
 //! `malloc` (one load on the fast path; the first use takes the list
-//! lock). Attaching sets NetBSD's default limit, 60 % of the kmem arena,
+//! lock). Attaching sets NetBSD's default limit, 60 % of `nkmempages`
+//! (the kernel map's memory budget, or the kmem arena without one),
 //! unless the type was defined with one.
 //!
 //! **Why per-type atomics and not per-CPU counters.** Per-CPU counters

@@ -78,7 +78,7 @@ pub struct MallocType {
     /// `ks_longdesc`.
     longdesc: &'static str,
     /// The limit it was defined with (0: NetBSD's default, 60 % of the
-    /// kmem arena, set at attach).
+    /// memory budget or the kmem arena, set at attach).
     define_limit: usize,
     /// `MALLOC_DEFINE`: attached at first use.
     auto_attach: bool,
@@ -153,7 +153,7 @@ impl MallocType {
 
     /// As [`new`](MallocType::new), with a byte limit
     /// ([`MALLOC_DEFINE_LIMIT!`](crate::MALLOC_DEFINE_LIMIT); 0: the
-    /// default, 60 % of the kmem arena).
+    /// default, 60 % of the memory budget, or of the kmem arena without one).
     pub const fn with_limit(
         shortdesc: &'static str,
         longdesc: &'static str,
@@ -372,13 +372,20 @@ impl MallocType {
 static REGISTRY: SpinMutex<()> = SpinMutex::ranked(Ipl::Vm, LockRank::Registry, ());
 static HEAD: AtomicPtr<MallocType> = AtomicPtr::new(ptr::null_mut());
 
-/// NetBSD's default `ks_limit`: 60 % of the kmem arena.
+/// NetBSD's default `ks_limit`: 60 % of `nkmempages`. NetBSD sizes
+/// `nkmempages` from physical memory, capped by the kmem arena; here the
+/// memory budget of the kernel map is the physical memory, and the kmem
+/// arena the cap when there is no budget.
 fn default_limit() -> usize {
-    let kmemsize = crate::malloc::backend()
-        .map()
-        .kmem_arena()
-        .size(bsdalloc_vmem::SizeType::ALL);
-    kmemsize / 10 * 6
+    let map = crate::malloc::backend().map();
+    let kmemsize = map.kmem_arena().size(bsdalloc_vmem::SizeType::ALL);
+    let budget = map.stats().limit_pages.saturating_mul(map.page_size());
+    let nkmem = if budget == 0 {
+        kmemsize
+    } else {
+        kmemsize.min(budget)
+    };
+    nkmem / 10 * 6
 }
 
 #[track_caller]
@@ -418,7 +425,8 @@ fn attach(ty: &'static MallocType, explicit: bool) {
 }
 
 /// `malloc_type_attach(type)`: put a type on the list of attached types,
-/// with its defined limit (or NetBSD's default, 60 % of the kmem arena).
+/// with its defined limit (or NetBSD's default, 60 % of the memory
+/// budget, or of the kmem arena without one).
 /// Needed only for [`MALLOC_JUSTDEFINE!`](crate::MALLOC_JUSTDEFINE) types
 /// and to use a type again after [`malloc_type_detach`];
 /// [`MALLOC_DEFINE!`](crate::MALLOC_DEFINE) types attach themselves at

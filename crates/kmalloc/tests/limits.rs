@@ -3,7 +3,8 @@
 //! a free of that type (by another thread, or an interrupt handler)
 //! brings it below, or the limit is raised. Racing allocations overshoot
 //! the limit by at most one block. Attaching gives NetBSD's default
-//! limit, 60 % of the kmem arena.
+//! limit, 60 % of the kmem arena when there is no memory budget
+//! (`nkmempages.rs` has the budget case).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
