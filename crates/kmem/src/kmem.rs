@@ -61,6 +61,12 @@ pub struct KmemConfig {
     /// quarantine FIFO before their address space is reused (NetBSD's
     /// `kmem_guard_depth`); 0 frees address space at once.
     pub guard_depth: usize,
+    /// A map of its own becomes the pool subsystem's map
+    /// (`pool_subsystem_init`) before the caches are created, so that the
+    /// pools' own metadata and every other pool and pool cache use it too:
+    /// one kernel map for the whole stack, as NetBSD boots. Refused
+    /// ([`KmemError::Config`]) if the pool subsystem has a map already.
+    pub pool_map: bool,
 }
 
 impl fmt::Debug for KmemConfig {
@@ -74,6 +80,7 @@ impl fmt::Debug for KmemConfig {
             .field("own_pages", &self.pages.is_some())
             .field("map", &self.map.map(|m| m.range()))
             .field("guard_depth", &self.guard_depth)
+            .field("pool_map", &self.pool_map)
             .finish()
     }
 }
@@ -92,6 +99,7 @@ impl KmemConfig {
             pages: None,
             map: None,
             guard_depth: 64,
+            pool_map: false,
         }
     }
 
@@ -149,6 +157,14 @@ impl KmemConfig {
     #[must_use]
     pub const fn guard_depth(mut self, depth: usize) -> Self {
         self.guard_depth = depth;
+        self
+    }
+
+    /// Make the map built here the pool subsystem's
+    /// ([`pool_map`](KmemConfig::pool_map)).
+    #[must_use]
+    pub const fn pool_map(mut self, yes: bool) -> Self {
+        self.pool_map = yes;
         self
     }
 }
@@ -441,6 +457,11 @@ impl Kmem {
                 (m, false)
             }
             None => {
+                if cfg.pool_map && bsdalloc_pool::pool_subsystem_map().is_some() {
+                    return Err(KmemError::Config(
+                        "the pool subsystem has a kernel map already",
+                    ));
+                }
                 let pages: &'static dyn PageSource = match cfg.pages {
                     Some(p) => p,
                     #[cfg(feature = "std")]
@@ -467,10 +488,18 @@ impl Kmem {
                     pages,
                 })
                 .map_err(KmemError::Map)?;
-                // The pools' pagedaemon drains the caches when this map's
-                // budget runs short.
-                pool_register_pagedaemon(m);
-                (m, true)
+                if cfg.pool_map {
+                    // Every pool's pages and metadata on this map; its
+                    // pagedaemon drains them.
+                    bsdalloc_pool::pool_subsystem_init(m);
+                } else {
+                    // The pools' pagedaemon drains the caches when this
+                    // map's budget runs short.
+                    pool_register_pagedaemon(m);
+                }
+                // The pool subsystem's map outlives this instance: not
+                // destroyed with it (nor when a later step fails).
+                (m, !cfg.pool_map)
             }
         };
         let ps = map.page_size();

@@ -100,6 +100,15 @@ fn init_locked(map: &'static KernelMap) {
     MAP.store(ptr::from_ref(map).cast_mut(), Ordering::Release);
 }
 
+/// The kernel map [`pool_subsystem_init`] (or the first use) set, without
+/// setting one up: `None` before. What a boot sequence checks before it
+/// builds a map of its own.
+pub fn pool_subsystem_map() -> Option<&'static KernelMap> {
+    let p = MAP.load(Ordering::Acquire);
+    // SAFETY: only ever set from a `&'static KernelMap`.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
 /// The standard allocators' kernel map.
 ///
 /// # Panics

@@ -163,7 +163,7 @@ mod typed;
 pub use allocator::{
     KmemAllocator, MetaAllocator, POOL_ALLOCATOR_BIG, POOL_ALLOCATOR_KMEM, POOL_ALLOCATOR_META,
     POOL_ALLOCATOR_NOINTR, PoolAllocator, VmemAllocator, kernel_map, page_size, pool_allocator_big,
-    pool_subsystem_init,
+    pool_subsystem_init, pool_subsystem_map,
 };
 pub use clock::{Clock, LogSink, ManualClock, UPTIME, UptimeClock, pool_set_log_sink};
 pub use debug::{PoolInconsistency, pool_printall, pool_whatis};
