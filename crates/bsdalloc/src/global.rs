@@ -8,6 +8,8 @@ use allocator_api2::alloc::{AllocError, Allocator};
 use bsdalloc_kmem::{KM_NOSLEEP, KMEM_ALIGN, Kmem, kmem};
 use bsdalloc_uvm_pages::UvmFlags;
 
+use crate::kernel::{Kernel, KernelConfig};
+
 /// The kernel's kmem as the Rust global allocator (and an
 /// [`allocator_api2::alloc::Allocator`]):
 ///
@@ -282,5 +284,98 @@ impl Global {
             }
         }
         Ok(q)
+    }
+}
+
+/// [`Global`] that boots the kernel from its own [`KernelConfig`] at the
+/// program's first allocation: the way to give the global allocator a
+/// memory budget or another machine. A program cannot call
+/// [`Kernel::boot`] from `main` when bsdalloc is its global allocator,
+/// because `std` allocates before `main` runs (the main thread's name), and
+/// that first allocation starts the default kernel.
+///
+/// ```
+/// use bsdalloc::{BootGlobal, KernelConfig};
+///
+/// #[global_allocator]
+/// static A: BootGlobal = BootGlobal::new(KernelConfig::new().memory_limit(1 << 30));
+///
+/// let v = vec![1u8; 1 << 20];
+/// assert_eq!(bsdalloc::kernel().map().stats().limit_pages * bsdalloc::kernel().page_size(), 1 << 30);
+/// # drop(v);
+/// ```
+///
+/// If the kernel is up already when the first allocation comes (booted, or
+/// started by another layer), that kernel is used. A configuration the
+/// kernel refuses is reported on standard error and aborts the process:
+/// the allocator cannot panic, since the panic would allocate.
+#[derive(Clone, Copy, Debug)]
+pub struct BootGlobal {
+    cfg: KernelConfig,
+}
+
+impl BootGlobal {
+    /// The global allocator that boots with `cfg`.
+    pub const fn new(cfg: KernelConfig) -> BootGlobal {
+        BootGlobal { cfg }
+    }
+
+    #[inline(always)]
+    fn ensure_booted(&self) {
+        if !kmem().is_ready() {
+            self.boot();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn boot(&self) {
+        match Kernel::boot(self.cfg) {
+            Ok(_) | Err(crate::BootError::AlreadyBooted) => {}
+            Err(e) => boot_failed(&e),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+#[cold]
+fn boot_failed(e: &crate::BootError) -> ! {
+    std::eprintln!("bsdalloc: BootGlobal: {e}");
+    std::process::abort()
+}
+
+#[cfg(not(feature = "std"))]
+#[cold]
+fn boot_failed(e: &crate::BootError) -> ! {
+    panic!("bsdalloc: BootGlobal: {e}")
+}
+
+// SAFETY: boots, then forwards every call to `Global` (see its contract).
+unsafe impl GlobalAlloc for BootGlobal {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.ensure_booted();
+        // SAFETY: the caller's contract.
+        unsafe { Global.alloc(layout) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.ensure_booted();
+        // SAFETY: the caller's contract.
+        unsafe { Global.alloc_zeroed(layout) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract (the block came from `alloc`, so
+        // the kernel is up).
+        unsafe { Global.dealloc(p, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract.
+        unsafe { Global.realloc(p, layout, new_size) }
     }
 }

@@ -146,7 +146,7 @@ mod kernel;
 mod report;
 
 #[cfg(feature = "kmem")]
-pub use global::Global;
+pub use global::{BootGlobal, Global};
 #[cfg(feature = "kmem")]
 pub use kernel::{BootError, Kernel, KernelConfig, kernel};
 #[cfg(feature = "kmem")]
@@ -175,7 +175,7 @@ pub mod prelude {
     };
 
     #[cfg(feature = "kmem")]
-    pub use crate::{Global, Kernel, KernelConfig, kernel};
+    pub use crate::{BootGlobal, Global, Kernel, KernelConfig, kernel};
 
     #[cfg(feature = "kmalloc")]
     pub use bsdalloc_kmalloc::{
