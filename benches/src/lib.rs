@@ -15,6 +15,37 @@
 //! Naming: a criterion group is one case (`V1/instantfit/L=1000`), and the
 //! function ids in it are `ours` and the peers' names.
 
+/// One line of a ratio table: a case, our time in it and one peer's. The
+/// `report` binary builds these once from criterion's estimates and writes
+/// `RESULTS.md` from them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The criterion group: goal id, then the case (`V1/instantfit/L=1000`).
+    pub case: String,
+    /// Our mean time per iteration (ns), if the case measured ours.
+    pub ours_ns: Option<f64>,
+    /// The peer's name (the criterion function id); `None` in a case with
+    /// no peer.
+    pub peer: Option<String>,
+    /// The peer's mean time per iteration (ns).
+    pub peer_ns: Option<f64>,
+}
+
+impl Row {
+    /// The goal id the case belongs to (`V1`).
+    pub fn goal(&self) -> &str {
+        self.case.split('/').next().unwrap_or("")
+    }
+
+    /// peer / ours: above 1, bsdalloc is faster.
+    pub fn ratio(&self) -> Option<f64> {
+        match (self.ours_ns, self.peer_ns) {
+            (Some(o), Some(p)) if o > 0.0 => Some(p / o),
+            _ => None,
+        }
+    }
+}
+
 /// A case's goal, as BENCHMARKS.md states it.
 #[derive(Debug, Clone, Copy)]
 pub struct Goal {
