@@ -11,13 +11,19 @@
 //! - The `report` binary reads criterion's estimates and writes
 //!   `benches/RESULTS.md`: our figure, each peer's, the ratios, the
 //!   machine and the date. `cargo xtask bench` runs both.
+//! - [`chart`]: the same rows drawn as `benches/results.svg`, the chart
+//!   the README shows.
 //!
 //! Naming: a criterion group is one case (`V1/instantfit/L=1000`), and the
-//! function ids in it are `ours` and the peers' names.
+//! function ids in it are `ours` and the peers' names (`ours-…` and the
+//! names in [`chart::REFERENCES`] are our own variants or reference
+//! figures, not other allocators).
+
+pub mod chart;
 
 /// One line of a ratio table: a case, our time in it and one peer's. The
-/// `report` binary builds these once from criterion's estimates and writes
-/// `RESULTS.md` from them.
+/// `report` binary builds these once from criterion's estimates and both
+/// `RESULTS.md` and the chart are written from them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     /// The criterion group: goal id, then the case (`V1/instantfit/L=1000`).

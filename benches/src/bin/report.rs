@@ -2,14 +2,18 @@
 //! layer, our figure, each peer's, and the ratio peer/ours (> 1: we are
 //! faster), with the goals and the machine.
 //!
-//! `report [CRITERION_DIR] [OUT]` (defaults: `target/criterion`,
-//! `benches/RESULTS.md`). `cargo xtask bench` runs it after the benches.
+//! The same rows are drawn as a chart, an SVG beside it (`results.svg`, see
+//! `bsdalloc_benches::chart`), which the README shows.
+//!
+//! `report [CRITERION_DIR] [OUT] [SVG]` (defaults: `target/criterion`,
+//! `benches/RESULTS.md`, `results.svg` in OUT's folder). `cargo xtask
+//! bench` runs it after the benches.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bsdalloc_benches::{GOALS, Row, machine_description};
+use bsdalloc_benches::{GOALS, Row, chart, machine_description};
 
 /// The string value of `"key":"…"` in a small JSON text.
 fn json_str(text: &str, key: &str) -> Option<String> {
@@ -67,6 +71,10 @@ fn main() {
             .cloned()
             .unwrap_or_else(|| "benches/RESULTS.md".into()),
     );
+    // The chart goes beside RESULTS.md unless named.
+    let svg_out = args
+        .get(2)
+        .map_or_else(|| out.with_file_name("results.svg"), PathBuf::from);
     let mut dirs = vec![];
     walk(&crit, &mut dirs);
     // group -> function -> ns
@@ -87,7 +95,8 @@ fn main() {
         };
         groups.entry(g).or_default().insert(f, ns);
     }
-    // One row per case and peer (a case with no peer: one row without).
+    // One row per case and peer (a case with no peer: one row without);
+    // RESULTS.md and the chart are both written from these.
     let mut rows = vec![];
     for (g, funcs) in &groups {
         let ours = funcs.get("ours").copied();
@@ -154,4 +163,7 @@ fn main() {
     }
     fs::write(&out, md).expect("write RESULTS.md");
     eprintln!("wrote {}", out.display());
+    let svg = chart::svg(&rows, &format!("{machine}, {date}")).expect("draw the chart");
+    fs::write(&svg_out, svg).expect("write the chart");
+    eprintln!("wrote {}", svg_out.display());
 }
