@@ -11,9 +11,46 @@
 //! - The `report` binary reads criterion's estimates and writes
 //!   `benches/RESULTS.md`: our figure, each peer's, the ratios, the
 //!   machine and the date. `cargo xtask bench` runs both.
+//! - [`chart`]: the same rows drawn as `benches/results.svg`, the chart
+//!   the README shows.
 //!
 //! Naming: a criterion group is one case (`V1/instantfit/L=1000`), and the
-//! function ids in it are `ours` and the peers' names.
+//! function ids in it are `ours` and the peers' names (`ours-…` and the
+//! names in [`chart::REFERENCES`] are our own variants or reference
+//! figures, not other allocators).
+
+pub mod chart;
+
+/// One line of a ratio table: a case, our time in it and one peer's. The
+/// `report` binary builds these once from criterion's estimates and both
+/// `RESULTS.md` and the chart are written from them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The criterion group: goal id, then the case (`V1/instantfit/L=1000`).
+    pub case: String,
+    /// Our mean time per iteration (ns), if the case measured ours.
+    pub ours_ns: Option<f64>,
+    /// The peer's name (the criterion function id); `None` in a case with
+    /// no peer.
+    pub peer: Option<String>,
+    /// The peer's mean time per iteration (ns).
+    pub peer_ns: Option<f64>,
+}
+
+impl Row {
+    /// The goal id the case belongs to (`V1`).
+    pub fn goal(&self) -> &str {
+        self.case.split('/').next().unwrap_or("")
+    }
+
+    /// peer / ours: above 1, bsdalloc is faster.
+    pub fn ratio(&self) -> Option<f64> {
+        match (self.ours_ns, self.peer_ns) {
+            (Some(o), Some(p)) if o > 0.0 => Some(p / o),
+            _ => None,
+        }
+    }
+}
 
 /// A case's goal, as BENCHMARKS.md states it.
 #[derive(Debug, Clone, Copy)]

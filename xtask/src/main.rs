@@ -7,7 +7,7 @@
 //! cargo xtask nostd               build every library crate without std
 //! cargo xtask test-kernel         run the test kernel (the platform's kernel backend)
 //! cargo xtask package             cargo package of the publishable crates
-//! cargo xtask bench [--quick] [FILTER]   criterion suite, writes benches/RESULTS.md
+//! cargo xtask bench [--quick] [FILTER]   criterion suite, writes benches/RESULTS.md and results.svg
 //! ```
 //!
 //! Steps that need a tool which cannot be installed print `SKIPPED: why`
@@ -564,8 +564,9 @@ fn bench(quick: bool, filter: Option<String>) -> ExitCode {
             ])
             .env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md")),
     );
+    // The tables, and the same ratios drawn as the chart the README shows.
     run.step(
-        "write benches/RESULTS.md",
+        "write benches/RESULTS.md and benches/results.svg",
         cargo().args([
             "run",
             "--release",
@@ -576,6 +577,7 @@ fn bench(quick: bool, filter: Option<String>) -> ExitCode {
             "--",
             "target/criterion",
             "benches/RESULTS.md",
+            "benches/results.svg",
         ]),
     );
     run.finish()
