@@ -27,6 +27,7 @@ const LIBRARY_CRATES: &[&str] = &[
     "bsdalloc-pool-cache",
     "bsdalloc-kmem",
     "bsdalloc-kmalloc",
+    "bsdalloc",
 ];
 /// Crates with a `debug-all` feature whose tests run a second time with it.
 const DEBUG_FEATURE_CRATES: &[&str] = &[
@@ -34,12 +35,14 @@ const DEBUG_FEATURE_CRATES: &[&str] = &[
     "bsdalloc-pool-cache",
     "bsdalloc-kmem",
     "bsdalloc-kmalloc",
+    "bsdalloc",
 ];
 /// Debug features that change behaviour (not only add checks): each runs
 /// its own test target.
 const FEATURE_TESTS: &[(&str, &str, &str)] = &[
     ("bsdalloc-pool", "quarantine", "quarantine"),
     ("bsdalloc-kmem", "guard", "guard"),
+    ("bsdalloc", "guard", "contracts"),
 ];
 /// Unpublished members that are not libraries: left out of packaging and
 /// of the test runs that cover the libraries.
@@ -253,18 +256,30 @@ fn loom(run: &mut Run) {
     }
 }
 
+/// The features a crate's no_std build turns on: the facade's layers are
+/// features (without them it is only the platform).
+fn nostd_features(k: &str) -> &'static [&'static str] {
+    if k == "bsdalloc" {
+        &["--features", "kmalloc"]
+    } else {
+        &[]
+    }
+}
+
 fn nostd(run: &mut Run) {
     for k in LIBRARY_CRATES {
         run.step(
             &format!("no_std build {k}"),
-            cargo().args([
-                "build",
-                "-p",
-                k,
-                "--no-default-features",
-                "--target-dir",
-                "target/nostd",
-            ]),
+            cargo()
+                .args([
+                    "build",
+                    "-p",
+                    k,
+                    "--no-default-features",
+                    "--target-dir",
+                    "target/nostd",
+                ])
+                .args(nostd_features(k)),
         );
     }
     // A real no_std target proves no std symbol sneaks in through a
@@ -290,16 +305,18 @@ fn nostd(run: &mut Run) {
     for k in LIBRARY_CRATES {
         run.step(
             &format!("x86_64-unknown-none build {k}"),
-            cargo().args([
-                "build",
-                "-p",
-                k,
-                "--no-default-features",
-                "--target",
-                "x86_64-unknown-none",
-                "--target-dir",
-                "target/nostd",
-            ]),
+            cargo()
+                .args([
+                    "build",
+                    "-p",
+                    k,
+                    "--no-default-features",
+                    "--target",
+                    "x86_64-unknown-none",
+                    "--target-dir",
+                    "target/nostd",
+                ])
+                .args(nostd_features(k)),
         );
     }
 }
@@ -428,6 +445,22 @@ fn ci(full: bool) -> ExitCode {
         cargo()
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
+    );
+    // The README's first command, short: the example checks its own
+    // report (every section, nothing leaked).
+    run.step(
+        "example vmstat (the README's first command, 1 s)",
+        cargo().args([
+            "run",
+            "--release",
+            "-p",
+            "bsdalloc",
+            "--example",
+            "vmstat",
+            "--",
+            "--secs",
+            "1",
+        ]),
     );
     loom(&mut run);
     nostd(&mut run);

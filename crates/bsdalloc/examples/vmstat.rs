@@ -36,7 +36,11 @@ use bsdalloc::{Kernel, KernelConfig};
 
 MALLOC_DEFINE!(M_SOCKET, "socket", "socket structures");
 MALLOC_DEFINE!(M_IFADDR, "ifaddr", "interface addresses");
-MALLOC_DEFINE!(M_RXDESC, "rxdesc", "receive descriptors (interrupt context)");
+MALLOC_DEFINE!(
+    M_RXDESC,
+    "rxdesc",
+    "receive descriptors (interrupt context)"
+);
 
 const MSIZE: usize = 256;
 const MCLBYTES: usize = 2048;
@@ -361,5 +365,19 @@ fn main() {
     for t in [&M_SOCKET, &M_PCB, &M_IFADDR, &M_RXDESC] as [&MallocType; 4] {
         assert_eq!(t.stats().inuse, 0, "malloc type {} leaks", t.shortdesc());
     }
-    println!("{}", k.report());
+    let report = k.report().to_string();
+    for section in [
+        "Memory resource pool statistics",
+        "Pool cache statistics.",
+        "Memory statistics by type",
+        "Memory Totals:",
+        "Kernel map",
+        "Arenas (vmem_dump summary)",
+    ] {
+        assert!(report.contains(section), "the report lacks {section:?}");
+    }
+    for pool in ["mbufpl", "mclpl", "kmem-00256"] {
+        assert!(report.lines().any(|l| l.starts_with(pool)), "no {pool} row");
+    }
+    println!("{report}");
 }

@@ -195,7 +195,10 @@ unsafe impl Allocator for Global {
             return Ok(dangling(layout));
         }
         // SAFETY: a nonzero size.
-        block(unsafe { GlobalAlloc::alloc_zeroed(self, layout) }, layout.size())
+        block(
+            unsafe { GlobalAlloc::alloc_zeroed(self, layout) },
+            layout.size(),
+        )
     }
 
     #[inline]

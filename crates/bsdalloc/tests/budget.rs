@@ -42,7 +42,12 @@ fn free_all(held: Vec<*mut u8>) {
     for (i, p) in held.into_iter().enumerate() {
         // SAFETY: allocated by `fill_until_refused` with `l`.
         unsafe {
-            assert!(std::slice::from_raw_parts(p, MIB).iter().all(|&b| b == i as u8), "block {i} was corrupted");
+            assert!(
+                std::slice::from_raw_parts(p, MIB)
+                    .iter()
+                    .all(|&b| b == i as u8),
+                "block {i} was corrupted"
+            );
             Global.dealloc(p, l);
         }
     }
@@ -58,9 +63,16 @@ fn null_then_usable_again() {
     free_all(held);
     // Everything came back: the same amount fits again.
     let again = fill_until_refused();
-    assert!(again.len() >= n, "{} MiB after freeing, {n} before", again.len());
+    assert!(
+        again.len() >= n,
+        "{} MiB after freeing, {n} before",
+        again.len()
+    );
     free_all(again);
-    println!("budget: {n} MiB blocks before null under a {} MiB budget; usable again after frees", LIMIT / MIB);
+    println!(
+        "budget: {n} MiB blocks before null under a {} MiB budget; usable again after frees",
+        LIMIT / MIB
+    );
 }
 
 fn km_sleep_waits_for_a_free() {
@@ -74,7 +86,10 @@ fn km_sleep_waits_for_a_free() {
             unsafe { kmem_free(p.as_ptr(), 2 * MIB) };
         });
         thread::sleep(Duration::from_millis(200));
-        assert!(!done.load(Ordering::SeqCst), "KM_SLEEP did not wait at the budget");
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "KM_SLEEP did not wait at the budget"
+        );
         free_all(held);
         sleeper.join().unwrap();
     });
@@ -89,13 +104,19 @@ fn handle_alloc_error_in_a_child() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("memory allocation of 67108864 bytes failed"), "{err}");
+    assert!(
+        err.contains("memory allocation of 67108864 bytes failed"),
+        "{err}"
+    );
     println!("budget: an infallible 64 MiB Vec aborts through handle_alloc_error");
 }
 
 fn main() {
     // std's first allocation, before main, booted it.
-    assert!(matches!(Kernel::boot(KernelConfig::new()), Err(bsdalloc::BootError::AlreadyBooted)));
+    assert!(matches!(
+        Kernel::boot(KernelConfig::new()),
+        Err(bsdalloc::BootError::AlreadyBooted)
+    ));
     let k = bsdalloc::kernel();
     if std::env::args().nth(1).as_deref() == Some("child-oom") {
         let v = vec![1u8; 64 * MIB];

@@ -66,7 +66,10 @@ fn alloc_zeroed_is_zero_even_on_reused_memory() {
                 p.write_bytes(0xEE, size);
                 Global.dealloc(p, l);
                 let z = Global.alloc_zeroed(l);
-                assert!(std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0), "{l:?}");
+                assert!(
+                    std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0),
+                    "{l:?}"
+                );
                 Global.dealloc(z, l);
             }
         }
@@ -97,7 +100,11 @@ fn realloc_keeps_the_contents_both_ways() {
 
 #[test]
 fn realloc_stays_in_place_within_the_size_class() {
-    let recorded = cfg!(any(feature = "kmem-size", feature = "redzone", feature = "guard"));
+    let recorded = cfg!(any(
+        feature = "kmem-size",
+        feature = "redzone",
+        feature = "guard"
+    ));
     let l = Layout::from_size_align(200, 8).unwrap();
     // SAFETY: nonzero sizes; the block is freed with its last layout.
     unsafe {
@@ -105,7 +112,11 @@ fn realloc_stays_in_place_within_the_size_class() {
         let q = Global.realloc(p, l, 250); // both kmem-00256
         assert_eq!(q == p, !recorded);
         let r = Global.realloc(q, Layout::from_size_align(250, 8).unwrap(), 3 * 4096 + 1);
-        let s = Global.realloc(r, Layout::from_size_align(3 * 4096 + 1, 8).unwrap(), 4 * 4096);
+        let s = Global.realloc(
+            r,
+            Layout::from_size_align(3 * 4096 + 1, 8).unwrap(),
+            4 * 4096,
+        );
         assert_eq!(s == r, !recorded, "the same four pages");
         Global.dealloc(s, Layout::from_size_align(4 * 4096, 8).unwrap());
     }
@@ -145,7 +156,11 @@ fn grow_zeroed_clears_only_the_new_tail_and_alignment_can_change() {
     unsafe {
         let g = Global.grow_zeroed(p, a, b).unwrap().cast::<u8>();
         check(g.as_ptr(), 100, 9);
-        assert!(std::slice::from_raw_parts(g.as_ptr().add(100), 4900).iter().all(|&x| x == 0));
+        assert!(
+            std::slice::from_raw_parts(g.as_ptr().add(100), 4900)
+                .iter()
+                .all(|&x| x == 0)
+        );
         // A new alignment moves the block.
         let c = Layout::from_size_align(6000, 1 << 14).unwrap();
         let h = Global.grow(g, b, c).unwrap().cast::<u8>();

@@ -145,7 +145,10 @@ fn collections_strings_and_formatting() {
     assert_eq!(b.0[99], 7);
     let z = vec![0u64; 1 << 20];
     assert!(z.iter().all(|&x| x == 0));
-    assert!(CALLS.load(Ordering::Relaxed) > before, "the program's allocations went through bsdalloc");
+    assert!(
+        CALLS.load(Ordering::Relaxed) > before,
+        "the program's allocations went through bsdalloc"
+    );
 }
 
 #[test]
@@ -222,7 +225,10 @@ fn ten_thousand_live_threads() {
                     let s = format!("thread {i}");
                     barrier.wait();
                     let b: Box<[u8]> = vec![1u8; 1 + i % 5000].into_boxed_slice();
-                    total.fetch_add(v.len() as u64 + s.len() as u64 + b.len() as u64, Ordering::Relaxed);
+                    total.fetch_add(
+                        v.len() as u64 + s.len() as u64 + b.len() as u64,
+                        Ordering::Relaxed,
+                    );
                 })
                 .expect("spawn a thread"),
         );

@@ -18,7 +18,10 @@ fn the_default_limit_is_60_percent_of_the_memory_budget() {
     assert_eq!(M_BUDGETED.limit(), budget / 10 * 6);
     // The table's Limit column has room for it.
     let row = M_BUDGETED.stats().to_string();
-    assert!(row.contains(&format!("{}K", budget / 10 * 6 / 1024)), "{row}");
+    assert!(
+        row.contains(&format!("{}K", budget / 10 * 6 / 1024)),
+        "{row}"
+    );
     // SAFETY: ours.
     unsafe { free(p.as_ptr(), &M_BUDGETED) };
 }

@@ -258,8 +258,11 @@ impl Kmem {
     /// `p` is a live allocation of this instance of exactly `old` bytes.
     #[inline]
     pub unsafe fn resize_in_place(&self, p: NonNull<u8>, old: usize, new: usize) -> bool {
-        if cfg!(any(feature = "kmem-size", feature = "redzone", feature = "guard"))
-            || old == 0
+        if cfg!(any(
+            feature = "kmem-size",
+            feature = "redzone",
+            feature = "guard"
+        )) || old == 0
             || new == 0
         {
             return false;

@@ -59,7 +59,11 @@ fn zalloc_zeroes_exactly_the_size_even_when_reused() {
 #[test]
 fn resize_in_place_stays_within_the_class_or_the_pages() {
     let k = kmem();
-    let recorded = cfg!(any(feature = "kmem-size", feature = "redzone", feature = "guard"));
+    let recorded = cfg!(any(
+        feature = "kmem-size",
+        feature = "redzone",
+        feature = "guard"
+    ));
     let ps = k.page_size();
     // (old, new, same cache or same whole pages)
     let cases = [
