@@ -50,6 +50,10 @@ pub struct KernelConfig {
     /// Feature `guard`: freed allocations kept unmapped before their
     /// address space is reused (`kmem_guard_depth`).
     pub guard_depth: usize,
+    /// Page tags so that an allocation's size is found from its address
+    /// ([`Kmem::lookup_size`]): what a C `free(p)` needs. Off by default
+    /// (Rust passes the size).
+    pub size_lookup: bool,
 }
 
 impl fmt::Debug for KernelConfig {
@@ -63,6 +67,7 @@ impl fmt::Debug for KernelConfig {
             .field("own_pages", &self.pages.is_some())
             .field("own_meta", &self.meta.is_some())
             .field("guard_depth", &self.guard_depth)
+            .field("size_lookup", &self.size_lookup)
             .finish()
     }
 }
@@ -81,6 +86,7 @@ impl KernelConfig {
             pages: None,
             meta: None,
             guard_depth: 64,
+            size_lookup: false,
         }
     }
 
@@ -137,6 +143,13 @@ impl KernelConfig {
     #[must_use]
     pub const fn guard_depth(mut self, depth: usize) -> Self {
         self.guard_depth = depth;
+        self
+    }
+
+    /// Keep page tags for [`Kmem::lookup_size`].
+    #[must_use]
+    pub const fn size_lookup(mut self, yes: bool) -> Self {
+        self.size_lookup = yes;
         self
     }
 }
@@ -280,6 +293,7 @@ impl Kernel {
             .limit_pages(limit_pages / ps)
             .free_target_pages(cfg.free_target / ps)
             .guard_depth(cfg.guard_depth)
+            .size_lookup(cfg.size_lookup)
             .pool_map(true);
         if let Some(p) = cfg.pages {
             kc = kc.pages(p);

@@ -10,6 +10,7 @@ use bsdalloc_vmem::VmFlags;
 
 use crate::flags::{KMEM_ALIGN, KmFlags, SIZE_SIZE};
 use crate::kmem::{Inner, Kmem};
+use crate::owners::{Owner, PageOwners};
 
 /// Where a size goes: a class (with the bytes the object holds, footer
 /// and redzone included), or whole pages.
@@ -347,6 +348,9 @@ impl Kmem {
         };
         match r {
             Ok(va) => {
+                if let Some(o) = self.page_owners() {
+                    o.set_large(va, bytes / k.ps);
+                }
                 self.large.allocs.fetch_add(1, Ordering::Relaxed);
                 self.large.live.fetch_add(1, Ordering::Relaxed);
                 self.large.live_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -366,9 +370,60 @@ impl Kmem {
         // Checked against the page maps: a wrong size or a foreign pointer
         // panics before anything changes.
         k.map.uvm_km_kmem_free(k.kva, p.as_ptr().addr(), bytes);
+        if let Some(o) = self.page_owners() {
+            // After the map's checks: a refused free leaves the tag.
+            o.set_large(p.as_ptr().addr(), 0);
+        }
         self.large.frees.fetch_add(1, Ordering::Relaxed);
         self.large.live.fetch_sub(1, Ordering::Relaxed);
         self.large.live_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// The page tags of [`KmemConfig::size_lookup`](crate::KmemConfig::size_lookup).
+    #[inline(always)]
+    fn page_owners(&self) -> Option<&PageOwners> {
+        // SAFETY: set at bootstrap, before READY; callers run on a set-up
+        // instance (they hold its `Inner`).
+        unsafe { self.owners.get() }.as_ref()
+    }
+
+    /// The size to free the allocation at `p` with, found from the
+    /// address alone in constant time: its size class's object size, or
+    /// its whole pages. `kmem_free(p, size)` with that size gives the
+    /// allocation back (without `kmem-size`, which wants the size asked
+    /// for, and `redzone`, which checks right after it). `None` if `p` is
+    /// not the address of a live allocation that kmem can tell: memory
+    /// that is not kmem's, a page inside a large allocation, or an
+    /// instance built without [`KmemConfig::size_lookup`](crate::KmemConfig::size_lookup).
+    /// A pointer into the middle of a size-class object, or to a freed
+    /// one, still answers with the class size: only the debug features
+    /// catch such frees. Not in NetBSD, whose callers always know the size.
+    ///
+    /// ```
+    /// use bsdalloc_kmem::{KM_SLEEP, Kmem, KmemConfig};
+    ///
+    /// static K: Kmem = Kmem::new();
+    /// K.bootstrap(KmemConfig::new().size_lookup(true)).unwrap();
+    /// let p = K.alloc(100, KM_SLEEP).unwrap();
+    /// let big = K.alloc(3 * 4096 + 5, KM_SLEEP).unwrap();
+    /// assert_eq!(K.lookup_size(p.as_ptr()), Some(128)); // kmem-00128
+    /// assert_eq!(K.lookup_size(big.as_ptr()), Some(4 * 4096));
+    /// assert_eq!(K.lookup_size(&K as *const Kmem as *const u8), None);
+    /// unsafe {
+    ///     K.free(p.as_ptr(), 128);
+    ///     K.free(big.as_ptr(), 4 * 4096);
+    ///     K.destroy();
+    /// }
+    /// ```
+    #[inline]
+    pub fn lookup_size(&self, p: *const u8) -> Option<usize> {
+        let k = self.inner();
+        let o = self.page_owners()?;
+        match o.get(p.addr()) {
+            Owner::Class(i) => k.classes.classes().get(i).map(|c| c.size),
+            Owner::Large(n) if p.addr() & (k.ps - 1) == 0 => Some(n * k.ps),
+            _ => None,
+        }
     }
 
     /// The alignment an allocation of `size` bytes is guaranteed: its

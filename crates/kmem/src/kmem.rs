@@ -19,6 +19,7 @@ use bsdalloc_vmem::{
 };
 
 use crate::classes::{MAX_CLASSES, SizeClasses};
+use crate::owners::{ClassAllocator, PageOwners};
 use crate::pages::LargePages;
 
 /// `COHERENCY_UNIT` of the machines this runs on by default (x86-64,
@@ -67,6 +68,13 @@ pub struct KmemConfig {
     /// one kernel map for the whole stack, as NetBSD boots. Refused
     /// ([`KmemError::Config`]) if the pool subsystem has a map already.
     pub pool_map: bool,
+    /// Keep a tag per page of the kmem arena so that
+    /// [`Kmem::lookup_size`] finds an allocation's size from its address
+    /// in constant time (what a C `free(p)` needs). Costs 4 bytes of
+    /// demand-zero address space per page of the arena and a store when a
+    /// page changes hands; nothing on the object paths. Not with the
+    /// `guard` feature.
+    pub size_lookup: bool,
 }
 
 impl fmt::Debug for KmemConfig {
@@ -81,6 +89,7 @@ impl fmt::Debug for KmemConfig {
             .field("map", &self.map.map(|m| m.range()))
             .field("guard_depth", &self.guard_depth)
             .field("pool_map", &self.pool_map)
+            .field("size_lookup", &self.size_lookup)
             .finish()
     }
 }
@@ -100,6 +109,7 @@ impl KmemConfig {
             map: None,
             guard_depth: 64,
             pool_map: false,
+            size_lookup: false,
         }
     }
 
@@ -165,6 +175,14 @@ impl KmemConfig {
     #[must_use]
     pub const fn pool_map(mut self, yes: bool) -> Self {
         self.pool_map = yes;
+        self
+    }
+
+    /// Keep page tags for [`Kmem::lookup_size`]
+    /// ([`size_lookup`](KmemConfig::size_lookup)).
+    #[must_use]
+    pub const fn size_lookup(mut self, yes: bool) -> Self {
+        self.size_lookup = yes;
         self
     }
 }
@@ -296,7 +314,8 @@ pub struct Kmem {
     pub(crate) auto: bool,
     large_pages: Slot<LargePages>,
     meta_src: Slot<KmemSource>,
-    palloc: Slot<KmemAllocator>,
+    pallocs: [Slot<ClassAllocator>; MAX_CLASSES],
+    pub(crate) owners: Slot<Option<PageOwners>>,
     pub(crate) inner: Slot<Inner>,
     pub(crate) large: LargeCounters,
     #[cfg(feature = "poison")]
@@ -341,7 +360,8 @@ impl Kmem {
             auto: false,
             large_pages: Slot::new(),
             meta_src: Slot::new(),
-            palloc: Slot::new(),
+            pallocs: [const { Slot::new() }; MAX_CLASSES],
+            owners: Slot::new(),
             inner: Slot::new(),
             large: LargeCounters {
                 allocs: AtomicU64::new(0),
@@ -563,11 +583,43 @@ impl Kmem {
         // single-page `uvm_km_kmem_alloc` on a direct-mapped port: a
         // PR_NOWAIT grow holds the pool lock, and going through kva's
         // quantum caches would take another pool's lock inside it.
+        let owners = if cfg.size_lookup {
+            if cfg!(feature = "guard") {
+                // SAFETY: fresh and unused.
+                unsafe {
+                    vmem_destroy(meta);
+                    vmem_destroy(va_meta);
+                    vmem_destroy(kva);
+                    undo_map(map, own_map);
+                }
+                return Err(KmemError::Config("size lookup is not available with guard"));
+            }
+            let Some(o) = PageOwners::new(map) else {
+                // SAFETY: fresh and unused.
+                unsafe {
+                    vmem_destroy(meta);
+                    vmem_destroy(va_meta);
+                    vmem_destroy(kva);
+                    undo_map(map, own_map);
+                }
+                return Err(KmemError::Arena("page tags"));
+            };
+            Some(o)
+        } else {
+            None
+        };
         // SAFETY: the caller's contract.
-        let palloc: &'static KmemAllocator =
-            unsafe { self.palloc.set(KmemAllocator::with_map("kmem", map, ps)) };
+        let owners: Option<&'static PageOwners> = unsafe { self.owners.set(owners) }.as_ref();
         let mut caches = [None; MAX_CLASSES];
         for (i, c) in classes.classes().iter().enumerate() {
+            // SAFETY: the caller's contract.
+            let palloc: &'static ClassAllocator = unsafe {
+                self.pallocs[i].set(ClassAllocator {
+                    inner: KmemAllocator::with_map("kmem", map, ps),
+                    class: i,
+                    owners,
+                })
+            };
             let flags = if c.notouch {
                 PrFlags::NOTOUCH
             } else {
@@ -651,6 +703,9 @@ impl Kmem {
             vmem_destroy(k.meta);
             vmem_destroy(k.va_meta);
             vmem_destroy(k.kva);
+            if let Some(o) = self.owners.get() {
+                o.free(k.map);
+            }
             undo_map(k.map, k.own_map);
         }
         for c in [&self.large.allocs, &self.large.frees, &self.large.fails] {

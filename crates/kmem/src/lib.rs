@@ -164,6 +164,7 @@ mod flags;
 #[cfg(feature = "guard")]
 mod guard;
 mod kmem;
+mod owners;
 mod pages;
 mod stats;
 mod strings;

@@ -355,6 +355,12 @@ impl KernelMap {
         (self.base, self.size)
     }
 
+    /// The address range of the kmem arena: (start, bytes). Every
+    /// `uvm_km_kmem_alloc` address lies in it.
+    pub fn kmem_range(&self) -> (usize, usize) {
+        (self.kmem_base, self.base + self.size - self.kmem_base)
+    }
+
     /// NetBSD's `kmem_arena`: a static span over the map's kmem half,
     /// quantum one page, `IPL_VM`. Stack arenas on it with vmem imports.
     pub fn kmem_arena(&self) -> &Arena {
