@@ -537,8 +537,28 @@ fn full_tier(run: &mut Run) {
                    valgrind --error-exitcode=1 --errors-for-leak-kinds=definite --leak-check=full -q $t --test-threads=1; done",
             ),
         );
+        // kmem with its Valgrind tracking hooks (MALLOCLIKE/FREELIKE):
+        // tests/valgrind.rs runs each case as a child under memcheck, bad
+        // ones must be reported and everyday work must give 0 errors;
+        // with debug-all too (footers, redzones, poison, and objects
+        // coming back out of their pools through the poison constructor).
+        for features in ["", "debug-all"] {
+            let mut cmd = cargo();
+            cmd.args(["test", "-p", "bsdalloc-kmem", "--test", "valgrind"])
+                .args(["--target-dir", "target/valgrind-kmem"])
+                .env("RUSTFLAGS", "--cfg bsdalloc_valgrind");
+            let mut name = "valgrind memcheck (kmem tracking hooks)".to_string();
+            if !features.is_empty() {
+                cmd.args(["--features", features]);
+                name = format!("valgrind memcheck (kmem tracking hooks, {features})");
+            }
+            run.step(&name, &mut cmd);
+        }
     } else {
-        run.skip("valgrind", "valgrind is not installed");
+        run.skip(
+            "valgrind",
+            "valgrind is not installed (platform tests, kmem tracking hooks)",
+        );
     }
 }
 

@@ -271,12 +271,15 @@ impl Kmem {
         let k = self.inner();
         match (route(k, old), route(k, new)) {
             (Route::Cache(i, _), Route::Cache(j, _)) if i == j => {
-                let cs = k.classes.classes()[i].size;
-                crate::track::handing_out(p, cs);
-                crate::track::allocated(p, new, cs);
+                crate::track::resized(p, old, new, k.classes.classes()[i].size);
                 true
             }
-            (Route::Pages(a), Route::Pages(b)) => a == b,
+            (Route::Pages(a), Route::Pages(b)) if a == b => {
+                // Large allocations are tracked for memcheck only.
+                #[cfg(bsdalloc_valgrind)]
+                crate::track::resized(p, old, new, a);
+                true
+            }
             _ => false,
         }
     }
@@ -310,16 +313,21 @@ impl Kmem {
                 let pc = unsafe { k.caches[i].unwrap_unchecked() };
                 let cs = k.classes.classes()[i].size;
                 // The footer and redzone checks read the class tail.
-                crate::track::unpoison(p.as_ptr(), cs);
+                crate::track::freeing(p, cs);
                 // SAFETY: the caller's contract: an object of this class,
                 // allocated with `size`.
                 unsafe {
                     crate::debug::on_free(p, size, a, cs);
-                    crate::track::poison(p.as_ptr(), cs);
+                    crate::track::freed(p, cs);
                     pc.put(p);
                 }
             }
-            Route::Pages(bytes) => self.large_free(k, p, bytes),
+            Route::Pages(bytes) => {
+                // Memcheck hears of the free first (and reports an invalid
+                // one), also when the map's check below then panics.
+                crate::track::large_freeing(p, bytes);
+                self.large_free(k, p, bytes);
+            }
             Route::TooBig => {
                 panic!("kmem_free({p:p}, {size}): no allocation of that size can exist")
             }
@@ -354,7 +362,9 @@ impl Kmem {
                 self.large.allocs.fetch_add(1, Ordering::Relaxed);
                 self.large.live.fetch_add(1, Ordering::Relaxed);
                 self.large.live_bytes.fetch_add(bytes, Ordering::Relaxed);
-                Some(Kmem::ptr(k, va))
+                let p = Kmem::ptr(k, va);
+                crate::track::large_allocated(p, size, bytes, zero);
+                Some(p)
             }
             Err(_) if flags == KmFlags::SLEEP => sleep_failed(size),
             Err(_) => {

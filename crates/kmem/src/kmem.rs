@@ -320,8 +320,8 @@ pub struct Kmem {
     pub(crate) large: LargeCounters,
     #[cfg(feature = "poison")]
     pub(crate) ctors: [crate::debug::PoisonCtor; MAX_CLASSES],
-    #[cfg(bsdalloc_asan)]
-    dtors: [crate::track::UnpoisonDtor; MAX_CLASSES],
+    #[cfg(any(bsdalloc_asan, bsdalloc_valgrind))]
+    dtors: [crate::track::TrackDtor; MAX_CLASSES],
     #[cfg(feature = "guard")]
     pub(crate) guard: crate::guard::Guard,
 }
@@ -372,8 +372,8 @@ impl Kmem {
             },
             #[cfg(feature = "poison")]
             ctors: crate::debug::PoisonCtor::all(),
-            #[cfg(bsdalloc_asan)]
-            dtors: crate::track::UnpoisonDtor::all(),
+            #[cfg(any(bsdalloc_asan, bsdalloc_valgrind))]
+            dtors: crate::track::TrackDtor::all(),
             #[cfg(feature = "guard")]
             guard: crate::guard::Guard::new(),
         }
@@ -632,7 +632,7 @@ impl Kmem {
                 .allocator(palloc);
             #[cfg(feature = "poison")]
             let pcc = pcc.ctor(&self.ctors[c.candidate as usize]);
-            #[cfg(bsdalloc_asan)]
+            #[cfg(any(bsdalloc_asan, bsdalloc_valgrind))]
             let pcc = pcc.dtor(&self.dtors[c.candidate as usize]);
             caches[i] = Some(pool_cache_init(pcc));
         }

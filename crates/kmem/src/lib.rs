@@ -120,7 +120,18 @@
 //! object is poisoned for its whole class size, an allocated one is
 //! addressable only for the bytes asked for, so a use after free or an
 //! overrun into the class tail is reported although the pool page stays
-//! mapped. Valgrind client requests (MALLOCLIKE/FREELIKE) are not done yet.
+//! mapped. Built with `RUSTFLAGS="--cfg bsdalloc_valgrind"`, kmem makes
+//! Valgrind client requests (through the `crabgrind` crate, which needs
+//! a C compiler and Valgrind's headers): an allocation is a
+//! `VALGRIND_MALLOCLIKE_BLOCK` of the bytes asked for, its class tail
+//! no-access, and a free a `VALGRIND_FREELIKE_BLOCK`, so memcheck reports
+//! a use after free, an overrun into the class tail, a double free and a
+//! leaked kmem block; kmem's own reads and writes of objects (debug
+//! footers, redzones, poison, the pools' links) are marked defined around
+//! them. Natively the requests do nothing. Large allocations are
+//! memcheck blocks too, but their pages are plain memory again once freed
+//! (no use after free seen there); ASan does not track them; guard mode
+//! has no hooks.
 //!
 //! ## NetBSD ↔ Rust
 //!
@@ -146,6 +157,11 @@
 //!   up at first use. Without it, call [`kmem_init`] (after
 //!   `pool_subsystem_init` and `pool_cache_subsystem_init`) first.
 //! - `kmem-size`, `redzone`, `poison`, `guard`, `debug-all`: see above.
+//! - `--cfg bsdalloc_asan` (with `-Zsanitizer=address`) and `--cfg
+//!   bsdalloc_valgrind`: the memory checkers' tracking hooks, see above;
+//!   each costs nothing when off. The Valgrind one brings in `crabgrind`
+//!   (built with `cc` against `valgrind/valgrind.h`) and only then. Test
+//!   `valgrind` runs its cases under memcheck itself.
 #![no_std]
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
