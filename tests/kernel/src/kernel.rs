@@ -546,6 +546,12 @@ pub(crate) fn interrupt(cpu: usize) -> u64 {
             TRIGGERED.store(true, Ordering::Release);
             ring(1);
             idle_until(|| HANDLER_RUNS.load(Ordering::Acquire) == 1);
+            // The platform counts the run once the handler has returned,
+            // after the handler's own count: wait for it (CPU 1 is past
+            // the handler's last store, a few instructions from it).
+            while intr_runs(src) == 0 {
+                machine::relax();
+            }
             let runs = intr_runs(src);
             assert_eq!(runs, 1);
             intr_disestablish(src);
