@@ -4,11 +4,28 @@
 //! (four CPUs that are threads, IPIs that are flags the CPUs poll,
 //! futex sleep and wakeup), its own RAM (a static, page-aligned array
 //! behind its own `PageSource` and vmem `MetaSource`), and the platform on
-//! its **kernel backend** (built without `std`). It boots vmem and the
-//! kernel map, stacks arenas on the map, allocates and checks on every CPU,
-//! counts per CPU, cross-calls, takes an interrupt that allocates, sleeps
-//! for a resource, tears down to a page census, and proves that none of it
-//! called the Rust global allocator.
+//! its **kernel backend** (built without `std`). It runs two kernels on
+//! that RAM, one after the other:
+//!
+//! 1. **vmem and uvm-pages by hand** (`kernel`): it boots vmem and the
+//!    kernel map, stacks arenas on the map, allocates and checks on every
+//!    CPU, counts per CPU, cross-calls, takes an interrupt that allocates,
+//!    sleeps for a resource, and tears down to a page census.
+//! 2. **The whole stack through the facade** (`facade`):
+//!    `bsdalloc::Kernel::boot` with this machine's page source and meta
+//!    source builds the kernel map (the pools' map too), kmem and
+//!    malloc(9); every CPU uses `kmem_alloc`/`kmem_zalloc` (8 B to three
+//!    pages), `malloc` with a `MALLOC_DEFINE!` type and `M_ZERO`, and a
+//!    pool cache with a constructor; an `IPL_VM` handler on every CPU uses
+//!    `kmem_intr_alloc(KM_NOSLEEP)`, `malloc(M_NOWAIT)` and the pool cache.
+//!    Then the counters and a census: malloc(9) types at 0 in use, kmem's
+//!    census at 0, constructors matching destructors, the pagedaemon
+//!    draining every idle pool page once the kernel's clock
+//!    (`bsdalloc::pool::UPTIME`) moves; and `bsdalloc::kernel().report()`,
+//!    formatted inside the window and printed after it.
+//!
+//! Both run inside one measured window, which proves that none of it — the
+//! report's formatting included — called the Rust global allocator.
 //!
 //! Run it alone, so that Cargo does not unify the platform's features with
 //! the rest of the workspace (where other members turn `std` on):
