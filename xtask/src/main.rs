@@ -321,7 +321,9 @@ fn nostd(run: &mut Run) {
     }
 }
 
-/// The test kernel boots vmem and uvm-pages on its own `Machine` and pages.
+/// The test kernel boots vmem and uvm-pages on its own `Machine` and pages,
+/// then the whole stack through the `bsdalloc` facade (kmem, pool caches,
+/// malloc(9)).
 /// It is built and run alone (`-p`): Cargo resolves features only for the
 /// packages it builds, so bsdalloc-platform comes without `std` (in
 /// `cargo test --workspace` other members turn it on, and the kernel

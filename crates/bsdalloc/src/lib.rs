@@ -76,8 +76,12 @@
 //!
 //! **A kernel of your own.** Built without `std`, the platform calls your
 //! [`Machine`](platform::Machine); give [`KernelConfig::pages`] and
-//! [`KernelConfig::meta`] and boot. See the workspace's test kernel
-//! (`tests/kernel`).
+//! [`KernelConfig::meta`] and boot. Time is yours too: a pool gives an
+//! empty page back (to the pagedaemon) only after it has been idle for
+//! `POOL_INACTIVE_TIME` seconds of [`pool::UPTIME`], which without `std`
+//! moves only when your clock interrupt calls `UPTIME.set(secs)`. See the
+//! workspace's test kernel (`tests/kernel`), which boots the whole stack
+//! this way on four CPUs and static RAM.
 //!
 //! ## NetBSD ↔ Rust
 //!

@@ -158,11 +158,13 @@
 //! (`cargo run -p bsdalloc-test-kernel`): CPUs that are threads, IPIs that
 //! the CPUs take at their interrupt points, futex sleep and wakeup, pages
 //! from a static array behind its own [`PageSource`] and vmem meta source;
-//! it boots vmem and uvm-pages, allocates on every CPU, cross-calls, takes
-//! an interrupt that allocates, and checks that nothing called the Rust
-//! global allocator. Build such a kernel as its own package (`-p`): Cargo
-//! unifies features across the packages it builds together, and any of
-//! them that turns `std` on selects the user-space machine instead.
+//! it boots vmem and uvm-pages, then the whole stack (kmem, pool caches,
+//! malloc(9)) through the `bsdalloc` facade's `Kernel::boot`, allocates on
+//! every CPU, cross-calls, takes interrupts that allocate, and checks that
+//! nothing called the Rust global allocator. Build such a kernel as its
+//! own package (`-p`): Cargo unifies features across the packages it
+//! builds together, and any of them that turns `std` on selects the
+//! user-space machine instead.
 //!
 //! ## NetBSD ↔ Rust
 //!

@@ -153,7 +153,7 @@ fn pattern(seed: u64, k: usize) -> u8 {
     (x >> 56) as u8 ^ k as u8
 }
 
-fn fill(p: *mut u8, len: usize, seed: u64) {
+pub(crate) fn fill(p: *mut u8, len: usize, seed: u64) {
     for k in 0..len {
         // SAFETY: the caller owns `len` bytes of backed memory at `p`.
         unsafe { p.add(k).write(pattern(seed, k)) };
@@ -161,7 +161,7 @@ fn fill(p: *mut u8, len: usize, seed: u64) {
 }
 
 #[track_caller]
-fn check(p: *const u8, len: usize, seed: u64) {
+pub(crate) fn check(p: *const u8, len: usize, seed: u64) {
     for k in 0..len {
         // SAFETY: as in `fill`.
         let got = unsafe { p.add(k).read() };
@@ -174,7 +174,7 @@ fn check(p: *const u8, len: usize, seed: u64) {
 }
 
 #[track_caller]
-fn check_zero(p: *const u8, len: usize) {
+pub(crate) fn check_zero(p: *const u8, len: usize) {
     for k in 0..len {
         // SAFETY: the caller owns `len` bytes of backed memory at `p`.
         let got = unsafe { p.add(k).read() };
@@ -183,10 +183,10 @@ fn check_zero(p: *const u8, len: usize) {
 }
 
 /// A small deterministic generator (xorshift64*).
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -546,6 +546,12 @@ pub(crate) fn interrupt(cpu: usize) -> u64 {
             TRIGGERED.store(true, Ordering::Release);
             ring(1);
             idle_until(|| HANDLER_RUNS.load(Ordering::Acquire) == 1);
+            // The platform counts the run once the handler has returned,
+            // after the handler's own count: wait for it (CPU 1 is past
+            // the handler's last store, a few instructions from it).
+            while intr_runs(src) == 0 {
+                machine::relax();
+            }
             let runs = intr_runs(src);
             assert_eq!(runs, 1);
             intr_disestablish(src);

@@ -4,11 +4,28 @@
 //! (four CPUs that are threads, IPIs that are flags the CPUs poll,
 //! futex sleep and wakeup), its own RAM (a static, page-aligned array
 //! behind its own `PageSource` and vmem `MetaSource`), and the platform on
-//! its **kernel backend** (built without `std`). It boots vmem and the
-//! kernel map, stacks arenas on the map, allocates and checks on every CPU,
-//! counts per CPU, cross-calls, takes an interrupt that allocates, sleeps
-//! for a resource, tears down to a page census, and proves that none of it
-//! called the Rust global allocator.
+//! its **kernel backend** (built without `std`). It runs two kernels on
+//! that RAM, one after the other:
+//!
+//! 1. **vmem and uvm-pages by hand** (`kernel`): it boots vmem and the
+//!    kernel map, stacks arenas on the map, allocates and checks on every
+//!    CPU, counts per CPU, cross-calls, takes an interrupt that allocates,
+//!    sleeps for a resource, and tears down to a page census.
+//! 2. **The whole stack through the facade** (`facade`):
+//!    `bsdalloc::Kernel::boot` with this machine's page source and meta
+//!    source builds the kernel map (the pools' map too), kmem and
+//!    malloc(9); every CPU uses `kmem_alloc`/`kmem_zalloc` (8 B to three
+//!    pages), `malloc` with a `MALLOC_DEFINE!` type and `M_ZERO`, and a
+//!    pool cache with a constructor; an `IPL_VM` handler on every CPU uses
+//!    `kmem_intr_alloc(KM_NOSLEEP)`, `malloc(M_NOWAIT)` and the pool cache.
+//!    Then the counters and a census: malloc(9) types at 0 in use, kmem's
+//!    census at 0, constructors matching destructors, the pagedaemon
+//!    draining every idle pool page once the kernel's clock
+//!    (`bsdalloc::pool::UPTIME`) moves; and `bsdalloc::kernel().report()`,
+//!    formatted inside the window and printed after it.
+//!
+//! Both run inside one measured window, which proves that none of it — the
+//! report's formatting included — called the Rust global allocator.
 //!
 //! Run it alone, so that Cargo does not unify the platform's features with
 //! the rest of the workspace (where other members turn `std` on):
@@ -23,6 +40,7 @@
 //! [`Machine`]: bsdalloc_platform::Machine
 
 mod alloc_count;
+mod facade;
 mod kernel;
 mod machine;
 mod pages;
@@ -45,6 +63,8 @@ static DONE: AtomicU32 = AtomicU32::new(0);
 const WORK: u32 = 1;
 const INTERRUPT: u32 = 2;
 const SLEEP: u32 = 3;
+const FACADE_WORK: u32 = 4;
+const FACADE_INTERRUPT: u32 = 5;
 const EXIT: u32 = u32::MAX;
 
 /// What a secondary CPU does in each phase.
@@ -55,6 +75,8 @@ fn secondary_phase(cpu: usize, phase: u32) {
             kernel::interrupt(cpu);
         }
         SLEEP => kernel::sleep_wakeup(cpu),
+        FACADE_WORK => facade::work(cpu),
+        FACADE_INTERRUPT => facade::interrupt(cpu),
         _ => {}
     }
 }
@@ -144,6 +166,7 @@ fn main() -> ExitCode {
     // The measured window: the kernel's whole life, on every CPU. The
     // harness allocated what it needs (threads, the panic hook) above and
     // prints below.
+    let mut text = facade::Text::new();
     let window = alloc_count::Window::open();
     let mut report = kernel::boot();
     run_phase(WORK, || kernel::work(0));
@@ -151,6 +174,10 @@ fn main() -> ExitCode {
     report.intr_runs = run_phase(INTERRUPT, || kernel::interrupt(0));
     run_phase(SLEEP, || kernel::sleep_wakeup(0));
     kernel::teardown(&mut report);
+    let mut facade = facade::boot();
+    run_phase(FACADE_WORK, || facade::work(0));
+    run_phase(FACADE_INTERRUPT, || facade::interrupt(0));
+    facade::finish(&mut facade, &mut text);
     let (allocs, frees) = window.close();
 
     PHASE.store(EXIT, Ordering::Release);
@@ -162,6 +189,7 @@ fn main() -> ExitCode {
     }
 
     print_report(&report, allocs, frees);
+    print_facade(&facade, &text);
     if allocs != 0 || frees != 0 {
         eprintln!(
             "bsdalloc-test-kernel: FAILED: the stack called the Rust global allocator \
@@ -210,4 +238,66 @@ fn print_report(r: &kernel::Report, allocs: u64, frees: u64) {
     println!(
         "Rust global allocator calls while the kernel ran: {allocs} allocations, {frees} frees"
     );
+}
+
+fn print_facade(r: &facade::Report, text: &facade::Text) {
+    println!(
+        "bsdalloc::Kernel::boot on this machine's pages and meta source: PAGE_SIZE {}, \
+         {} MiB of kernel VA, a budget of {} pages; page source after boot: {} bytes reserved, \
+         {} pages committed",
+        r.page_size,
+        facade::VA_BYTES >> 20,
+        r.limit_pages,
+        r.pages_booted.reserved_bytes,
+        r.pages_booted.committed_pages,
+    );
+    println!(
+        "kmem on every CPU: {} allocations (8 B to 3 pages, kmem_zalloc among them), \
+         size-class caches {} hits in {} requests, large {} allocs / {} frees; \
+         census after: {} objects, {} large allocations out",
+        r.kmem_ops,
+        r.cache_hits,
+        r.cache_requests,
+        r.large.allocs,
+        r.large.frees,
+        r.census.objects_out,
+        r.census.large_out,
+    );
+    if let (Some(w), Some(i)) = (&r.work_type, &r.intr_type) {
+        println!(
+            "malloc(9): {} {} calls (M_WAITOK | M_ZERO), {} in use, high {} bytes; \
+             {} {} calls from the handler (M_NOWAIT | M_ZERO), {} in use",
+            w.shortdesc, w.calls, w.inuse, w.maxused, i.shortdesc, i.calls, i.inuse,
+        );
+    }
+    if let Some(o) = &r.objs {
+        println!(
+            "pool cache {}: {} gets, {} constructed and {} destructed (all from and to the pool), \
+             {} out; per-CPU hits {}, misses {}",
+            o.name, r.obj_gets, r.ctors, r.dtors, o.pool.nout, o.nhit_pcpu, o.nmiss_pcpu,
+        );
+    }
+    println!(
+        "IPL_VM handler runs per CPU (kmem_intr_alloc KM_NOSLEEP, malloc M_NOWAIT, \
+         pool_cache_get PR_NOWAIT, a block freed by the thread): {:?}, {} in all",
+        r.intr_runs, r.handler_runs,
+    );
+    println!(
+        "kernel map committed pages: {} before the pagedaemon, {} after a pass at uptime 0 \
+         (cached pages back; pool pages idle < POOL_INACTIVE_TIME stay), {} after {} passes \
+         over {} ten-second hardclock steps (UPTIME.set): the pages of pools with live items",
+        r.committed[0], r.committed[1], r.committed[2], r.pagedaemon_passes, r.hardclocks,
+    );
+    if let Some(m) = &r.map {
+        println!("{m}");
+    }
+    println!(
+        "page source with the facade's kernel up: {} bytes reserved, {} pages committed \
+         (vmem meta {} bytes)",
+        r.pages_end.reserved_bytes, r.pages_end.committed_pages, r.meta_end,
+    );
+    println!("bsdalloc::kernel().report(), formatted inside the window:");
+    for line in text.as_str().lines() {
+        println!("  {line}");
+    }
 }
