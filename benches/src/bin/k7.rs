@@ -16,6 +16,12 @@
 //! 16, 5 MB of JSON, 500k map operations. `--reps` (default 3, 1 with
 //! `--quick`): each figure is the median of the repetitions. `--threads`:
 //! binary-trees' second thread count (default: the core count).
+//!
+//! Then, when `valgrind` is on the PATH (and without `--no-callgrind`),
+//! the noise-free figure: instructions per `GlobalAlloc::alloc`+`dealloc`
+//! pair of 64 B through `bsdalloc::Global`, mimalloc and glibc, from
+//! `pool_cache_ops global|global-mi|global-sys` under callgrind at N and 2N
+//! pairs (the difference over N).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -69,6 +75,68 @@ fn run(bin: &Path, program: &str, threads: usize, quick: bool) -> Result<Sample,
         .find(|l| l.starts_with("k7 "))
         .and_then(parse)
         .ok_or_else(|| format!("{}: no result line in {stdout:?}", bin.display()))
+}
+
+/// Instructions callgrind counts for `pool_cache_ops MODE N`.
+fn callgrind(ops: &Path, mode: &str, n: u64) -> Option<u64> {
+    let out = Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(ops)
+        .args([mode, &n.to_string()])
+        .output()
+        .ok()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let tail = &err[err.find("Collected : ")? + "Collected : ".len()..];
+    tail.split_whitespace().next()?.parse().ok()
+}
+
+/// K7's instructions per alloc+free pair (64 B) for each global
+/// allocator, as a markdown paragraph; empty without valgrind or
+/// `pool_cache_ops`.
+fn pair_instructions(dir: &Path, quick: bool) -> String {
+    let ops = dir.join(format!("pool_cache_ops{}", std::env::consts::EXE_SUFFIX));
+    let have_valgrind = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_valgrind || !ops.exists() {
+        eprintln!("k7: no valgrind or pool_cache_ops: instructions per pair skipped");
+        return String::new();
+    }
+    let n: u64 = if quick { 200_000 } else { 1_000_000 };
+    let per_pair = |mode: &str| {
+        let a = callgrind(&ops, mode, n)?;
+        let b = callgrind(&ops, mode, 2 * n)?;
+        Some(b.saturating_sub(a) as f64 / n as f64)
+    };
+    let rows: Vec<(&str, Option<f64>)> = [
+        ("bsdalloc (Global)", "global"),
+        ("mimalloc", "global-mi"),
+        ("system", "global-sys"),
+    ]
+    .iter()
+    .map(|&(name, mode)| (name, per_pair(mode)))
+    .collect();
+    let mut s = format!(
+        "Instructions per GlobalAlloc::alloc+dealloc pair, 64 B, one thread (callgrind, \
+         `pool_cache_ops MODE N` at N = {n} and {}, the difference over N):\n\n\
+         | allocator | instructions per pair | ratio to bsdalloc |\n|---|---|---|\n",
+        2 * n
+    );
+    let ours = rows[0].1;
+    for (name, v) in &rows {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} |",
+            v.map_or("—".into(), |v| format!("{v:.1}")),
+            match (v, ours) {
+                (Some(v), Some(o)) => format!("{:.2}", v / o),
+                _ => "—".into(),
+            }
+        );
+    }
+    s.push('\n');
+    s
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -240,13 +308,15 @@ fn main() {
                 fmt_mib(r)
             );
         }
-        if let (Some((ow, _, or)), Some((mw, _, mr))) = (ours, med[1]) {
+        if let (Some((ow, oc, or)), Some((mw, mc, mr))) = (ours, med[1]) {
             let (wx, rx) = (ow / mw, or / mr);
             let _ = writeln!(
                 goals,
-                "- {name}: bsdalloc / mimalloc wall {wx:.2}x ({}), peak RSS {rx:.2}x ({})",
+                "- {name}: bsdalloc / mimalloc wall {wx:.2}x ({}), peak RSS {rx:.2}x ({}); \
+                 CPU time {:.2}x (less sensitive to the machine's other load)",
                 if wx <= 1.0 { "met" } else { "missed" },
                 if rx <= 1.2 { "met" } else { "missed" },
+                oc / mc,
             );
         }
     }
@@ -257,6 +327,9 @@ fn main() {
             let _ = writeln!(out, "- {e}");
         }
         out.push('\n');
+    }
+    if !args.iter().any(|a| a == "--no-callgrind") {
+        out.push_str(&pair_instructions(dir, quick));
     }
     print!("{out}");
     if std::env::var("BSDALLOC_BENCH_EXTRA").is_ok() {
