@@ -248,7 +248,7 @@ fn main() {
     let _ = writeln!(
         out,
         "\n### K7 real programs with each global allocator ({}{})\n\n\
-         {}; one child process per allocator and program (peak RSS = getrusage ru_maxrss of that \
+         {}, {}; one child process per allocator and program (peak RSS = getrusage ru_maxrss of that \
          process), allocators interleaved, median of {reps} run{}. Ratios are peer / bsdalloc \
          (above 1: bsdalloc faster or smaller). Goal: bsdalloc wall <= 1.0x mimalloc, peak RSS \
          <= 1.2x mimalloc.\n\n\
@@ -261,6 +261,11 @@ fn main() {
             ": binary-trees depth 21, 50 MB JSON, 10M map ops"
         },
         bsdalloc_benches::machine_description(),
+        Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default(),
         if reps == 1 { "" } else { "s" },
     );
     let mut goals = String::new();
