@@ -14,6 +14,9 @@
 //! - [`chart`]: the same rows drawn as `benches/results.svg`, the chart
 //!   the README shows.
 //!
+//! - [`k7`]: K7's real programs, one source in four binaries that differ
+//!   only in their `#[global_allocator]`, and the `k7` driver over them.
+//!
 //! Naming: a criterion group is one case (`V1/instantfit/L=1000`), and the
 //! function ids in it are `ours` and the peers' names (`ours-…` and the
 //! names in [`chart::REFERENCES`] are our own variants or reference
@@ -51,6 +54,8 @@ impl Row {
         }
     }
 }
+
+pub mod k7;
 
 /// A case's goal, as BENCHMARKS.md states it.
 #[derive(Debug, Clone, Copy)]
@@ -99,6 +104,11 @@ pub const GOALS: &[Goal] = &[
         case: "K5",
         what: "large allocations 16 KiB-4 MiB, every page touched: the page layer (uvm_km_alloc WIRED) and end to end through kmem_alloc",
         goal: "no OS call per op in steady state; kmem <= 1.0x the faster of mimalloc and glibc (page layer: <= 1.5x mimalloc)",
+    },
+    Goal {
+        case: "K7",
+        what: "#[global_allocator] in real Rust programs: binary-trees depth 21 (1 and N threads), serde_json ~50 MB round trip, HashMap<String, Vec<u8>> 10M-op churn",
+        goal: "wall <= 1.0x mimalloc; peak RSS <= 1.2x mimalloc",
     },
     Goal {
         case: "P1",

@@ -619,6 +619,39 @@ fn bench(quick: bool, filter: Option<String>) -> ExitCode {
             ])
             .env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md")),
     );
+    // K7: real programs, one binary per global allocator, each run as a
+    // child process by the k7 driver (which finds them beside itself, so
+    // every binary is built first).
+    run.step(
+        "K7 build",
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "bsdalloc-benches",
+            "--features",
+            "c-peers",
+            "--bins",
+        ]),
+    );
+    let mut k7 = cargo();
+    k7.args([
+        "run",
+        "--release",
+        "-p",
+        "bsdalloc-benches",
+        "--features",
+        "c-peers",
+        "--bin",
+        "k7",
+    ]);
+    if quick {
+        k7.args(["--", "--quick"]);
+    }
+    run.step(
+        "K7 real programs",
+        k7.env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md")),
+    );
     // The tables, and the same ratios drawn as the chart the README shows.
     run.step(
         "write benches/RESULTS.md and benches/results.svg",

@@ -5,7 +5,11 @@
 //! kmem, mimalloc or malloc(9)), `depot` (1000 gets then 1000 puts, as G2), `miss` (a typed get that misses and a `destruct`: the
 //! miss path to the pool and back), `qcache` (a 4-quantum `vmem_alloc`+`vmem_free` through a
 //! quantum cache), `percpu` (one empty `PerCpu::with` section, for
-//! reference) or `mimalloc` (malloc+free 64 B).
+//! reference), `mimalloc` (malloc+free 64 B), or K7's pair: `global`
+//! (`GlobalAlloc::alloc`+`dealloc` of 64 B through `bsdalloc::Global`, the
+//! facade's global allocator; kmem's default instance on this small map),
+//! `global-mi` (the same through `mimalloc::MiMalloc`) or `global-sys`
+//! (through `std::alloc::System`, glibc).
 //!
 //! ```text
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/pool_cache_ops pc 1000000
@@ -172,6 +176,9 @@ fn main() {
                 }
             }
         }
+        "global" => global_loop(&bsdalloc::Global, n),
+        "global-mi" => global_loop(&mimalloc::MiMalloc, n),
+        "global-sys" => global_loop(&std::alloc::System, n),
         other => panic!("unknown mode {other}"),
     }
     println!("{n}");
@@ -191,5 +198,21 @@ fn pc_loop(n: u64) {
 fn typed_loop(c: &PoolCache<[u8; 64]>, n: u64) {
     for _ in 0..n {
         black_box(&*c.get());
+    }
+}
+
+/// K7's pair: `alloc`+`dealloc` of 64 B through a global allocator, as a
+/// `#[global_allocator]` is called (one warm-up pair first).
+#[inline(never)]
+fn global_loop<A: GlobalAlloc>(a: &A, n: u64) {
+    let l = Layout::from_size_align(64, 8).unwrap();
+    // SAFETY: a valid nonzero layout; each block is freed once with it.
+    unsafe { a.dealloc(a.alloc(l), l) };
+    for _ in 0..n {
+        // SAFETY: as above.
+        unsafe {
+            let p = a.alloc(black_box(l));
+            a.dealloc(black_box(p), l);
+        }
     }
 }
