@@ -2,6 +2,7 @@
 
 use core::fmt;
 
+#[cfg(feature = "kmalloc")]
 use bsdalloc_kmalloc::MallocError;
 use bsdalloc_kmem::{COHERENCY_UNIT, Kmem, KmemConfig, KmemError, kmem};
 use bsdalloc_platform::mutex::LockRank;
@@ -176,6 +177,7 @@ pub enum BootError {
     #[error(transparent)]
     Kmem(#[from] KmemError),
     /// malloc(9) already runs on another kmem instance. kmem is up then.
+    #[cfg(feature = "kmalloc")]
     #[error(transparent)]
     Malloc(#[from] MallocError),
 }

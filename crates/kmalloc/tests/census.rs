@@ -19,7 +19,9 @@ static OTHER: Kmem = Kmem::new();
 
 MALLOC_DEFINE!(M_C0, "census0", "census workload 0");
 MALLOC_DEFINE!(M_C1, "census1", "census workload 1");
-MALLOC_DEFINE!(M_MAPWAIT, "mapwait", "waits for the kernel map");
+// Its own limit above the budget: NetBSD's default, 60 % of nkmempages
+// (the budget here), would stop it at the type's limit before the map's.
+MALLOC_DEFINE_LIMIT!(M_MAPWAIT, "mapwait", "waits for the kernel map", 1 << 40);
 
 static TYPES: [&MallocType; 3] = [&M_C0, &M_C1, &M_TEMP];
 

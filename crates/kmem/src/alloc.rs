@@ -6,9 +6,10 @@ use core::ptr::NonNull;
 use bsdalloc_platform::in_interrupt;
 use bsdalloc_platform::sync::atomic::Ordering;
 use bsdalloc_pool::PrFlags;
+use bsdalloc_pool_cache::RawPoolCache;
 use bsdalloc_vmem::VmFlags;
 
-use crate::flags::{KMEM_ALIGN, KmFlags, SIZE_SIZE};
+use crate::flags::{KMEM_ALIGN, KMEM_SHIFT, KmFlags, SIZE_SIZE};
 use crate::kmem::{Inner, Kmem};
 use crate::owners::{Owner, PageOwners};
 
@@ -52,6 +53,46 @@ pub(crate) fn route(k: &Inner, size: usize) -> Route {
         Some(b) if b <= k.arena_size => Route::Pages(b),
         _ => Route::TooBig,
     }
+}
+
+/// Whether the fast path exists: no debug feature and no memory-checker
+/// hook changes what an allocation does beyond the cache's get and put.
+pub(crate) const FAST: bool = !cfg!(any(
+    feature = "kmem-size",
+    feature = "redzone",
+    feature = "poison",
+    feature = "guard",
+    bsdalloc_asan,
+    bsdalloc_valgrind
+));
+
+/// Slots of the fast table: sizes 1 … `KMEM_MAXSIZE` in steps of 8.
+pub(crate) const FAST_SLOTS: usize = (crate::flags::KMEM_MAXSIZE >> KMEM_SHIFT) + 1;
+
+/// The fast table of an instance: for each slot, the cache that
+/// [`route`] picks for the slot's largest size (every size of the slot
+/// rounds to it).
+pub(crate) fn fast_table(
+    classes: &crate::classes::SizeClasses,
+    caches: &[Option<&'static RawPoolCache>; crate::classes::MAX_CLASSES],
+) -> [Option<&'static RawPoolCache>; FAST_SLOTS] {
+    let mut t = [None; FAST_SLOTS];
+    if FAST {
+        for (slot, e) in t.iter_mut().enumerate().skip(1) {
+            if let Some(i) = allocsz(slot << KMEM_SHIFT).and_then(|a| classes.index(a)) {
+                *e = caches[i];
+            }
+        }
+    }
+    t
+}
+
+/// The fast table's slot for `size`, or `None` (size 0, or above
+/// `KMEM_MAXSIZE`).
+#[inline(always)]
+fn fast_slot(size: usize) -> Option<usize> {
+    // size - 1 < KMEM_MAXSIZE, i.e. 1 ..= KMEM_MAXSIZE, in one compare.
+    (size.wrapping_sub(1) < crate::flags::KMEM_MAXSIZE).then(|| (size + 7) >> KMEM_SHIFT)
 }
 
 #[inline(always)]
@@ -166,18 +207,37 @@ impl Kmem {
     /// As [`alloc`](Kmem::alloc), except for interrupt context; `KM_SLEEP`
     /// where sleeping is not allowed (debug builds at once, release builds
     /// when the allocation would have to wait).
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub fn intr_alloc(&self, size: usize, flags: KmFlags) -> Option<NonNull<u8>> {
+        #[cfg(debug_assertions)]
+        if flags == KmFlags::SLEEP {
+            bsdalloc_platform::assert_sleepable("kmem_alloc(KM_SLEEP)");
+        }
+        // The fast path, inlined: a size-class request that this CPU's
+        // current group serves. Everything else is out of line.
+        if FAST
+            && flags.is_valid()
+            && let Some(k) = self.try_inner()
+            && let Some(slot) = fast_slot(size)
+            // SAFETY: `fast_slot` returns at most KMEM_MAXSIZE / 8, the
+            // table's last slot.
+            && let Some(pc) = unsafe { *k.fast.get_unchecked(slot) }
+            && let Some(p) = pc.get_cpu_hit()
+        {
+            return Some(p);
+        }
+        self.intr_alloc_slow(size, flags)
+    }
+
+    #[inline(never)]
+    #[track_caller]
+    fn intr_alloc_slow(&self, size: usize, flags: KmFlags) -> Option<NonNull<u8>> {
         if !flags.is_valid() {
             bad_flags("kmem_alloc", flags);
         }
         if size == 0 {
             size_zero("kmem_alloc");
-        }
-        #[cfg(debug_assertions)]
-        if flags == KmFlags::SLEEP {
-            bsdalloc_platform::assert_sleepable("kmem_alloc(KM_SLEEP)");
         }
         let k = self.inner();
         #[cfg(feature = "guard")]
@@ -291,9 +351,29 @@ impl Kmem {
     ///
     /// # Safety
     /// As [`free`](Kmem::free).
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub unsafe fn intr_free(&self, p: *mut u8, size: usize) {
+        // The fast path, inlined: into this CPU's current group.
+        if FAST
+            && let Some(nn) = NonNull::new(p)
+            && let Some(k) = self.try_inner()
+            && let Some(slot) = fast_slot(size)
+            // SAFETY: as in `intr_alloc`.
+            && let Some(pc) = unsafe { *k.fast.get_unchecked(slot) }
+            // SAFETY: the caller's contract: an object of the cache
+            // `size` selects, not used any more.
+            && unsafe { pc.put_cpu_hit(nn) }
+        {
+            return;
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.intr_free_slow(p, size) }
+    }
+
+    #[inline(never)]
+    #[track_caller]
+    unsafe fn intr_free_slow(&self, p: *mut u8, size: usize) {
         let Some(p) = NonNull::new(p) else {
             panic!("kmem_free(NULL, {size}): freeing NULL is illegal");
         };

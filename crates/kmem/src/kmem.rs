@@ -257,6 +257,11 @@ pub(crate) struct Inner {
     pub(crate) ps: usize,
     pub(crate) classes: SizeClasses,
     pub(crate) caches: [Option<&'static RawPoolCache>; MAX_CLASSES],
+    /// The fast path's table: slot `(size + 7) / 8` is the cache of a
+    /// request of `size` bytes up to `KMEM_MAXSIZE` (slot 0, size 0, has
+    /// none). Built only where the fast path exists (no debug feature or
+    /// checker cfg): the request is then its own `allocsz`.
+    pub(crate) fast: [Option<&'static RawPoolCache>; crate::alloc::FAST_SLOTS],
     /// `kmem_va_arena`: address space of large allocations, with quantum
     /// caches up to `qcache_max`.
     pub(crate) kva: &'static Arena,
@@ -387,10 +392,12 @@ impl Kmem {
     }
 
     /// Whether [`bootstrap`](Kmem::bootstrap) has run (and destroy has not).
+    #[inline(always)]
     pub fn is_ready(&self) -> bool {
         self.state.load(Ordering::Acquire) == READY
     }
 
+    #[inline(always)]
     pub(crate) fn try_inner(&self) -> Option<&Inner> {
         // SAFETY: READY was seen with an acquire load.
         self.is_ready().then(|| unsafe { self.inner.get() })
@@ -642,6 +649,7 @@ impl Kmem {
                 map,
                 own_map,
                 ps,
+                fast: crate::alloc::fast_table(&classes, &caches),
                 classes,
                 caches,
                 kva,

@@ -351,7 +351,17 @@ impl<B: Backend> Core<B> {
     /// the CPU's groups are looked at afresh there.
     #[inline(always)]
     pub fn get(&self, flags: PrFlags) -> Option<(NonNull<u8>, usize)> {
-        let hit = self.cpus().with(|cc| {
+        match self.get_hit() {
+            Some(s) => Some(s),
+            None => self.get_miss(flags),
+        }
+    }
+
+    /// The hit alone: an object from this CPU's current group, or `None`
+    /// with nothing else done.
+    #[inline(always)]
+    pub fn get_hit(&self) -> Option<(NonNull<u8>, usize)> {
+        self.cpus().with(|cc| {
             let n = cc.cur_avail;
             if n == 0 {
                 return None;
@@ -362,11 +372,7 @@ impl<B: Backend> Core<B> {
             // SAFETY: the current group is this CPU's and its slot `n <
             // avail` holds an object.
             Some(unsafe { take(cc.cur, n) })
-        });
-        match hit {
-            Some(s) => Some(s),
-            None => self.get_miss(flags),
-        }
+        })
     }
 
     /// A get that found the current group empty.
@@ -439,7 +445,22 @@ impl<B: Backend> Core<B> {
     /// `obj` is a constructed object of this cache, not used any more.
     #[inline(always)]
     pub unsafe fn put(&self, obj: NonNull<u8>, pa: usize) {
-        let done = self.cpus().with(|cc| {
+        // SAFETY: the caller's contract.
+        if !unsafe { self.put_hit(obj, pa) } {
+            // SAFETY: the caller's contract.
+            unsafe { self.put_miss(obj, pa) };
+        }
+    }
+
+    /// The hit alone: `obj` into this CPU's current group if it has room
+    /// (`true`), or nothing done (`false`; with `diagnostic`, also for an
+    /// object already cached here, which the miss path reports).
+    ///
+    /// # Safety
+    /// As [`Core::put`].
+    #[inline(always)]
+    pub unsafe fn put_hit(&self, obj: NonNull<u8>, pa: usize) -> bool {
+        self.cpus().with(|cc| {
             #[cfg(feature = "diagnostic")]
             // SAFETY: the CPU's own groups, inside its section.
             if unsafe { cached_here(cc, obj.as_ptr()) } {
@@ -463,11 +484,7 @@ impl<B: Backend> Core<B> {
             cc.cur_avail = n + 1;
             cc.hits += 1;
             true
-        });
-        if !done {
-            // SAFETY: the caller's contract.
-            unsafe { self.put_miss(obj, pa) };
-        }
+        })
     }
 
     /// A put that found the current group full (or, DIAGNOSTIC, the object

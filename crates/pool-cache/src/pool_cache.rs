@@ -475,6 +475,51 @@ impl RawPoolCache {
         unsafe { self.core.put(obj, pa) }
     }
 
+    /// The CPU-local hit of [`get`](RawPoolCache::get) alone: a
+    /// constructed object from this CPU's current group, or `None` with
+    /// nothing else done (no previous group, depot or pool). For an
+    /// allocator layered on the cache that wants its own fast path inlined
+    /// and everything else out of line; callers fall back to `get`.
+    /// Usable wherever `get` is.
+    ///
+    /// ```
+    /// use bsdalloc_pool::PrFlags;
+    /// use bsdalloc_pool_cache::{PoolCacheConfig, RawPoolCache};
+    ///
+    /// static C: RawPoolCache = RawPoolCache::new(PoolCacheConfig::new("hitdoc", 64));
+    /// C.bootstrap();
+    /// let x = C.get_cpu_hit().or_else(|| C.get(PrFlags::NOWAIT)).unwrap();
+    /// unsafe {
+    ///     if !C.put_cpu_hit(x) {
+    ///         C.put(x);
+    ///     }
+    /// }
+    /// assert_eq!(C.get_cpu_hit(), Some(x)); // the CPU's group had it
+    /// unsafe { C.put(x) };
+    /// ```
+    ///
+    /// # Panics
+    /// A cache not bootstrapped.
+    #[inline(always)]
+    #[track_caller]
+    pub fn get_cpu_hit(&self) -> Option<NonNull<u8>> {
+        self.core.get_hit().map(|(p, _)| p)
+    }
+
+    /// The CPU-local hit of [`put`](RawPoolCache::put) alone: `true` if
+    /// `obj` went into this CPU's current group, `false` with nothing done
+    /// (the group is full; with `diagnostic`, also an object already
+    /// cached here) — then call `put`.
+    ///
+    /// # Safety
+    /// As [`RawPoolCache::put`].
+    #[inline(always)]
+    #[track_caller]
+    pub unsafe fn put_cpu_hit(&self, obj: NonNull<u8>) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe { self.core.put_hit(obj, POOL_PADDR_INVALID) }
+    }
+
     /// `pool_cache_destruct_object`: bypass the cache: (the pserialize
     /// barrier for `PR_PSERIALIZE`,) the destructor, `pool_put`.
     ///
