@@ -136,7 +136,7 @@ fn aligned_families() {
         assert_eq!(v.addr() % ps, 0);
         free(v);
         let pv = pvalloc(ps + 1);
-        assert!(pv.addr() % ps == 0 && malloc_usable_size(pv) >= 2 * ps);
+        assert!(pv.addr().is_multiple_of(ps) && malloc_usable_size(pv) >= 2 * ps);
         free(pv);
         assert_eq!(malloc_usable_size(ptr::null_mut()), 0);
     }
