@@ -81,7 +81,16 @@ fn boot() {
         cfg = cfg.memory_limit(limit);
         LIMIT.store(limit, Ordering::Relaxed);
     }
-    match Kernel::boot(cfg) {
+    // 64 GiB of address space by default; where that cannot be reserved
+    // (`ulimit -v`, valgrind) half as much, down to 256 MiB.
+    let mut result = Kernel::boot(cfg);
+    while let Err(BootError::Kmem(_)) = result
+        && cfg.va_size > 256 << 20
+    {
+        cfg = cfg.va_size(cfg.va_size / 2);
+        result = Kernel::boot(cfg);
+    }
+    match result {
         Ok(_) => {}
         Err(BootError::AlreadyBooted) => {
             // Only this crate boots the process's kernel; something used a
