@@ -272,7 +272,7 @@ extern "C" fn show_stats() {
     let _ = write!(e, "{}", Stats);
 }
 
-/// What [`show_stats`] prints: the facade's report, then this crate's
+/// What `BSDALLOC_SHOW_STATS=1` prints at exit: the facade's report, then this crate's
 /// counters.
 #[derive(Debug)]
 pub struct Stats;
