@@ -32,7 +32,11 @@ fn scratch() -> PathBuf {
 /// Compile `tests/c/<name>.c`, or `None` (and say why) without a C compiler.
 fn compile(name: &str) -> Option<PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
-    let out = scratch().join(name);
+    // One binary per call: tests run in parallel, and executing a file
+    // another test's compiler is writing fails with ETXTBSY.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = scratch().join(format!("{name}-{n}"));
     let st = Command::new("cc")
         .args(["-O0", "-fno-builtin", "-w", "-pthread", "-o"])
         .arg(&out)
