@@ -457,13 +457,18 @@ impl Kmem {
     #[cfg_attr(feature = "guard", allow(dead_code))]
     #[track_caller]
     fn large_free(&self, k: &Inner, p: NonNull<u8>, bytes: usize) {
+        if let Some(o) = self.page_owners() {
+            // Before the pages go back: once they are the map's, another
+            // thread may allocate them and tag them, and a clear after
+            // that would erase its tag. Only a tag that describes this
+            // very allocation is cleared, so a free the map refuses below
+            // (a wrong size, a foreign pointer, a second free) leaves the
+            // tags as they were.
+            o.clear_large(p.as_ptr().addr(), bytes / k.ps);
+        }
         // Checked against the page maps: a wrong size or a foreign pointer
         // panics before anything changes.
         k.map.uvm_km_kmem_free(k.kva, p.as_ptr().addr(), bytes);
-        if let Some(o) = self.page_owners() {
-            // After the map's checks: a refused free leaves the tag.
-            o.set_large(p.as_ptr().addr(), 0);
-        }
         self.large.frees.fetch_add(1, Ordering::Relaxed);
         self.large.live.fetch_sub(1, Ordering::Relaxed);
         self.large.live_bytes.fetch_sub(bytes, Ordering::Relaxed);

@@ -105,6 +105,15 @@ impl PageOwners {
         self.set(va, tag);
     }
 
+    /// `va` no longer starts a large allocation of `pages` pages: the tag
+    /// is cleared if it says exactly that, and left alone otherwise.
+    pub(crate) fn clear_large(&self, va: usize, pages: usize) {
+        if let Some(s) = self.slot(va) {
+            let tag = LARGE | u32::try_from(pages).unwrap_or(LARGE - 1);
+            let _ = s.compare_exchange(tag, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
     /// The page of `va` holds nothing kmem tracks.
     pub(crate) fn clear(&self, va: usize) {
         self.set(va, 0);

@@ -1,0 +1,65 @@
+/* fork from a multithreaded parent: threads allocate and free in a loop
+ * while the main thread forks; every child allocates, frees, and exits 0
+ * within its alarm. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define THREADS 4
+
+static volatile int stop;
+
+static void *churn(void *arg) {
+    unsigned seed = (unsigned)(size_t)arg;
+    void *keep[64] = {0};
+    while (!stop) {
+        seed = seed * 1103515245 + 12345;
+        unsigned k = (seed >> 8) % 64;
+        free(keep[k]);
+        size_t n = (seed >> 16) % 5 == 0 ? (seed >> 4) % 100000 : (seed >> 4) % 600;
+        keep[k] = malloc(n + 1);
+        memset(keep[k], 1, n + 1);
+    }
+    for (int k = 0; k < 64; k++) free(keep[k]);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    int forks = argc > 1 ? atoi(argv[1]) : 200;
+    pthread_t t[THREADS];
+    for (size_t i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, churn, (void *)(i + 1));
+    int bad = 0;
+    for (int f = 0; f < forks; f++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            alarm(10);
+            void *p[100];
+            for (int i = 0; i < 100; i++) p[i] = malloc((size_t)i * 97 + 1);
+            for (int i = 0; i < 100; i++) free(p[i]);
+            char *s = strdup("child");
+            p[0] = realloc(s, 100000);
+            free(p[0]);
+            _exit(0);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            fprintf(stderr, "fork.c: child %d: %s %d\n", f, WIFSIGNALED(st) ? "signal" : "exit",
+                    WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+            bad++;
+        }
+    }
+    stop = 1;
+    for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
+    if (bad) {
+        fprintf(stderr, "fork.c: %d of %d children failed\n", bad, forks);
+        return 1;
+    }
+    printf("fork ok: %d children\n", forks);
+    return 0;
+}
