@@ -467,6 +467,30 @@ fn ci(full: bool) -> ExitCode {
             "1",
         ]),
     );
+    // K7, short: the real programs with bsdalloc, mimalloc and the system
+    // allocator as the global allocator (results must agree); the C peers
+    // (jemalloc) build only in `cargo xtask bench`. No time is judged here.
+    run.step(
+        "K7 build (bsdalloc, mimalloc, system)",
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "bsdalloc-benches",
+            "--bin",
+            "k7",
+            "--bin",
+            "k7_bsdalloc",
+            "--bin",
+            "k7_mimalloc",
+            "--bin",
+            "k7_system",
+        ]),
+    );
+    run.step(
+        "K7 real programs (--quick)",
+        Command::new(root().join("target/release/k7")).args(["--quick", "--no-callgrind"]),
+    );
     // Check 15, short: real programs under the preloaded C malloc.
     preload::preload(&mut run, full);
     loom(&mut run);

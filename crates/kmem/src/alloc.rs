@@ -505,8 +505,9 @@ impl Kmem {
     /// assert_eq!(K.lookup_size(big.as_ptr()), Some(4 * 4096));
     /// assert_eq!(K.lookup_size(&K as *const Kmem as *const u8), None);
     /// unsafe {
-    ///     K.free(p.as_ptr(), 128);
-    ///     K.free(big.as_ptr(), 4 * 4096);
+    ///     // Without kmem-size and redzone, `K.free(p, 128)` would do too.
+    ///     K.free(p.as_ptr(), 100);
+    ///     K.free(big.as_ptr(), 3 * 4096 + 5);
     ///     K.destroy();
     /// }
     /// ```
