@@ -70,10 +70,11 @@ pub struct KmemConfig {
     pub pool_map: bool,
     /// Keep a tag per page of the kmem arena so that
     /// [`Kmem::lookup_size`] finds an allocation's size from its address
-    /// in constant time (what a C `free(p)` needs). Costs 4 bytes of
-    /// demand-zero address space per page of the arena and a store when a
-    /// page changes hands; nothing on the object paths. Not with the
-    /// `guard` feature.
+    /// in constant time (what a C `free(p)` needs). Costs 4 bytes per
+    /// page of the arena, taken from the map's page source outside its
+    /// budget (demand-zero with the OS's pages), and a store when a page
+    /// changes hands; nothing on the object paths. Not with the `guard`
+    /// feature.
     pub size_lookup: bool,
 }
 

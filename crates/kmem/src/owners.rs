@@ -14,7 +14,7 @@ use core::ptr::NonNull;
 
 use bsdalloc_platform::sync::atomic::{AtomicU32, Ordering};
 use bsdalloc_pool::{KmemAllocator, PoolAllocator, PrFlags};
-use bsdalloc_uvm_pages::{KernelMap, UvmFlags};
+use bsdalloc_uvm_pages::KernelMap;
 
 /// Tag of the first page of a large allocation: this bit, and the
 /// allocation's length in pages below it.
@@ -32,9 +32,11 @@ pub(crate) enum Owner {
     Large(usize),
 }
 
-/// One `u32` tag per page of the kmem arena, in demand-zero pageable
-/// memory of the kernel map (pages of the table appear as pages of the
-/// arena are first used).
+/// One `u32` tag per page of the kmem arena, in memory straight from the
+/// map's page source, committed unwired: bookkeeping of the map like its
+/// own page bitmaps, outside its memory budget, and (with the OS's pages)
+/// demand-zero, so pages of the table appear as pages of the arena are
+/// first used.
 pub(crate) struct PageOwners {
     base: usize,
     npages: usize,
@@ -56,8 +58,17 @@ impl PageOwners {
         let ps = map.page_size();
         let (base, size) = map.kmem_range();
         let npages = size / ps;
-        let bytes = (npages.checked_mul(4)?).next_multiple_of(ps).max(ps);
-        let tags = map.uvm_km_alloc(bytes, 0, UvmFlags::PAGEABLE | UvmFlags::CANFAIL)?;
+        let src = map.page_source();
+        let bytes = (npages.checked_mul(4)?)
+            .next_multiple_of(src.page_size())
+            .max(src.page_size());
+        let tags = src.reserve(bytes, 0).ok()?;
+        // SAFETY: our fresh reservation, whole.
+        if unsafe { src.commit(tags, bytes, false) }.is_err() {
+            // SAFETY: the reservation is unused.
+            unsafe { src.release(tags, bytes) };
+            return None;
+        }
         Some(PageOwners {
             base,
             npages,
@@ -72,7 +83,12 @@ impl PageOwners {
     /// # Safety
     /// Nobody reads or writes the table any more.
     pub(crate) unsafe fn free(&self, map: &KernelMap) {
-        map.uvm_km_free(self.tags.cast(), self.bytes, UvmFlags::PAGEABLE);
+        let src = map.page_source();
+        // SAFETY: the caller's contract; the table is one reservation.
+        unsafe {
+            src.decommit(self.tags.cast(), self.bytes);
+            src.release(self.tags.cast(), self.bytes);
+        }
     }
 
     #[inline(always)]

@@ -58,3 +58,28 @@ fn an_instance_without_size_lookup_answers_none() {
         PLAIN.destroy();
     }
 }
+
+static SMALL: Kmem = Kmem::new();
+
+#[test]
+fn the_tags_are_outside_a_small_budget() {
+    // 1 GiB of address space needs 1 MiB of tags (256 pages): a budget of
+    // 64 pages would not hold them, and need not — they are the map's
+    // bookkeeping, from its page source.
+    SMALL
+        .bootstrap(
+            KmemConfig::new()
+                .size_lookup(true)
+                .va_size(1 << 30)
+                .limit_pages(64),
+        )
+        .unwrap();
+    let p = SMALL.alloc(3000, KM_SLEEP).unwrap();
+    assert!(SMALL.lookup_size(p.as_ptr()).is_some());
+    assert!(SMALL.map().stats().committed_pages <= 64);
+    // SAFETY: ours.
+    unsafe {
+        SMALL.free(p.as_ptr(), 3000);
+        SMALL.destroy();
+    }
+}

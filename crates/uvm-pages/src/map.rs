@@ -355,6 +355,12 @@ impl KernelMap {
         (self.base, self.size)
     }
 
+    /// The page source under the map: where its pages, and its own
+    /// bookkeeping, come from.
+    pub fn page_source(&self) -> &'static dyn PageSource {
+        self.pages
+    }
+
     /// The address range of the kmem arena: (start, bytes). Every
     /// `uvm_km_kmem_alloc` address lies in it.
     pub fn kmem_range(&self) -> (usize, usize) {
