@@ -464,6 +464,9 @@ impl Kmem {
     /// # Safety
     /// The boot lock is held and the instance is not READY.
     unsafe fn build(&'static self, cfg: KmemConfig) -> Result<(), KmemError> {
+        if cfg.size_lookup && cfg!(feature = "guard") {
+            return Err(KmemError::Config("size lookup is not available with guard"));
+        }
         let cu = cfg.coherency_unit;
         if !cu.is_power_of_two() || cu < crate::KMEM_ALIGN {
             return Err(KmemError::Config(
@@ -592,16 +595,6 @@ impl Kmem {
         // PR_NOWAIT grow holds the pool lock, and going through kva's
         // quantum caches would take another pool's lock inside it.
         let owners = if cfg.size_lookup {
-            if cfg!(feature = "guard") {
-                // SAFETY: fresh and unused.
-                unsafe {
-                    vmem_destroy(meta);
-                    vmem_destroy(va_meta);
-                    vmem_destroy(kva);
-                    undo_map(map, own_map);
-                }
-                return Err(KmemError::Config("size lookup is not available with guard"));
-            }
             let Some(o) = PageOwners::new(map) else {
                 // SAFETY: fresh and unused.
                 unsafe {
