@@ -75,7 +75,7 @@ fn header(f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "Pool cache statistics.")?;
     writeln!(
         f,
-        "{:<NAME_WIDTH$}{:>6}{:>6}{:>5}{:>5}{:>10}{:>11}{:>6}{:>12}{:>6}",
+        "{:<NAME_WIDTH$} {:>5} {:>5} {:>4} {:>4} {:>9} {:>10} {:>5} {:>11} {:>5}",
         "Name",
         "Spin",
         "GrpSz",
@@ -102,7 +102,10 @@ fn row(f: &mut fmt::Formatter<'_>, s: &PoolCacheStats) -> fmt::Result {
     let cpu_layer = s.nhit_pcpu + s.nmiss_pcpu;
     writeln!(
         f,
-        "{:<NAME_WIDTH$}{:>6}{:>6}{:>5}{:>5}{:>10}{:>11}{:>6.1}{:>12}{:>6.1}",
+        // A space before every column, as vmstat's printf has: a number
+        // wider than its column pushes the line right instead of running
+        // into its neighbour.
+        "{:<NAME_WIDTH$} {:>5} {:>5} {:>4} {:>4} {:>9} {:>10} {:>5.1} {:>11} {:>5.1}",
         s.name,
         s.ncontended,
         s.meta_size,

@@ -288,6 +288,16 @@ fn vmstat_c_columns() {
     }
     .to_string();
     assert!(one.lines().any(|l| l == row));
+    // A number wider than its column still has a space before it (vmstat's
+    // printf): 15 groups of 15 and 26082 full ones, not "1526082".
+    let mut wide = pc.stats();
+    wide.nfull = 26_082;
+    let t = VmstatCRows {
+        rows: &[wide],
+        opts: VmstatCOptions::default(),
+    }
+    .to_string();
+    assert!(t.contains("    15 26082    0 "), "{t}");
     pc.invalidate();
 }
 
