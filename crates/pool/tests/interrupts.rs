@@ -105,7 +105,15 @@ fn interrupt_storm_on_an_ipl_vm_pool() {
             std::thread::spawn(move || {
                 CPUS[w].store(curcpu().0, Ordering::Release);
                 let mut live = Vec::new();
-                for i in 0..20_000u32 {
+                // 20,000 rounds, and on until interrupts have hit both
+                // handler outcomes: in release on a loaded machine the
+                // rounds can end before the stormer's first signal lands.
+                let mut i = 0u32;
+                while i < 20_000
+                    || ((intr_runs(src) == 0 || HANDLER_OK.load(Ordering::Relaxed) == 0)
+                        && i < 20_000_000)
+                {
+                    i += 1;
                     let p = STORM.get(if i % 2 == 0 {
                         PrFlags::WAITOK
                     } else {
