@@ -114,7 +114,7 @@ fn interrupt_storm_on_an_ipl_vm_pool() {
                         && i < 20_000_000)
                 {
                     i += 1;
-                    let p = STORM.get(if i % 2 == 0 {
+                    let p = STORM.get(if i.is_multiple_of(2) {
                         PrFlags::WAITOK
                     } else {
                         PrFlags::NOWAIT
@@ -122,7 +122,7 @@ fn interrupt_storm_on_an_ipl_vm_pool() {
                     if let Some(p) = p {
                         live.push((p, claim(p)));
                     }
-                    if (live.len() > 50 || i % 7 == 0)
+                    if (live.len() > 50 || i.is_multiple_of(7))
                         && let Some((p, t)) = live.pop()
                     {
                         release(p, t);
