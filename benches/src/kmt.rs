@@ -226,7 +226,10 @@ pub fn larson<A: CAlloc>(threads: usize, p: &Params) -> Outcome {
     let deadline = start + p.k2_time;
     std::thread::scope(|sc| {
         for (i, slots) in arrays.into_iter().enumerate() {
-            let rng = Xorshift::new(p.seed.wrapping_add((i as u64 + 1) * 0x9E37_79B9_7F4A_7C15));
+            let rng = Xorshift::new(
+                p.seed
+                    .wrapping_add((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            );
             let (stop, ops) = (&stop, &ops);
             sc.spawn(move || larson_generation::<A>(sc, slots, rng, p, deadline, stop, ops));
         }
@@ -402,4 +405,49 @@ pub fn child_main<A: CAlloc>(args: &[String]) {
         o.shared_lines,
         A::SIZED_FREE,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Glibc;
+
+    impl CAlloc for Glibc {
+        const NAME: &'static str = "glibc";
+
+        unsafe fn malloc(size: usize) -> *mut u8 {
+            // SAFETY: malloc is always safe to call.
+            unsafe { libc::malloc(size) }.cast()
+        }
+
+        unsafe fn free(p: *mut u8, _size: usize) {
+            // SAFETY: the caller's contract.
+            unsafe { libc::free(p.cast()) }
+        }
+    }
+
+    fn small() -> Params {
+        Params {
+            k2_time: Duration::from_millis(50),
+            k2_chunks: 100,
+            k2_rounds: 3,
+            k3_time: Duration::from_millis(50),
+            k4_iterations: 10,
+            k4_repetitions: 10,
+            ..Params::new(true)
+        }
+    }
+
+    #[test]
+    fn every_workload_runs_and_counts() {
+        let p = small();
+        // Larson's generations (300 replacements each) hand over to new
+        // threads many times in 50 ms.
+        assert!(larson::<Glibc>(2, &p).ops > 300);
+        assert!(xmalloc::<Glibc>(2, &p).ops >= BATCH as u64);
+        let o = cache_scratch::<Glibc>(1, &p);
+        assert_eq!(o.ops, 10 * 10 * 8);
+        assert_eq!(o.shared_lines, 0, "one thread shares no line with another");
+    }
 }
