@@ -16,6 +16,9 @@
 //!
 //! - [`k7`]: K7's real programs, one source in four binaries that differ
 //!   only in their `#[global_allocator]`, and the `k7` driver over them.
+//! - [`kmt`]: K2 (larson), K3 (xmalloc) and K4 (cache-scratch) over a
+//!   C-style `malloc`/`free`, in `kmt_bsdalloc` and `kmt_peers`, and the
+//!   `kmt` driver over them.
 //!
 //! Naming: a criterion group is one case (`V1/instantfit/L=1000`), and the
 //! function ids in it are `ours` and the peers' names (`ours-…` and the
@@ -56,6 +59,7 @@ impl Row {
 }
 
 pub mod k7;
+pub mod kmt;
 
 /// A case's goal, as BENCHMARKS.md states it.
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +113,21 @@ pub const GOALS: &[Goal] = &[
         case: "K7",
         what: "#[global_allocator] in real Rust programs: binary-trees depth 21 (1 and N threads), serde_json ~50 MB round trip, HashMap<String, Vec<u8>> 10M-op churn",
         goal: "wall <= 1.0x mimalloc; peak RSS <= 1.2x mimalloc",
+    },
+    Goal {
+        case: "K2",
+        what: "larson: 5 s, 8-1000 B, 5000 chunks per thread, 100 rounds, seed 4141 (kmt)",
+        goal: "throughput >= 1.0x mimalloc; peak RSS <= 1.2x mimalloc",
+    },
+    Goal {
+        case: "K3",
+        what: "xmalloc: half the threads allocate <= 64 B, half free (kmt)",
+        goal: ">= 1.0x mimalloc; bounded RSS",
+    },
+    Goal {
+        case: "K4",
+        what: "cache-scratch: objects passed to other threads, then written (kmt)",
+        goal: "no false sharing; within 1.1x mimalloc",
     },
     Goal {
         case: "P1",

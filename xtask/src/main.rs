@@ -685,6 +685,27 @@ fn bench(quick: bool, filter: Option<String>) -> ExitCode {
         "K7 real programs",
         k7.env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md")),
     );
+    // K2-K4: larson, xmalloc, cache-scratch through each allocator's C
+    // malloc/free, one child process per allocator and case (the kmt
+    // driver and its children were built by the step above).
+    let mut kmt = cargo();
+    kmt.args([
+        "run",
+        "--release",
+        "-p",
+        "bsdalloc-benches",
+        "--features",
+        "c-peers",
+        "--bin",
+        "kmt",
+    ]);
+    if quick {
+        kmt.args(["--", "--quick"]);
+    }
+    run.step(
+        "K2-K4 larson, xmalloc, cache-scratch",
+        kmt.env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md")),
+    );
     // The tables, and the same ratios drawn as the chart the README shows.
     run.step(
         "write benches/RESULTS.md and benches/results.svg",
