@@ -156,6 +156,8 @@ fn git_setup(dir: &Path, full: bool) {
 
 const GIT_SCRIPT: &str = "set -e
 git init -q -b main repo && cp -r src repo/ && cd repo
+# No automatic gc in the background: with many commits it races the gc below.
+git config gc.auto 0
 git add -A && git commit -q -m first
 for n in 1 2 3 4 5; do
   for f in src/f0*$n.txt; do echo \"change $n\" >> $f; done
