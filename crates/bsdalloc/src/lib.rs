@@ -91,7 +91,8 @@
 //! | `PAGE_SIZE`, `COHERENCY_UNIT`, `nkmempages` / physmem | [`KernelConfig::page_size`], [`KernelConfig::coherency_unit`], [`KernelConfig::memory_limit`] |
 //! | `uvm_kick_pdaemon` | [`Kernel::pagedaemon`] |
 //! | `vmstat -m`, `vmstat -C`, `vmem_dump`, malloc types | [`Kernel::report`] → [`Report`] |
-//! | (Rust) `#[global_allocator]`, `Allocator` | [`Global`] |
+//! | (Rust) `#[global_allocator]`, `Allocator` | [`Global`]; [`BootGlobal`] to boot with a configuration at the first allocation |
+//! | (extension) an allocation's size from its address (C `free`) | [`KernelConfig::size_lookup`], `kmem::Kmem::lookup_size` |
 //! | the layers | [`vmem`], [`uvm_pages`], [`pool`], [`pool_cache`], [`kmem`](mod@kmem), [`kmalloc`], [`platform`] |
 //!
 //! ## Features
