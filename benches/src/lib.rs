@@ -211,6 +211,60 @@ pub fn machine_description() -> String {
     format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
 }
 
+/// The shared pieces of the drivers that run one child process per
+/// allocator and case (`k7`, `kmt`, `g6_scaling`): their arguments, the
+/// children's `key=value` result lines, medians and units.
+pub mod driver {
+    /// The value after `--name` on the command line.
+    pub fn arg(name: &str) -> Option<String> {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    }
+
+    /// Whether `--name` is on the command line.
+    pub fn flag(name: &str) -> bool {
+        std::env::args().any(|a| a == name)
+    }
+
+    /// `value` of `key=value` in a child's result line.
+    pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    }
+
+    /// The median (the mean of the middle two for an even count).
+    pub fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    }
+
+    /// KiB as MiB with one decimal.
+    pub fn fmt_mib(kib: f64) -> String {
+        format!("{:.1} MiB", kib / 1024.0)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn fields_and_medians() {
+            let l = "k7 wall_s=1.5 cpu_s=2 maxrss_kib=1024";
+            assert_eq!(super::field(l, "cpu_s"), Some("2"));
+            assert_eq!(super::field(l, "cpu"), None);
+            assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
+            assert_eq!(super::median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+            assert_eq!(super::fmt_mib(1536.0), "1.5 MiB");
+        }
+    }
+}
+
 /// Append non-timing figures (counters, fragmentation, OS calls) to the
 /// report: `cargo xtask bench` sets `BSDALLOC_BENCH_EXTRA` to the file the
 /// `report` binary includes; without it, print them.

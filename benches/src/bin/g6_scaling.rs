@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use bsdalloc_benches::driver::arg;
 use bsdalloc_pool::PrFlags;
 use bsdalloc_pool_cache::{PoolCacheConfig, RawPoolCache};
 
@@ -118,13 +119,6 @@ fn g3(who: Who, consumers: usize, total: usize) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
     let threads: Vec<usize> = arg("--threads")
         .unwrap_or_else(|| "1,2,4".into())
         .split(',')

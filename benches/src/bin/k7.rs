@@ -27,6 +27,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use bsdalloc_benches::driver::{arg, field, flag, fmt_mib, median};
+
 use bsdalloc_benches::k7::PROGRAMS;
 
 /// One child's line.
@@ -36,11 +38,6 @@ struct Sample {
     cpu: f64,
     rss_kib: u64,
     check: u64,
-}
-
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
 fn parse(line: &str) -> Option<Sample> {
@@ -139,16 +136,6 @@ fn pair_instructions(dir: &Path, quick: bool) -> String {
     s
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn fmt_secs(s: f64) -> String {
     if s >= 1.0 {
         format!("{s:.2} s")
@@ -157,19 +144,8 @@ fn fmt_secs(s: f64) -> String {
     }
 }
 
-fn fmt_mib(kib: f64) -> String {
-    format!("{:.1} MiB", kib / 1024.0)
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let quick = args.iter().any(|a| a == "--quick");
+    let quick = flag("--quick");
     let reps: usize = arg("--reps")
         .and_then(|s| s.parse().ok())
         .unwrap_or(if quick { 1 } else { 3 })
@@ -333,7 +309,7 @@ fn main() {
         }
         out.push('\n');
     }
-    if !args.iter().any(|a| a == "--no-callgrind") {
+    if !flag("--no-callgrind") {
         out.push_str(&pair_instructions(dir, quick));
     }
     print!("{out}");

@@ -20,6 +20,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use bsdalloc_benches::driver::{arg, field, flag, fmt_mib, median};
+
 use bsdalloc_benches::kmt::{Params, WORKLOADS};
 
 #[derive(Debug, Clone, Copy)]
@@ -29,11 +31,6 @@ struct Sample {
     cpu: f64,
     rss_kib: f64,
     shared: u64,
-}
-
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
 fn parse(line: &str) -> Option<Sample> {
@@ -82,20 +79,6 @@ fn run(
         .ok_or_else(|| format!("{alloc}: no result line in {stdout:?}"))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn fmt_mib(kib: f64) -> String {
-    format!("{:.1} MiB", kib / 1024.0)
-}
-
 /// A case's medians for one allocator.
 #[derive(Debug, Clone, Copy)]
 struct Med {
@@ -123,14 +106,7 @@ fn med(v: &[Sample]) -> Option<Med> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let quick = args.iter().any(|a| a == "--quick");
+    let quick = flag("--quick");
     let reps: usize = arg("--reps")
         .and_then(|s| s.parse().ok())
         .unwrap_or(if quick { 1 } else { 3 })
