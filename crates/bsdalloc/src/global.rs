@@ -68,8 +68,10 @@ fn place_aligned(k: &Kmem, size: usize, align: usize) -> Place {
             return Place::Kmem(s);
         }
     }
-    // A size no arena holds (alignment_of is None): let the map refuse it.
-    Place::Map(size, align)
+    // A size no arena can hold (alignment_of is None for all four): kmem
+    // refuses it (KM_NOSLEEP: null). The map would take only alignments
+    // that are page multiples.
+    Place::Kmem(size)
 }
 
 #[inline(always)]

@@ -230,3 +230,29 @@ fn dealloc_with_another_class_is_caught_for_whole_pages() {
     // SAFETY: allocated above with `l`.
     unsafe { Global.dealloc(p, l) };
 }
+
+#[test]
+fn sizes_no_arena_can_hold_are_refused_with_null() {
+    for align in [1, 8, 16, 64, 4096, 1 << 16] {
+        for size in [isize::MAX as usize - align + 1, 1 << 62, 1 << 45] {
+            let l = Layout::from_size_align(size, align).unwrap();
+            // SAFETY: a nonzero size; nothing is returned to free.
+            unsafe {
+                assert!(Global.alloc(l).is_null(), "{l:?}");
+                assert!(Global.alloc_zeroed(l).is_null(), "{l:?}");
+            }
+            assert!(Global.allocate(l).is_err());
+        }
+        // A block that cannot grow that far stays valid.
+        let small = Layout::from_size_align(100, align).unwrap();
+        let p = Global.allocate(small).unwrap().cast::<u8>();
+        fill(p.as_ptr(), 100, 1);
+        let huge = Layout::from_size_align(1 << 45, align).unwrap();
+        // SAFETY: `p` is a live block of `small`.
+        unsafe {
+            assert!(Global.grow(p, small, huge).is_err());
+            check(p.as_ptr(), 100, 1);
+            Global.deallocate(p, small);
+        }
+    }
+}
