@@ -25,13 +25,20 @@
 //! and waits for the parent or child handler to clear it. This is the
 //! asymmetric Dekker pair the platform's cross-calls use.
 //!
-//! In the child the other threads' CPU slots stay claimed (their cached
-//! objects are stranded: a bounded leak per fork, as in glibc's child,
-//! which keeps the other threads' arenas' free lists).
+//! Then the handler takes the machine's own locks
+//! ([`fork_prepare`](bsdalloc::platform::fork_prepare)): the exit lock,
+//! which a thread holds from its CPU exit hooks (they take its caches'
+//! depot locks) to its slot's release, so no thread is half gone; then
+//! every CPU slot's lock in index order, so no thread is half way into
+//! becoming a CPU. The lock order is the workspace's: the door (every
+//! allocator lock) before the exit lock before the slot locks.
 //!
-//! Not covered (see the crate docs): a thread *exiting* while another
-//! forks runs its CPU's exit hook outside any allocator entry, and the
-//! hook takes its caches' depot locks; without `membarrier` (Linux before
+//! In the child ([`fork_child`](bsdalloc::platform::fork_child)) the
+//! other threads' CPU slots are freed, and what their caches held moves
+//! to the depots (`pool_cache_cpu_init` of each, run on its behalf): the
+//! child has one CPU, with nothing stranded.
+//!
+//! Not covered (see the crate docs): without `membarrier` (Linux before
 //! 4.14, or a seccomp filter) the door is best effort.
 //!
 //! [`heavy_fence`]: bsdalloc::platform::sync::heavy_fence
@@ -39,7 +46,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering, compiler_fence, fence};
 
 use bsdalloc::platform::cpu::{MAXCPUS, NSHARED};
-use bsdalloc::platform::{curcpu, ncpu};
+use bsdalloc::platform::{self, curcpu, ncpu};
 
 /// One slot's "inside" word, on a cache line of its own: the fast path
 /// writes it on every call, and neighbours belong to other threads.
@@ -139,9 +146,25 @@ extern "C" fn prepare() {
             unsafe { libc::sched_yield() };
         }
     }
+    // Nobody is inside: the machine's own locks now (the exit lock, which
+    // waits for a thread running its exit hooks, then every CPU slot's).
+    platform::fork_prepare();
 }
 
-extern "C" fn after() {
+extern "C" fn parent() {
+    platform::fork_parent();
+    open_door();
+}
+
+extern "C" fn child() {
+    // The other threads' CPUs are gone: free their slots, and move what
+    // their caches held to the depots (run here, on their behalf), so the
+    // child's CPU state is its own thread's and nothing is stranded.
+    platform::fork_child(&mut |cpu| bsdalloc::pool_cache::pool_cache_cpu_init(cpu));
+    open_door();
+}
+
+fn open_door() {
     FORKING.store(false, Ordering::Release);
     FORK_LOCK.store(false, Ordering::Release);
 }
@@ -150,7 +173,7 @@ extern "C" fn after() {
 /// registration may allocate, and lands in the bootstrap arena then).
 pub(crate) fn install() {
     // SAFETY: plain `extern "C" fn()`s with static lifetime.
-    let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(after), Some(after)) };
+    let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
     if rc != 0 {
         crate::boot::say(format_args!(
             "bsdalloc: pthread_atfork failed ({rc}): a child of a multithreaded parent may hang in malloc"

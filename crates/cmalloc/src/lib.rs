@@ -130,14 +130,13 @@
 //! allocator lock is held and no CPU is inside a CPU-local section when
 //! the process is copied; the fast path pays one thread-local store and
 //! load for it (an asymmetric Dekker pair with `membarrier`, no atomic
-//! read-modify-write; see the `fork` module). Not covered: a thread that
-//! *exits* during the fork runs its CPU exit hook (which takes its caches'
-//! depot locks) outside the door; the child keeps the other threads' CPU
-//! slots claimed (their cached objects are stranded, a bounded leak per
-//! fork); and without `membarrier` the door is best effort. Taking every
-//! lock in the workspace's order instead would need a lock-all hook in
-//! each layer (pool list, each pool cache, pool, arena, the kernel map, the
-//! tag supply, the platform's slots) — not done.
+//! read-modify-write; see the `fork` module). Then it takes the
+//! platform's own locks in order (`fork_prepare`): the exit lock, held by
+//! a thread from its CPU exit hooks to its slot's release, and every CPU
+//! slot's lock. In the child the other threads' slots are freed and their
+//! cached objects move to the depots (`fork_child`, `pool_cache_cpu_init`
+//! on their behalf): one CPU, nothing stranded. Without `membarrier` the
+//! door is best effort.
 //!
 //! ## glibc / NetBSD ↔ here
 //!

@@ -104,6 +104,56 @@ pub fn guest_threads() -> usize {
     machine::guest_threads()
 }
 
+// ---- fork (user space) ----
+
+/// `fork` from a multithreaded process, step 1 of 3 (a `pthread_atfork`
+/// prepare handler): take the machine's own locks — the exit lock, which
+/// an exiting thread holds from its exit hooks to its slot's release, then
+/// every CPU slot's lock in index order — so that the child does not start
+/// with one held by a thread that does not exist there. Then call
+/// [`fork_parent`] in the parent and [`fork_child`] in the child.
+///
+/// The caller first makes sure that no thread is inside the allocator
+/// (the locks of the layers above, CPU-local sections): cmalloc's door.
+/// Raises this thread to `IPL_HIGH` until the fork is done.
+#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+pub fn fork_prepare() {
+    machine::fork_prepare()
+}
+
+/// `fork`, step 2 in the parent: release what [`fork_prepare`] took.
+#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+pub fn fork_parent() {
+    machine::fork_parent()
+}
+
+/// `fork`, step 2 in the child: only this thread exists. Every CPU slot
+/// another thread owned is freed (its pending interrupts and cross-call
+/// state dropped), the shared slots keep only this thread, and
+/// [`active_cpus`] is 1 again; the locks [`fork_prepare`] took are
+/// released. Then `reclaim` runs for each freed CPU, so that the layers
+/// above can take back what those CPUs had cached (`pool_cache_cpu_init`
+/// moves their groups to the depots, running on their behalf).
+///
+/// ```no_run
+/// use bsdalloc_platform::{CpuId, fork_prepare, fork_parent, fork_child, active_cpus};
+///
+/// fork_prepare();
+/// // SAFETY: a plain fork; the child only allocates and exits.
+/// match unsafe { libc::fork() } {
+///     0 => {
+///         fork_child(&mut |cpu: CpuId| { let _ = cpu; /* pool_cache_cpu_init(cpu) */ });
+///         assert_eq!(active_cpus(), 1);
+///         unsafe { libc::_exit(0) };
+///     }
+///     _ => fork_parent(),
+/// }
+/// ```
+#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+pub fn fork_child(reclaim: &mut dyn FnMut(CpuId)) {
+    machine::fork_child(reclaim)
+}
+
 // ---- sections ----
 
 /// An open CPU-local section on the current CPU; closing it (drop) lowers

@@ -219,6 +219,8 @@ pub use cpu::{
 };
 #[cfg(any(bsdalloc_loom, feature = "std"))]
 pub use cpu::{active_cpus, guest_threads};
+#[cfg(all(not(bsdalloc_loom), feature = "std"))]
+pub use cpu::{fork_child, fork_parent, fork_prepare};
 pub use fault::FaultInjector;
 pub use intr::{
     Delivery, IntrError, IntrHandler, IntrSource, IntrTable, NSOURCES, intr_disestablish,

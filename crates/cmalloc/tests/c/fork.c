@@ -1,6 +1,7 @@
-/* fork from a multithreaded parent: threads allocate and free in a loop
- * while the main thread forks; every child allocates, frees, and exits 0
- * within its alarm. */
+/* fork from a multithreaded parent: threads allocate and free in a loop,
+ * and short-lived threads keep starting and exiting (their exit hooks hand
+ * their caches back), while the main thread forks; every child allocates,
+ * frees, starts a thread of its own, and exits 0 within its alarm. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
@@ -29,10 +30,31 @@ static void *churn(void *arg) {
     return NULL;
 }
 
+static void *brief(void *arg) {
+    void *p = malloc((size_t)arg);
+    memset(p, 2, (size_t)arg);
+    free(p);
+    return NULL;
+}
+
+/* Threads that become CPUs and exit, over and over. */
+static void *births(void *arg) {
+    (void)arg;
+    size_t n = 1;
+    while (!stop) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, brief, (void *)(n % 3000 + 1)) == 0) pthread_join(t, NULL);
+        n += 7;
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     int forks = argc > 1 ? atoi(argv[1]) : 200;
     pthread_t t[THREADS];
     for (size_t i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, churn, (void *)(i + 1));
+    pthread_t b;
+    pthread_create(&b, NULL, births, NULL);
     int bad = 0;
     for (int f = 0; f < forks; f++) {
         pid_t pid = fork();
@@ -44,6 +66,8 @@ int main(int argc, char **argv) {
             char *s = strdup("child");
             p[0] = realloc(s, 100000);
             free(p[0]);
+            pthread_t c;
+            if (pthread_create(&c, NULL, brief, (void *)5000) != 0 || pthread_join(c, NULL) != 0) _exit(3);
             _exit(0);
         }
         int st = 0;
@@ -56,6 +80,7 @@ int main(int argc, char **argv) {
     }
     stop = 1;
     for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
+    pthread_join(b, NULL);
     if (bad) {
         fprintf(stderr, "fork.c: %d of %d children failed\n", bad, forks);
         return 1;

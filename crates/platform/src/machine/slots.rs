@@ -277,3 +277,61 @@ pub(crate) fn locked_active(cpu: u32) -> Option<(&'static Slot, &'static CpuStat
         None
     }
 }
+
+// ---- fork (user space) ----
+
+/// `fork`'s prepare step: every slot's lock, in index order (no path
+/// holds two, so any order is deadlock-free; this one is the documented
+/// one). The caller has raised its level to `IPL_HIGH`, as [`slot_lock`]
+/// does, so that no interrupt handler on this thread spins on them.
+#[cfg(not(bsdalloc_loom))]
+pub(crate) fn lock_all() {
+    for slot in &SLOTS {
+        slot.lock.lock();
+    }
+}
+
+/// Every slot's lock released (the parent after `fork`, and the child once
+/// [`forget_other_threads`] has run).
+#[cfg(not(bsdalloc_loom))]
+pub(crate) fn unlock_all() {
+    for slot in SLOTS.iter().rev() {
+        // SAFETY: `lock_all` took every one.
+        unsafe { slot.lock.unlock() };
+    }
+}
+
+/// In a `fork`'s child, with every slot lock held ([`lock_all`]): only
+/// the calling thread exists here, on slot `me` (`None` if it never
+/// became a CPU; `guest` if it shares its slot). Every other exclusive
+/// slot is freed — its thread's interrupts, gate and kick go with it —
+/// and marked in `dead` (bit `i % 64` of word `i / 64`), so the caller
+/// can hand those CPUs' cached objects back; the shared slots keep only
+/// this thread as a guest, if it is one. The counters follow.
+#[cfg(not(bsdalloc_loom))]
+pub(crate) fn forget_other_threads(me: Option<(usize, bool)>, dead: &mut [u64; MAXCPUS / 64]) {
+    for (i, slot) in SLOTS.iter().enumerate() {
+        let mine = me.is_some_and(|(m, _)| m == i);
+        // Nobody runs on anybody's behalf in a one-thread process, and no
+        // signal is on its way: the parent's are not inherited.
+        slot.gate.store(0, Ordering::Relaxed);
+        slot.kick.store(0, Ordering::Relaxed);
+        match slot.state.load(Ordering::Relaxed) {
+            SHARED => slot.guests.store(u32::from(mine), Ordering::Relaxed),
+            ACTIVE | EXITING | BORROWED if !mine => {
+                slot.state.store(FREE, Ordering::Relaxed);
+                slot.tid.store(0, Ordering::Relaxed);
+                slot.cpu.store(core::ptr::null_mut(), Ordering::Relaxed);
+                dead[i / 64] |= 1 << (i % 64);
+            }
+            _ => {}
+        }
+    }
+    let (exclusive, guest) = match me {
+        None => (0, 0),
+        Some((_, false)) => (1, 0),
+        Some((_, true)) => (0, 1),
+    };
+    ACTIVE_COUNT.store(exclusive, Ordering::Relaxed);
+    GUEST_COUNT.store(guest, Ordering::Relaxed);
+}

@@ -42,6 +42,7 @@ use super::Post;
 use super::slots::{self, Claim};
 use crate::intr::IntrTable;
 use crate::ipl::CpuState;
+use crate::mutex::{RawAdaptiveMutex, RawMutex};
 use crate::sync::atomic::{AtomicU8, AtomicU32, Ordering, fence};
 
 /// CPU slots: threads that are CPUs at once, the last [`NSHARED`] shared.
@@ -169,16 +170,67 @@ extern "C" fn on_interrupt(_sig: c_int) {
     unsafe { *libc::__errno_location() = errno };
 }
 
+/// Held by an exiting thread from its exit hooks to its slot's release,
+/// and by [`fork_prepare`] until the fork is done: a child never starts
+/// with a thread half gone (its hooks holding a cache's locks, its slot
+/// `EXITING`).
+static EXIT_LOCK: RawAdaptiveMutex = RawAdaptiveMutex::new();
+
 /// The pthread-key destructor: the thread is exiting.
 unsafe extern "C" fn slot_exit(value: *mut c_void) {
     let v = value.addr();
     let i = (v & !GUEST_TAG) - 1;
     CPU.with(|c| c.reset_for_exit());
+    EXIT_LOCK.lock();
     if v & GUEST_TAG == 0 {
         // A shared slot lives on: only an exclusive CPU goes away.
         crate::cpu::run_exit_hooks(crate::cpu::CpuId(i as u32));
     }
     CPU.with(|c| slots::release(c, i));
+    // SAFETY: taken above.
+    unsafe { EXIT_LOCK.unlock() };
+}
+
+/// The level [`fork_prepare`] raised from, for the parent and the child.
+static FORK_SPL: AtomicU8 = AtomicU8::new(0);
+
+/// See [`crate::cpu::fork_prepare`].
+pub(crate) fn fork_prepare() {
+    EXIT_LOCK.lock();
+    let s = CPU.with(|c| c.splraise(crate::ipl::Ipl::High));
+    slots::lock_all();
+    FORK_SPL.store(s.0, Ordering::Relaxed);
+}
+
+fn fork_done() {
+    let s = crate::ipl::Spl(FORK_SPL.load(Ordering::Relaxed));
+    CPU.with(|c| c.splx(s, &TABLE));
+    // SAFETY: `fork_prepare` took it on this thread (the child's thread is
+    // the forking one).
+    unsafe { EXIT_LOCK.unlock() };
+}
+
+/// See [`crate::cpu::fork_parent`].
+pub(crate) fn fork_parent() {
+    slots::unlock_all();
+    fork_done();
+}
+
+/// See [`crate::cpu::fork_child`].
+pub(crate) fn fork_child(reclaim: &mut dyn FnMut(crate::cpu::CpuId)) {
+    let me = CPU.with(|c| c.index().map(|i| (i as usize, c.gate().1)));
+    let mut dead = [0u64; MAXCPUS / 64];
+    slots::forget_other_threads(me, &mut dead);
+    slots::unlock_all();
+    fork_done();
+    for (w, &bits) in dead.iter().enumerate() {
+        let mut bits = bits;
+        while bits != 0 {
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            reclaim(crate::cpu::CpuId((w * 64 + b) as u32));
+        }
+    }
 }
 
 pub(crate) fn post_interrupt(cpu: u32, source: usize) -> Post {
