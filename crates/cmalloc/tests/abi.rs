@@ -75,6 +75,66 @@ fn free_null_is_a_no_op_and_calloc_zeroes_reused_memory() {
 }
 
 #[test]
+fn blocks_of_a_page_or_more_are_coloured() {
+    const PAGE: usize = 4096;
+    for n in [
+        3000,
+        4200,
+        4368,
+        5000,
+        9000,
+        20_000,
+        70_000,
+        (1 << 20) + 100,
+    ] {
+        let blocks: Vec<(*mut u8, usize)> = (0..64)
+            .map(|i| {
+                // SAFETY: a plain allocation; every usable byte is
+                // written with the block's own mark.
+                unsafe {
+                    let p = malloc(n).cast::<u8>();
+                    assert!(!p.is_null() && p.addr() % 16 == 0, "malloc({n}) = {p:p}");
+                    let u = malloc_usable_size(p.cast());
+                    assert!(u >= n, "malloc({n}): usable {u}");
+                    p.write_bytes(i as u8, u);
+                    (p, u)
+                }
+            })
+            .collect();
+        let offset = blocks.iter().filter(|(p, _)| p.addr() % PAGE != 0).count();
+        assert!(
+            offset >= 32,
+            "malloc({n}): only {offset} of 64 blocks off a page start"
+        );
+        for (i, &(p, u)) in blocks.iter().enumerate() {
+            // SAFETY: live blocks of `u` bytes; no block overlaps another.
+            unsafe {
+                assert!(
+                    std::slice::from_raw_parts(p, u)
+                        .iter()
+                        .all(|&b| b == i as u8)
+                );
+                free(p.cast());
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe {
+        // calloc'd coloured blocks are zero; realloc stays in place in
+        // the block's pages, and copies beyond them.
+        let c = calloc(1, 4368).cast::<u8>();
+        assert!(std::slice::from_raw_parts(c, 4368).iter().all(|&b| b == 0));
+        c.write_bytes(9, 4368);
+        let u = malloc_usable_size(c.cast());
+        let d = realloc(c.cast(), u).cast::<u8>();
+        assert_eq!(d, c, "realloc within the usable size stays");
+        let e = realloc(d.cast(), 100_000).cast::<u8>();
+        assert!(!e.is_null() && std::slice::from_raw_parts(e, 4368).iter().all(|&b| b == 9));
+        free(e.cast());
+    }
+}
+
+#[test]
 fn realloc_follows_glibc() {
     // SAFETY: the blocks are used within their sizes, freed once.
     unsafe {

@@ -134,7 +134,13 @@ fn c_fork_from_a_multithreaded_parent() {
 
 #[test]
 fn c_invalid_free_aborts_with_glibcs_message() {
-    for case in ["stack", "static", "inner-page", "double-large"] {
+    for case in [
+        "stack",
+        "static",
+        "inner-page",
+        "inner-coloured",
+        "double-large",
+    ] {
         let Some(o) = run_c("invalid", &[case], &[]) else {
             return;
         };

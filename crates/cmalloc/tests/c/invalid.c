@@ -13,6 +13,10 @@ int main(int argc, char **argv) {
         char *big = malloc(1 << 20);
         free(big + 4096 * 3);
     }
+    if (!strcmp(what, "inner-coloured")) {
+        char *big = malloc(70000);
+        free(big + 4096);
+    }
     if (!strcmp(what, "double-large")) {
         char *big = malloc(1 << 20);
         free(big);
