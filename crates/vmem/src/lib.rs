@@ -181,7 +181,9 @@ mod wrappers;
 pub use arena::{Arena, ArenaConfig, SpanSource};
 #[cfg(feature = "std")]
 pub use bt::OsMetaSource;
-pub use bt::{BoundaryTag, MetaSource, TagSupplyStats, tag_supply_stats, vmem_subsystem_init};
+pub use bt::{
+    BoundaryTag, HUGE_META_CHUNK, MetaSource, TagSupplyStats, tag_supply_stats, vmem_subsystem_init,
+};
 pub use constraints::XallocConstraints;
 pub use debug::{ArenaStats, Insanity, vmem_printall, vmem_whatis};
 pub use flags::{
@@ -189,6 +191,7 @@ pub use flags::{
     VMEM_HASHSIZE_MAX, VMEM_HASHSIZE_MAX_LARGE, VMEM_HASHSIZE_MIN, VMEM_MAXORDER, VMEM_NAME_MAX,
     VMEM_QCACHE_IDX_MAX, VmFlags, VmemError, vmem_est_btcount,
 };
+pub use hash::HashChains;
 pub use inner::Counters;
 pub use netbsd::{
     vmem_add, vmem_alloc, vmem_create, vmem_descriptors_live, vmem_destroy, vmem_free, vmem_init,
