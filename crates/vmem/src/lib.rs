@@ -47,17 +47,19 @@
 //!
 //! **Busy hash.** Busy tags are hashed by start address, so a free finds its
 //! tag in constant expected time. The table starts as one embedded bucket and
-//! grows (powers of two, up to 65536 buckets — or 4M with the
-//! `VM_LARGEHASH` extension flag) when the busy count's high-water mark
-//! passes twice its size; [`Arena::rehash`] (NetBSD's
-//! periodic rehash) also shrinks it, with the mark decaying each time.
+//! grows (powers of two) on allocation when the busy count's high-water mark
+//! passes its size; [`Arena::rehash`] (NetBSD's periodic rehash) also
+//! shrinks it, with the mark decaying each time. NetBSD stops at 65536
+//! buckets; here the default limit is 4M ([`VMEM_HASHSIZE_MAX_LARGE`], an
+//! extension, see *Scaling* below), and [`VmFlags::NETBSDHASH`] restores
+//! NetBSD's cap. Chains are singly linked.
 //!
 //! **Free.** A free looks the tag up, marks it free, absorbs a free
 //! successor, then a free predecessor. If the result is exactly an imported
 //! span, the span goes back to its source; otherwise onto a free list.
 //!
 //! **Self-hosting.** Tags come from 200 static tags, then from 64 KiB chunks
-//! of a [`MetaSource`] (by default fresh OS pages; a kernel passes its meta
+//! (2 MiB ones after the first 16) of a [`MetaSource`] (by default fresh OS pages; a kernel passes its meta
 //! arena to [`vmem_subsystem_init`]). Each arena keeps more than
 //! `BT_MINRESERVE` (4) spare tags before an operation, refilling from the
 //! global supply with its lock dropped, and returns spares above
@@ -137,7 +139,7 @@
 //! | `VMEM_SANITY` | [`Arena::check`], [`Arena::assert_sane`] |
 //! | `VM_SLEEP`, `VM_NOSLEEP`, `VM_INSTANTFIT`, `VM_BESTFIT` | [`VmFlags::SLEEP`], [`VmFlags::NOSLEEP`], [`VmFlags::INSTANTFIT`], [`VmFlags::BESTFIT`] |
 //! | `VM_BOOTSTRAP`, `VM_POPULATING`, `VM_LARGEIMPORT`, `VM_XIMPORT`, `VM_PRIVTAGS` | [`VmFlags::BOOTSTRAP`], [`VmFlags::POPULATING`], [`VmFlags::LARGEIMPORT`], [`VmFlags::XIMPORT`], [`VmFlags::PRIVTAGS`] |
-//! | (extension) larger busy hash | [`VmFlags::LARGEHASH`], [`VMEM_HASHSIZE_MAX_LARGE`] |
+//! | (extension) busy hash past 65536 buckets, the default | [`VMEM_HASHSIZE_MAX_LARGE`], [`Arena::hash_max`], [`Arena::hash_chains`]; [`VmFlags::NETBSDHASH`] keeps NetBSD's cap; [`VmFlags::LARGEHASH`] (now a no-op) |
 //! | illumos `VM_NEXTFIT` (extension) | [`VmFlags::NEXTFIT`], [`IdAllocator`] with [`IdPolicy::Rotate`] |
 //! | `VMEM_ALLOC`, `VMEM_FREE`, `VMEM_ADDR_MIN`, `VMEM_ADDR_MAX` | [`SizeType::ALLOC`], [`SizeType::FREE`], [`VMEM_ADDR_MIN`], [`VMEM_ADDR_MAX`] |
 //! | `VMEM_EST_BTCOUNT` | [`vmem_est_btcount`] |
