@@ -188,24 +188,12 @@ impl BusyHash {
         table: Option<NonNull<*mut Bt>>,
         size: usize,
     ) -> (Option<NonNull<*mut Bt>>, usize) {
-        let mut all: *mut Bt = ptr::null_mut();
-        // Collect every tag into one chain.
-        let old_size = self.size;
-        for i in 0..old_size {
-            let head = self.head_at(i);
-            // SAFETY: valid chains of valid tags.
-            unsafe {
-                let mut bt = *head;
-                *head = ptr::null_mut();
-                while !bt.is_null() {
-                    let next = (*bt).link_next;
-                    (*bt).link_next = all;
-                    all = bt;
-                    bt = next;
-                }
-            }
-        }
+        // One pass: each tag moves straight from its old chain to its new
+        // one, so a rehash touches every busy tag once (in bucket order:
+        // independent misses the CPU overlaps), not twice through a
+        // collected list.
         let old = (self.table, self.size);
+        let old_embedded = self.embedded;
         self.table = table;
         self.size = size;
         self.embedded = ptr::null_mut();
@@ -215,18 +203,24 @@ impl BusyHash {
                 unsafe { bucket(t, i).write(ptr::null_mut()) };
             }
         }
-        let n = self.nbusy;
-        let m = self.maxbusy;
-        while !all.is_null() {
-            // SAFETY: `all` chains valid tags we just unlinked.
-            unsafe {
-                let next = (*all).link_next;
-                self.insert(all);
-                all = next;
+        for i in 0..old.1 {
+            let mut bt = match old.0 {
+                None => old_embedded,
+                // SAFETY: the old table has `old.1` buckets, still ours.
+                Some(t) => unsafe { *bucket(t, i).as_ptr() },
+            };
+            while !bt.is_null() {
+                // SAFETY: `bt` is a valid tag of an old chain; it moves to
+                // the front of its new chain (the count is unchanged).
+                unsafe {
+                    let next = (*bt).link_next;
+                    let head = self.head((*bt).start);
+                    (*bt).link_next = *head;
+                    *head = bt;
+                    bt = next;
+                }
             }
         }
-        self.nbusy = n;
-        self.maxbusy = m;
         old
     }
 }
