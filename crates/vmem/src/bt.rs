@@ -287,8 +287,15 @@ pub(crate) fn grow_supply(flags: VmFlags) -> bool {
         };
         (meta, bytes)
     };
-    let Some(chunk) = meta.alloc_meta(bytes, flags) else {
-        return false;
+    // A source that cannot give a huge chunk (a kernel's, short of
+    // contiguous memory) may still give a small one.
+    let (chunk, bytes) = match meta.alloc_meta(bytes, flags) {
+        Some(c) => (c, bytes),
+        None if bytes > TAG_CHUNK => match meta.alloc_meta(TAG_CHUNK, flags) {
+            Some(c) => (c, TAG_CHUNK),
+            None => return false,
+        },
+        None => return false,
     };
     let stride = core::mem::size_of::<BoundaryTag>();
     let n = bytes / stride;
