@@ -1,10 +1,26 @@
-//! V1, V2, V3, V5 of BENCHMARKS.md: bsdalloc-vmem against the `vmem` crate
-//! and talc, in one binary and one run.
+//! V1, V2, V3, V5 of BENCHMARKS.md: bsdalloc-vmem against the `vmem`
+//! crate, talc, `offset-allocator` and `range-alloc`, in one binary and one
+//! run (`cargo xtask bench --quick V1`, or `V2`, `V3`).
 //!
-//! Peers' limits, measured rather than assumed: the `vmem` crate keeps busy
-//! segments in a fixed table, so its free is O(n); it runs up to L = 10k
-//! (above that one run would take hours). talc is a memory allocator, so it
-//! manages a real mmap'ed heap; it runs up to L = 100k.
+//! Where each peer runs, and why (its design, measured rather than assumed):
+//! - the `vmem` crate keeps busy segments in a fixed table, so its free is
+//!   O(n): L <= 10k (above that one run would take hours); it has both
+//!   fits and constrained xalloc (V3).
+//! - talc is a memory allocator: it manages a real mmap'ed heap (headers in
+//!   the heap itself), one fit policy (bins, first fit in a bin): the
+//!   instant-fit group, every L; no phase, nocross or window (not in V3).
+//! - `offset-allocator` (O(1) two-level bitmap of 256 bins over u32
+//!   offsets, in quanta here): constant time by design but "good fit", not
+//!   NetBSD's; the instant-fit group, every L; no constraints at all (not
+//!   in V3).
+//! - `range-alloc` keeps free ranges in a sorted `Vec` and does a best-fit
+//!   scan, so every operation is O(free ranges) with a memmove: the
+//!   best-fit group up to L = 100k, V2 up to 10k; only alignment, no phase,
+//!   nocross or window (not in V3).
+//!
+//! Our arenas: the default (`ours`), and with `VM_NETBSDHASH`
+//! (`ours-netbsdhash`: NetBSD's 65536-bucket cap, the configuration before
+//! issue 14) from 100k live on, where the cap matters.
 
 use std::alloc::Layout as StdLayout;
 use std::fmt::Write as _;
@@ -23,13 +39,13 @@ const NS: VmFlags = VmFlags::NOSLEEP;
 /// Named arena constructors measured side by side.
 type Variants = &'static [(&'static str, fn() -> Arena)];
 
-/// Our arenas for a live-set size: NetBSD's hash limit, plus the
-/// `VM_LARGEHASH` extension where it matters (100k live and more).
+/// Our arenas for a live-set size: the default, plus NetBSD's hash cap
+/// (`VM_NETBSDHASH`) where it matters (100k live and more).
 fn variants_for(l: usize) -> Variants {
     if l >= 100_000 {
         &[
             ("ours", ours_arena),
-            ("ours-largehash", ours_arena_largehash),
+            ("ours-netbsdhash", ours_arena_netbsdhash),
         ]
     } else {
         &[("ours", ours_arena)]
@@ -62,13 +78,27 @@ fn ours_arena() -> Arena {
     Arena::create("bench", BASE, SPAN, Q).unwrap()
 }
 
-/// With the `VM_LARGEHASH` extension (busy hash past NetBSD's 65536 buckets).
-fn ours_arena_largehash() -> Arena {
-    let cfg = bsdalloc_vmem::ArenaConfig {
-        flags: NS | VmFlags::LARGEHASH,
-        ..bsdalloc_vmem::ArenaConfig::new("bench", Q)
-    };
+/// With NetBSD's busy-hash cap of 65536 buckets (`VM_NETBSDHASH`).
+fn ours_arena_netbsdhash() -> Arena {
+    let cfg = bsdalloc_vmem::ArenaConfig::new("bench", Q).flags(NS | VmFlags::NETBSDHASH);
     Arena::with_config(cfg, BASE, SPAN).unwrap()
+}
+
+/// `offset-allocator` over the same span in quanta (u32 offsets: the 64 GiB
+/// span is 2^32 quanta, one more than it can count; it gets all it can).
+/// Its node table is sized for the live set plus free nodes.
+fn offset_allocator(l: usize) -> offset_allocator::Allocator<u32> {
+    offset_allocator::Allocator::with_max_allocs(u32::MAX, (2 * l + 1024) as u32)
+}
+
+/// `range-alloc` over the same span, in bytes.
+fn range_allocator() -> range_alloc::RangeAllocator<usize> {
+    range_alloc::RangeAllocator::new(BASE..BASE + SPAN)
+}
+
+/// A talc heap big enough for L live segments of up to 4 KiB.
+fn talc_heap(l: usize) -> TalcHeap {
+    TalcHeap::new((l * 8192).max(1 << 30), Q)
 }
 
 fn size_of_op(rng: &mut Xorshift) -> usize {
@@ -86,8 +116,23 @@ macro_rules! churn {
     }};
 }
 
+/// Fill a live set of `l` segments with `alloc`, then measure `churn!` as
+/// `name` in `g`.
+macro_rules! v1_case {
+    ($g:expr, $name:expr, $l:expr, $st:ty, $alloc:expr, $free:expr) => {{
+        let mut rng = Xorshift::new(1);
+        let mut live: Vec<($st, usize)> = (0..$l)
+            .map(|_| {
+                let s = size_of_op(&mut rng);
+                ($alloc(s), s)
+            })
+            .collect();
+        $g.bench_function($name, |b| b.iter(|| churn!(live, rng, $free, $alloc)));
+        live
+    }};
+}
+
 fn v1(c: &mut Criterion) {
-    let sizes = [100usize, 1_000, 10_000, 100_000, 1_000_000];
     for (fit_name, fit, peer_policy) in [
         (
             "instantfit",
@@ -96,63 +141,72 @@ fn v1(c: &mut Criterion) {
         ),
         ("bestfit", VmFlags::BESTFIT, vmem::AllocPolicy::BestFit),
     ] {
-        for &l in &sizes {
+        // Best fit is a list scan by NetBSD's definition: 1M would take
+        // minutes per sample.
+        let sizes: &[usize] = if fit == VmFlags::BESTFIT {
+            &[100, 1_000, 10_000, 100_000]
+        } else {
+            &[100, 1_000, 10_000, 100_000, 1_000_000]
+        };
+        for &l in sizes {
             let mut g = c.benchmark_group(format!("V1/{fit_name}/L={l}"));
-            let variants = variants_for(l);
-            for &(name, make) in variants {
+            if l >= 100_000 {
+                g.sample_size(10);
+            }
+            for &(name, make) in variants_for(l) {
                 let arena = make();
-                let mut rng = Xorshift::new(1);
-                let mut live: Vec<(usize, usize)> = (0..l)
-                    .map(|_| {
-                        let s = size_of_op(&mut rng);
-                        (arena.alloc(s, NS | fit).unwrap(), s)
-                    })
-                    .collect();
-                g.bench_function(name, |b| {
-                    b.iter(|| {
-                        churn!(live, rng, |a, s| arena.free(a, s), |s| arena
-                            .alloc(s, NS | fit)
-                            .unwrap())
-                    })
-                });
+                let _live = v1_case!(
+                    g,
+                    name,
+                    l,
+                    usize,
+                    |s| arena.alloc(s, NS | fit).unwrap(),
+                    |a, s| arena.free(a, s)
+                );
                 // Dropping an arena with live segments panics (as vmem_destroy).
                 arena.xfreeall();
             }
             if l <= 10_000 {
                 let arena = peer_arena();
-                let mut rng = Xorshift::new(1);
-                let mut live: Vec<(usize, usize)> = (0..l)
-                    .map(|_| {
-                        let s = size_of_op(&mut rng);
-                        (arena.alloc(s, peer_policy).unwrap(), s)
-                    })
-                    .collect();
-                g.bench_function("vmem-crate", |b| {
-                    b.iter(|| {
-                        churn!(live, rng, |a, _s| arena.free(a).unwrap(), |s| arena
-                            .alloc(s, peer_policy)
-                            .unwrap())
-                    })
-                });
+                let _live = v1_case!(
+                    g,
+                    "vmem-crate",
+                    l,
+                    usize,
+                    |s| arena.alloc(s, peer_policy).unwrap(),
+                    |a, _s| arena.free(a).unwrap()
+                );
             }
-            if l <= 100_000 && fit == VmFlags::INSTANTFIT {
-                let mut heap = TalcHeap::new(1 << 30, Q);
-                let mut rng = Xorshift::new(1);
-                let mut live: Vec<(usize, usize)> = (0..l)
-                    .map(|_| {
-                        let s = size_of_op(&mut rng);
-                        (heap.alloc(s), s)
-                    })
-                    .collect();
-                g.bench_function("talc", |b| {
-                    b.iter(|| {
-                        let i = rng.below(live.len() as u64) as usize;
-                        let (a, s) = live[i];
-                        heap.free(a, s);
-                        let s = size_of_op(&mut rng);
-                        live[i] = (heap.alloc(s), s);
-                    })
-                });
+            if fit == VmFlags::INSTANTFIT {
+                let heap = std::cell::RefCell::new(talc_heap(l));
+                let _live = v1_case!(
+                    g,
+                    "talc",
+                    l,
+                    usize,
+                    |s| heap.borrow_mut().alloc(s),
+                    |a, s| heap.borrow_mut().free(a, s)
+                );
+                let oa = std::cell::RefCell::new(offset_allocator(l));
+                let _live = v1_case!(
+                    g,
+                    "offset-allocator",
+                    l,
+                    offset_allocator::Allocation<u32>,
+                    |s: usize| oa.borrow_mut().allocate((s / Q) as u32).unwrap(),
+                    |a, _s| oa.borrow_mut().free(a)
+                );
+            }
+            if fit == VmFlags::BESTFIT {
+                let ra = std::cell::RefCell::new(range_allocator());
+                let _live = v1_case!(
+                    g,
+                    "range-alloc",
+                    l,
+                    usize,
+                    |s| ra.borrow_mut().allocate_range(s).unwrap().start,
+                    |a, s| ra.borrow_mut().free_range(a..a + s)
+                );
             }
             g.finish();
         }
@@ -207,6 +261,22 @@ fn v2(c: &mut Criterion) {
                     BatchSize::PerIteration,
                 )
             });
+            // O(free ranges) per free: 1M would be hours.
+            g.bench_function("range-alloc", |b| {
+                b.iter_batched(
+                    range_allocator,
+                    |mut ra| {
+                        let v: Vec<usize> = (0..l)
+                            .map(|_| ra.allocate_range(Q).unwrap().start)
+                            .collect();
+                        for &i in &order {
+                            ra.free_range(v[i]..v[i] + Q);
+                        }
+                        ra
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
         }
         g.bench_function("talc", |b| {
             b.iter_batched(
@@ -217,6 +287,19 @@ fn v2(c: &mut Criterion) {
                         heap.free(v[i], Q);
                     }
                     heap
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function("offset-allocator", |b| {
+            b.iter_batched(
+                || offset_allocator(l),
+                |mut oa| {
+                    let v: Vec<_> = (0..l).map(|_| oa.allocate(1).unwrap()).collect();
+                    for &i in &order {
+                        oa.free(v[i]);
+                    }
+                    oa
                 },
                 BatchSize::PerIteration,
             )
@@ -333,7 +416,9 @@ fn v3(c: &mut Criterion) {
         });
         bsdalloc_benches::append_extra(&format!(
             "### V3 peer refusals\n\nThe `vmem` crate's xalloc refused {refused} of {tries} constrained requests \
-             (bsdalloc-vmem refused none of the same requests: each fits in the 64 GiB span).\n\n"
+             (bsdalloc-vmem refused none of the same requests: each fits in the 64 GiB span). \
+             talc and `range-alloc` take an alignment but no phase, nocross or address window, and \
+             `offset-allocator` takes no constraint at all: their designs leave them out of V3.\n\n"
         ));
     }
     g.finish();
@@ -416,19 +501,34 @@ fn v5(_c: &mut Criterion) {
     }
     let st = arena.stats();
     let tags = bsdalloc_vmem::tag_supply_stats();
+    let chains = arena.hash_chains();
+    // Metadata of this arena: its tags (busy, free, span, spare) and its
+    // busy-hash table.
+    let tag_bytes = (st.nbusy + st.nfree + st.nspans + st.spare_tags)
+        * std::mem::size_of::<bsdalloc_vmem::BoundaryTag>();
+    let hash_bytes = st.hash_size * std::mem::size_of::<usize>();
     let _ = writeln!(
         out,
         "\n### vmem counters after V1 instantfit at L=1M (1M churn ops)\n\n\
-         busy {} (max {}), free segments {}, hash buckets {}, rehashes {}, instant-fit fallbacks {}, \
-         tag chunks from pages {} ({} tags)\n",
+         busy {} (max {}), free segments {}, hash buckets {} (mean tags per lookup {:.2}, longest chain {}), \
+         rehashes {}, instant-fit fallbacks {}, tag chunks from pages {} ({} tags)\n\n\
+         Metadata: {} B of tags ({} B each) + {} B of hash table = {:.1} B per live (busy) segment, \
+         {:.1} B per segment (busy or free)\n",
         st.nbusy,
         st.maxbusy,
         st.nfree,
         st.hash_size,
+        chains.mean_probes,
+        chains.longest,
         st.counters.rehashes,
         st.counters.instantfit_fallbacks,
         tags.chunks,
-        tags.from_pages
+        tags.from_pages,
+        tag_bytes,
+        std::mem::size_of::<bsdalloc_vmem::BoundaryTag>(),
+        hash_bytes,
+        (tag_bytes + hash_bytes) as f64 / st.nbusy as f64,
+        (tag_bytes + hash_bytes) as f64 / (st.nbusy + st.nfree) as f64,
     );
     arena.xfreeall();
     bsdalloc_benches::append_extra(&out);

@@ -628,84 +628,98 @@ fn bench(quick: bool, filter: Option<String>) -> ExitCode {
     let _ = std::fs::remove_file(root().join("target/bench-extra.md"));
     cmd.env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md"));
     run.step("criterion benches", &mut cmd);
-    // G6: G1 and G3 over thread counts. Runs unchanged on a many-core
-    // machine (`BSDALLOC_G6_THREADS=1,2,4,8,16`); on two cores, 4 is the 2x
-    // oversubscribed run.
-    let threads = env::var("BSDALLOC_G6_THREADS").unwrap_or_else(|_| "1,2,4".into());
-    run.step(
-        "G6 scaling",
-        cargo()
-            .args([
-                "run",
+    // With a FILTER (`cargo xtask bench --quick V1`), the driver steps run
+    // only where the filter names their cases: a vmem run does not wait for
+    // the real-program suites.
+    let wants = |cases: &[&str]| {
+        filter
+            .as_deref()
+            .is_none_or(|f| cases.iter().any(|c| f.contains(c)))
+    };
+    if wants(&["G6"]) {
+        // G6: G1 and G3 over thread counts. Runs unchanged on a many-core
+        // machine (`BSDALLOC_G6_THREADS=1,2,4,8,16`); on two cores, 4 is the 2x
+        // oversubscribed run.
+        let threads = env::var("BSDALLOC_G6_THREADS").unwrap_or_else(|_| "1,2,4".into());
+        run.step(
+            "G6 scaling",
+            cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "-p",
+                    "bsdalloc-benches",
+                    "--features",
+                    "c-peers",
+                    "--bin",
+                    "g6_scaling",
+                    "--",
+                    "--threads",
+                    &threads,
+                    "--ms",
+                    if quick { "100" } else { "500" },
+                ])
+                .env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md")),
+        );
+    }
+    if wants(&["K7", "K2", "K3", "K4"]) {
+        // K7: real programs, one binary per global allocator, each run as a
+        // child process by the k7 driver (which finds them beside itself, so
+        // every binary is built first).
+        run.step(
+            "K7 build",
+            cargo().args([
+                "build",
                 "--release",
                 "-p",
                 "bsdalloc-benches",
                 "--features",
                 "c-peers",
-                "--bin",
-                "g6_scaling",
-                "--",
-                "--threads",
-                &threads,
-                "--ms",
-                if quick { "100" } else { "500" },
-            ])
-            .env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md")),
-    );
-    // K7: real programs, one binary per global allocator, each run as a
-    // child process by the k7 driver (which finds them beside itself, so
-    // every binary is built first).
-    run.step(
-        "K7 build",
-        cargo().args([
-            "build",
+                "--bins",
+            ]),
+        );
+        let mut k7 = cargo();
+        k7.args([
+            "run",
             "--release",
             "-p",
             "bsdalloc-benches",
             "--features",
             "c-peers",
-            "--bins",
-        ]),
-    );
-    let mut k7 = cargo();
-    k7.args([
-        "run",
-        "--release",
-        "-p",
-        "bsdalloc-benches",
-        "--features",
-        "c-peers",
-        "--bin",
-        "k7",
-    ]);
-    if quick {
-        k7.args(["--", "--quick"]);
+            "--bin",
+            "k7",
+        ]);
+        if quick {
+            k7.args(["--", "--quick"]);
+        }
+        run.step(
+            "K7 real programs",
+            k7.env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md")),
+        );
     }
-    run.step(
-        "K7 real programs",
-        k7.env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md")),
-    );
-    // K2-K4: larson, xmalloc, cache-scratch through each allocator's C
-    // malloc/free, one child process per allocator and case (the kmt
-    // driver and its children were built by the step above).
-    let mut kmt = cargo();
-    kmt.args([
-        "run",
-        "--release",
-        "-p",
-        "bsdalloc-benches",
-        "--features",
-        "c-peers",
-        "--bin",
-        "kmt",
-    ]);
-    if quick {
-        kmt.args(["--", "--quick"]);
+    if wants(&["K2", "K3", "K4"]) {
+        // K2-K4: larson, xmalloc, cache-scratch through each allocator's C
+        // malloc/free, one child process per allocator and case (the kmt
+        // driver and its children were built by the step above).
+        let mut kmt = cargo();
+        kmt.args([
+            "run",
+            "--release",
+            "-p",
+            "bsdalloc-benches",
+            "--features",
+            "c-peers",
+            "--bin",
+            "kmt",
+        ]);
+        if quick {
+            kmt.args(["--", "--quick"]);
+        }
+        run.step(
+            "K2-K4 larson, xmalloc, cache-scratch",
+            kmt.env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md")),
+        );
     }
-    run.step(
-        "K2-K4 larson, xmalloc, cache-scratch",
-        kmt.env("BSDALLOC_BENCH_EXTRA", root().join("target/bench-extra.md")),
-    );
     // The tables, and the same ratios drawn as the chart the README shows.
     run.step(
         "write benches/RESULTS.md and benches/results.svg",

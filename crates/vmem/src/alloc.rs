@@ -12,6 +12,7 @@ use crate::bt::{BT_F_XALLOC, BT_TYPE_CURSOR, BT_TYPE_SPAN};
 use crate::constraints::{Request, XallocConstraints};
 use crate::flags::{BT_MAXFREE, BT_MINRESERVE, VmFlags, VmemError};
 use crate::inner::Inner;
+use crate::links::prefetch;
 
 type Bt = crate::bt::BoundaryTag;
 
@@ -200,7 +201,7 @@ impl Arena {
                     // Room may be left for sleepers skipped for our sake.
                     self.wake_sleepers(&mut g);
                 }
-                let grow = g.hash.maxbusy > 2 * g.hash.size && g.hash.size < self.hash_max();
+                let grow = self.hash_should_grow(&g);
                 self.trim(&mut g, BT_MAXFREE);
                 drop(g);
                 if grow {
@@ -374,6 +375,15 @@ impl Arena {
         let rsize = self.checked_roundup_size(size);
         let mut g = self.check_alive(self.lock.lock());
         let bt = g.hash.lookup(addr);
+        if !bt.is_null() {
+            // Coalescing reads both segment-list neighbours: start both
+            // misses now, to overlap each other and the checks below.
+            // SAFETY: a tag on the busy hash is valid.
+            unsafe {
+                prefetch((*bt).seg_next);
+                prefetch((*bt).seg_prev);
+            }
+        }
         if bt.is_null() {
             drop(g);
             panic!(

@@ -509,6 +509,20 @@ impl Arena {
         self.rehash_to_max_busy(true);
     }
 
+    /// The busy hash is due to grow on allocation: its high-water mark
+    /// exceeds its bucket count (load above 1), and it may grow. NetBSD
+    /// waits for twice the bucket count, and only in its periodic rehash;
+    /// growing at a load of 1 keeps the mean successful lookup below 1.5
+    /// tags, for one table doubling in the allocation that crosses it.
+    #[inline]
+    pub(crate) fn hash_should_grow(&self, g: &Inner) -> bool {
+        g.hash.maxbusy > g.hash.size && g.hash.size < self.hash_max()
+    }
+
+    /// Resize the busy hash from its high-water mark. `decay`: NetBSD's
+    /// periodic rehash (resize only past a factor of two either way, then
+    /// decay the mark); without it, the growth on allocation
+    /// ([`Arena::hash_should_grow`]).
     pub(crate) fn rehash_to_max_busy(&self, decay: bool) {
         let (desired, cur) = {
             let g = self.lock.lock();
@@ -519,7 +533,12 @@ impl Arena {
             }
             (g.hash.maxbusy.clamp(1, self.hash_max()), g.hash.size)
         };
-        if !(desired > 2 * cur || 2 * desired < cur) {
+        let due = if decay {
+            desired > 2 * cur || 2 * desired < cur
+        } else {
+            desired > cur
+        };
+        if !due {
             if decay {
                 self.decay();
             }
@@ -581,18 +600,26 @@ impl Arena {
         };
     }
 
-    /// The most buckets the busy hash may have.
+    /// The most buckets the busy hash may have: NetBSD's
+    /// [`VMEM_HASHSIZE_MAX`] with [`VmFlags::NETBSDHASH`], else (the
+    /// default, an extension) [`VMEM_HASHSIZE_MAX_LARGE`].
     pub fn hash_max(&self) -> usize {
-        if self.flags.contains(VmFlags::LARGEHASH) {
-            VMEM_HASHSIZE_MAX_LARGE
-        } else {
+        if self.flags.contains(VmFlags::NETBSDHASH) {
             VMEM_HASHSIZE_MAX
+        } else {
+            VMEM_HASHSIZE_MAX_LARGE
         }
     }
 
     /// The busy-hash size (buckets).
     pub fn hash_size(&self) -> usize {
         self.lock.lock().hash.size
+    }
+
+    /// The busy hash's chain lengths, walking every bucket under the arena
+    /// lock: O(buckets + busy segments), for reports and tests.
+    pub fn hash_chains(&self) -> crate::hash::HashChains {
+        self.lock.lock().hash.chains()
     }
 
     /// Whether `addr` is the start of a busy segment (for wrappers/tests).

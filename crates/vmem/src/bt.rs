@@ -126,9 +126,18 @@ pub unsafe trait MetaSource: Sync {
 
 /// The default meta source in user space: fresh pages from the OS page
 /// source (which the platform's fault injection covers).
+///
+/// A request that is a multiple of [`HUGE_META_CHUNK`] (2 MiB: the large
+/// tag chunks, busy-hash tables of 256k buckets and more) is aligned to it
+/// and, on Linux, advised `MADV_HUGEPAGE`, so that a million tags sit in a
+/// few dozen TLB entries instead of twenty thousand (best effort: where
+/// transparent huge pages are off, the pages stay small).
 #[cfg(feature = "std")]
 #[derive(Debug)]
 pub struct OsMetaSource;
+
+/// The huge-page size [`OsMetaSource`] aligns and advises large chunks to.
+pub const HUGE_META_CHUNK: usize = 2 << 20;
 
 #[cfg(feature = "std")]
 // SAFETY: reserved and committed OS pages are fresh, page aligned and ours.
@@ -136,10 +145,21 @@ unsafe impl MetaSource for OsMetaSource {
     fn alloc_meta(&self, size: usize, _flags: VmFlags) -> Option<NonNull<u8>> {
         use bsdalloc_platform::{OS_PAGES, PageSource};
         let size = size.next_multiple_of(OS_PAGES.page_size());
-        let p = OS_PAGES.reserve(size, 0).ok()?;
+        let huge = size.is_multiple_of(HUGE_META_CHUNK);
+        let p = OS_PAGES
+            .reserve(size, if huge { HUGE_META_CHUNK } else { 0 })
+            .ok()?;
         // SAFETY: committing our own fresh reservation.
         match unsafe { OS_PAGES.commit(p, size, false) } {
-            Ok(_) => Some(p),
+            Ok(_) => {
+                #[cfg(target_os = "linux")]
+                if huge {
+                    // SAFETY: advising our own committed, unused range; the
+                    // advice changes page size only, never contents.
+                    unsafe { libc::madvise(p.as_ptr().cast(), size, libc::MADV_HUGEPAGE) };
+                }
+                Some(p)
+            }
             Err(_) => {
                 // SAFETY: the reservation is unused.
                 unsafe { OS_PAGES.release(p, size) };
@@ -166,8 +186,13 @@ const DEFAULT_META: Option<&'static dyn MetaSource> = Some(&OsMetaSource);
 #[cfg(not(feature = "std"))]
 const DEFAULT_META: Option<&'static dyn MetaSource> = None;
 
-/// Bytes of tags allocated from the meta source at a time.
+/// Bytes of tags allocated from the meta source at a time, at first.
 const TAG_CHUNK: usize = 64 * 1024;
+/// After [`TAG_CHUNKS_SMALL`] small chunks (about 18k tags), tags come in
+/// huge-page chunks: a program with a few arenas keeps its 64 KiB steps,
+/// one with a million segments gets tags that share TLB entries.
+const TAG_CHUNK_LARGE: usize = HUGE_META_CHUNK;
+const TAG_CHUNKS_SMALL: usize = 16;
 
 pub(crate) struct Supply {
     free: *mut BoundaryTag,
@@ -250,18 +275,34 @@ impl Supply {
 
 /// Add a chunk of tags from the meta source. Called without any arena lock.
 pub(crate) fn grow_supply(flags: VmFlags) -> bool {
-    let Some(meta) = meta_source() else {
-        return false;
+    let (meta, bytes) = {
+        let s = SUPPLY.lock();
+        let Some(meta) = s.meta.or(DEFAULT_META) else {
+            return false;
+        };
+        let bytes = if s.chunks < TAG_CHUNKS_SMALL {
+            TAG_CHUNK
+        } else {
+            TAG_CHUNK_LARGE
+        };
+        (meta, bytes)
     };
-    let Some(chunk) = meta.alloc_meta(TAG_CHUNK, flags) else {
-        return false;
+    // A source that cannot give a huge chunk (a kernel's, short of
+    // contiguous memory) may still give a small one.
+    let (chunk, bytes) = match meta.alloc_meta(bytes, flags) {
+        Some(c) => (c, bytes),
+        None if bytes > TAG_CHUNK => match meta.alloc_meta(TAG_CHUNK, flags) {
+            Some(c) => (c, TAG_CHUNK),
+            None => return false,
+        },
+        None => return false,
     };
     let stride = core::mem::size_of::<BoundaryTag>();
-    let n = TAG_CHUNK / stride;
+    let n = bytes / stride;
     let mut s = SUPPLY.lock();
-    // SAFETY: the chunk is ours, TAG_CHUNK bytes aligned to at least 64
-    // (the MetaSource contract), and tags are packed at their own size.
-    for bt in unsafe { slots::<BoundaryTag>(chunk, TAG_CHUNK, stride) } {
+    // SAFETY: the chunk is ours, `bytes` long, aligned to at least 64 (the
+    // MetaSource contract), and tags are packed at their own size.
+    for bt in unsafe { slots::<BoundaryTag>(chunk, bytes, stride) } {
         // SAFETY: a slot of the fresh chunk, initialised before it is
         // linked, then referenced by the supply alone.
         unsafe {

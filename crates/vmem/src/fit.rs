@@ -11,6 +11,7 @@ use crate::bt::{
 use crate::constraints::Request;
 use crate::flags::VMEM_MAXORDER;
 use crate::inner::Inner;
+use crate::links::prefetch;
 
 type Bt = BoundaryTag;
 
@@ -165,6 +166,18 @@ impl Inner {
         // [a, a+size) (caller's contract); the fragments cut off it are
         // fresh spares, linked next to it and onto free lists as FREE tags.
         unsafe {
+            // The lines this carve writes besides `bt` and the spares:
+            // `bt`'s free-list successor (unlinking it), its segment-list
+            // predecessor (linking the busy tag before it), the busy
+            // hash's bucket, and the head of the list the tail goes to.
+            // Fetched together, their misses overlap.
+            prefetch((*bt).link_next);
+            prefetch((*bt).seg_prev);
+            self.hash.prefetch_bucket(a);
+            let tail = (*bt).size - (a - (*bt).start) - size;
+            if tail >= quantum {
+                prefetch(self.freelist[Self::list_floor(tail >> qshift)]);
+            }
             self.fl_remove(bt, qshift);
             if a > (*bt).start {
                 let lead = self.spare_pop();
@@ -243,14 +256,32 @@ impl Inner {
             (*bt).flags &= !BT_F_XALLOC;
             self.inuse -= (*bt).size;
             let next = (*bt).seg_next;
-            if !next.is_null() && (*next).typ == BT_TYPE_FREE {
+            let prev = (*bt).seg_prev;
+            let next_free = !next.is_null() && (*next).typ == BT_TYPE_FREE;
+            let prev_free = !prev.is_null() && (*prev).typ == BT_TYPE_FREE;
+            // Both neighbours are read now (the free path prefetched them
+            // together); the tags that absorbing them writes — their
+            // free-list neighbours and the segments beyond them — are
+            // fetched all at once here, instead of one miss after another.
+            if next_free {
+                prefetch((*next).link_next);
+                prefetch((*next).link_prev);
+                prefetch((*next).seg_next);
+            }
+            if prev_free {
+                prefetch((*prev).link_next);
+                prefetch((*prev).link_prev);
+                prefetch((*prev).seg_prev);
+            }
+            // Absorbing `next` changes neither `bt.seg_prev` nor `prev`:
+            // the same merges, in the same order, as NetBSD's.
+            if next_free {
                 self.fl_remove(next, qshift);
                 self.seg_remove(next);
                 (*bt).size += (*next).size;
                 self.spare_push(next);
             }
-            let prev = (*bt).seg_prev;
-            if !prev.is_null() && (*prev).typ == BT_TYPE_FREE {
+            if prev_free {
                 self.fl_remove(prev, qshift);
                 self.seg_remove(prev);
                 (*bt).start = (*prev).start;

@@ -42,9 +42,15 @@ bitflags::bitflags! {
         const PRIVTAGS = 0x0020_0000;
         /// Arena flag, **an extension, not in NetBSD**: let the busy hash
         /// grow to [`VMEM_HASHSIZE_MAX_LARGE`] buckets instead of NetBSD's
-        /// 65536, so that free stays short-chained with millions of live
-        /// segments.
+        /// 65536. This is now the default (see "Scaling" in the crate
+        /// docs); the flag stays accepted and changes nothing.
         const LARGEHASH = 0x0040_0000;
+        /// Arena flag, **an extension, not in NetBSD**: cap the busy hash
+        /// at NetBSD's [`VMEM_HASHSIZE_MAX`] (65536 buckets), as
+        /// subr_vmem.c does, instead of letting it grow with the live count
+        /// (the default). Chains then lengthen past 65536 live segments:
+        /// about 15 tags per chain at a million.
+        const NETBSDHASH = 0x0080_0000;
     }
 }
 
@@ -60,7 +66,8 @@ impl VmFlags {
         .union(VmFlags::LARGEIMPORT)
         .union(VmFlags::XIMPORT)
         .union(VmFlags::PRIVTAGS)
-        .union(VmFlags::LARGEHASH);
+        .union(VmFlags::LARGEHASH)
+        .union(VmFlags::NETBSDHASH);
 
     /// The sleep flag of these flags (`SLEEP` or `NOSLEEP`).
     #[inline]
@@ -118,10 +125,13 @@ pub const VMEM_QCACHE_IDX_MAX: usize = 16;
 pub const VMEM_NAME_MAX: usize = 16;
 /// `VMEM_HASHSIZE_MIN`.
 pub const VMEM_HASHSIZE_MIN: usize = 1;
-/// `VMEM_HASHSIZE_MAX`.
+/// `VMEM_HASHSIZE_MAX`: NetBSD's busy-hash limit, kept by arenas created
+/// with [`VmFlags::NETBSDHASH`].
 pub const VMEM_HASHSIZE_MAX: usize = 65536;
-/// The busy-hash limit of a `VM_LARGEHASH` arena (an extension): 4M buckets,
-/// a 32 MiB table, reached only with millions of live segments.
+/// The busy-hash limit by default (an extension; NetBSD stops at
+/// [`VMEM_HASHSIZE_MAX`]): 4M buckets, a 32 MiB table, reached only with
+/// millions of live segments. The table grows with the busy count, so an
+/// arena with few segments keeps a small one.
 pub const VMEM_HASHSIZE_MAX_LARGE: usize = 1 << 22;
 /// `STATIC_BT_COUNT`: tags available before any page exists.
 pub const STATIC_BT_COUNT: usize = 200;

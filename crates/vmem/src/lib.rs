@@ -47,17 +47,19 @@
 //!
 //! **Busy hash.** Busy tags are hashed by start address, so a free finds its
 //! tag in constant expected time. The table starts as one embedded bucket and
-//! grows (powers of two, up to 65536 buckets — or 4M with the
-//! `VM_LARGEHASH` extension flag) when the busy count's high-water mark
-//! passes twice its size; [`Arena::rehash`] (NetBSD's
-//! periodic rehash) also shrinks it, with the mark decaying each time.
+//! grows (powers of two) on allocation when the busy count's high-water mark
+//! passes its size; [`Arena::rehash`] (NetBSD's periodic rehash) also
+//! shrinks it, with the mark decaying each time. NetBSD stops at 65536
+//! buckets; here the default limit is 4M ([`VMEM_HASHSIZE_MAX_LARGE`], an
+//! extension, see *Scaling* below), and [`VmFlags::NETBSDHASH`] restores
+//! NetBSD's cap. Chains are singly linked.
 //!
 //! **Free.** A free looks the tag up, marks it free, absorbs a free
 //! successor, then a free predecessor. If the result is exactly an imported
 //! span, the span goes back to its source; otherwise onto a free list.
 //!
 //! **Self-hosting.** Tags come from 200 static tags, then from 64 KiB chunks
-//! of a [`MetaSource`] (by default fresh OS pages; a kernel passes its meta
+//! (2 MiB ones after the first 16) of a [`MetaSource`] (by default fresh OS pages; a kernel passes its meta
 //! arena to [`vmem_subsystem_init`]). Each arena keeps more than
 //! `BT_MINRESERVE` (4) spare tags before an operation, refilling from the
 //! global supply with its lock dropped, and returns spares above
@@ -114,6 +116,88 @@
 //! instead); and panics, whose hook is unknown code too, are raised after
 //! the lock is released.
 //!
+//! ## Scaling: where the time goes with a million live segments
+//!
+//! Measured with V1 of `BENCHMARKS.md` (quantum 16, a 64 GiB span, L live
+//! segments of 1-256 quanta; each operation frees a random live segment
+//! and allocates a new one, instant fit) on the project's 2-core VM (AMD
+//! EPYC, KVM). Times from `vmem_scale` (benches/src/bin), medians of 3 runs
+//! of 1M operations, old and new binaries run back to back; misses from
+//! callgrind's cache simulation (32 KiB D1, 32 MiB LL) over 100k-200k
+//! operations, because this VM exposes no hardware counters to `perf stat`
+//! (so no TLB counts either: see the page arithmetic below).
+//!
+//! | L | before (ns) | after (ns) | D1 misses/op before → after | LL misses/op before → after | busy-hash tags per lookup before → after |
+//! |---|---|---|---|---|---|
+//! | 100 | 77-98 | 64 | 0 → 0 | 0 → 0 | 1.75 → 1.35 |
+//! | 10k | 97-99 | 89 | 11.4 → 10.8 | 0.04 → 0.04 | 1.30 → 1.29 |
+//! | 100k | 258-296 | 194-350 | 11.5 → 10.0 | 0.21 → 0.16 (1.5 → 2.0 with an 8 MiB LL) | 1.75 → 1.38 |
+//! | 1M | 2075-2247 | 851-914 | 18.8 → 8.1 | 7.5 → 4.1 | 8.62 → 1.47 |
+//!
+//! Best fit at L = 100k: 6.8 µs before, 6.7 µs after (unchanged; see
+//! below). Instructions per operation rose from 770-930 to 820-940 (the
+//! prefetches, the chain re-walk on remove).
+//!
+//! **The memory floor here.** A dependent load costs 9 ns over 1 MiB,
+//! 17 ns over 4 MiB, 57 ns over 8 MiB and 130-150 ns from 16 MiB up
+//! (`vmem_scale --floor BYTES`): the last-level cache this VM actually
+//! gets is 4-8 MiB, not the 32 MiB `lscpu` reports. At 100k live the
+//! metadata is already ~10 MiB (150k tags of 56 B, the table, the
+//! benchmark's own live array), so most misses go to DRAM.
+//!
+//! **Before.** NetBSD caps the busy hash at 65536 buckets: at 1M busy
+//! segments a chain holds 15 tags and a lookup looks at 8.6 of them, each a
+//! miss on a different tag — two thirds of the 2.1 µs. The rest, per
+//! operation: the doubly linked chain insert wrote the old first tag (a
+//! miss); coalescing read the two segment neighbours one after the other
+//! and, for each free one, wrote its two free-list neighbours and its
+//! segment neighbour; carving wrote the chosen head's list successor and
+//! segment predecessor. 1M tags and the table (~90 MiB) over 4 KiB pages
+//! are 22k pages against ~2k second-level TLB entries: nearly every miss
+//! was a page walk too. Free segments number about half the busy ones
+//! (496k at 1M), so tags per busy segment are 1.5.
+//!
+//! **What changed** (default configuration; addresses and failures are
+//! NetBSD's, pinned by `tests/pinned_sequence.rs`):
+//! - the busy hash grows past NetBSD's 65536 buckets (an extension, to
+//!   [`VMEM_HASHSIZE_MAX_LARGE`]; [`VmFlags::NETBSDHASH`] keeps the cap),
+//!   on allocation once the busy count passes the bucket count, so the
+//!   load stays at or below 1 (≤ 1.5 tags per lookup);
+//! - chains are singly linked: an insert writes the bucket and the new tag
+//!   only; a remove re-walks the chain the lookup just cached; a rehash
+//!   moves each tag once;
+//! - prefetches turn serial misses into overlapping ones: both segment
+//!   neighbours as soon as the lookup finds the tag; the free-list and
+//!   segment neighbours of the free ones before they are absorbed; at a
+//!   carve, the head's successor and predecessor, the bucket and the
+//!   tail's list head together;
+//! - tags come in 2 MiB chunks after the first 16 small ones, and the
+//!   default meta source aligns 2 MiB multiples and advises
+//!   `MADV_HUGEPAGE`: 1M tags and their table sit in ~45 huge pages.
+//!
+//! **What is left.** At 1M the critical path is still about four dependent
+//! DRAM loads (the caller's own record of the segment, the bucket, the
+//! tag, its neighbours' types): ~600 ns at this VM's 150 ns, ~320 ns on a
+//! machine with 80 ns DRAM. A memory allocator such as talc avoids the
+//! hash lookup altogether by keeping its tag next to the
+//! memory it describes, which an arena of integers without backing memory
+//! cannot. At 100k the gain is within the noise: the larger table (1 MiB
+//! against 0.5) adds about as many simulated misses as the shorter chains
+//! save.
+//!
+//! **Metadata at 1M** (V5's counter block): 56 B per tag, 1.43 tags per
+//! busy segment, and an 8 MiB table: 88.4 B per busy segment, 61.9 B per
+//! segment (busy or free).
+//!
+//! **Best fit and constrained xalloc** keep NetBSD's choice: the first
+//! segment in free-list (LIFO) order, within the smallest class that can
+//! hold the request, that is large enough and passes the constraints. That
+//! order is only in the list, so the scan stays a walk of dependent loads;
+//! it gains only the cheaper free and carve around it (6.8 → 6.7 µs at
+//! 100k). A faster scan that returns the same segment needs the order kept
+//! elsewhere too (sub-lists per size sub-class with insertion sequence
+//! numbers, merged by sequence); not done.
+//!
 //! ## NetBSD ↔ Rust
 //!
 //! | NetBSD | bsdalloc-vmem |
@@ -137,7 +221,7 @@
 //! | `VMEM_SANITY` | [`Arena::check`], [`Arena::assert_sane`] |
 //! | `VM_SLEEP`, `VM_NOSLEEP`, `VM_INSTANTFIT`, `VM_BESTFIT` | [`VmFlags::SLEEP`], [`VmFlags::NOSLEEP`], [`VmFlags::INSTANTFIT`], [`VmFlags::BESTFIT`] |
 //! | `VM_BOOTSTRAP`, `VM_POPULATING`, `VM_LARGEIMPORT`, `VM_XIMPORT`, `VM_PRIVTAGS` | [`VmFlags::BOOTSTRAP`], [`VmFlags::POPULATING`], [`VmFlags::LARGEIMPORT`], [`VmFlags::XIMPORT`], [`VmFlags::PRIVTAGS`] |
-//! | (extension) larger busy hash | [`VmFlags::LARGEHASH`], [`VMEM_HASHSIZE_MAX_LARGE`] |
+//! | (extension) busy hash past 65536 buckets, the default | [`VMEM_HASHSIZE_MAX_LARGE`], [`Arena::hash_max`], [`Arena::hash_chains`]; [`VmFlags::NETBSDHASH`] keeps NetBSD's cap; [`VmFlags::LARGEHASH`] (now a no-op) |
 //! | illumos `VM_NEXTFIT` (extension) | [`VmFlags::NEXTFIT`], [`IdAllocator`] with [`IdPolicy::Rotate`] |
 //! | `VMEM_ALLOC`, `VMEM_FREE`, `VMEM_ADDR_MIN`, `VMEM_ADDR_MAX` | [`SizeType::ALLOC`], [`SizeType::FREE`], [`VMEM_ADDR_MIN`], [`VMEM_ADDR_MAX`] |
 //! | `VMEM_EST_BTCOUNT` | [`vmem_est_btcount`] |
@@ -181,7 +265,9 @@ mod wrappers;
 pub use arena::{Arena, ArenaConfig, SpanSource};
 #[cfg(feature = "std")]
 pub use bt::OsMetaSource;
-pub use bt::{BoundaryTag, MetaSource, TagSupplyStats, tag_supply_stats, vmem_subsystem_init};
+pub use bt::{
+    BoundaryTag, HUGE_META_CHUNK, MetaSource, TagSupplyStats, tag_supply_stats, vmem_subsystem_init,
+};
 pub use constraints::XallocConstraints;
 pub use debug::{ArenaStats, Insanity, vmem_printall, vmem_whatis};
 pub use flags::{
@@ -189,6 +275,7 @@ pub use flags::{
     VMEM_HASHSIZE_MAX, VMEM_HASHSIZE_MAX_LARGE, VMEM_HASHSIZE_MIN, VMEM_MAXORDER, VMEM_NAME_MAX,
     VMEM_QCACHE_IDX_MAX, VmFlags, VmemError, vmem_est_btcount,
 };
+pub use hash::HashChains;
 pub use inner::Counters;
 pub use netbsd::{
     vmem_add, vmem_alloc, vmem_create, vmem_descriptors_live, vmem_destroy, vmem_free, vmem_init,
