@@ -467,6 +467,27 @@ fn ci(full: bool) -> ExitCode {
             "1",
         ]),
     );
+    // V1's scaling table (issue 14): instant fit from 100 to a million live
+    // segments, with the busy hash's chains and the metadata per segment.
+    // About a second; no time is judged here.
+    run.step(
+        "V1 scaling table (vmem_scale, 100 to 1M live segments)",
+        cargo().args([
+            "run",
+            "--release",
+            "-p",
+            "bsdalloc-benches",
+            "--bin",
+            "vmem_scale",
+            "--",
+            "--live",
+            "100,10000,100000,1000000",
+            "--reps",
+            "1",
+            "--ops",
+            "200000",
+        ]),
+    );
     // K7, short: the real programs with bsdalloc, mimalloc and the system
     // allocator as the global allocator (results must agree); the C peers
     // (jemalloc) build only in `cargo xtask bench`. No time is judged here.
