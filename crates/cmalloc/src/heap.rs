@@ -97,7 +97,7 @@ pub(crate) fn alloc(n: usize, zero: bool) -> *mut u8 {
         let p = or_enomem(p);
         debug_assert!(p.is_null() || p.addr().is_multiple_of(MIN_ALIGN));
         if s > COLOUR_FROM && !p.is_null() {
-            return colour(k, p, s);
+            return colour(k, p, s, zero);
         }
         p
     }
@@ -118,9 +118,12 @@ const COLOUR_STEP: usize = 64;
 /// slower, and sqlite3, whose page buffers are 4096 + ~270 bytes, spent
 /// 30% of its time there instead of 9% (K8). `free` finds the start again
 /// from the page (`p` rounded down; see [`find`]).
+///
+/// `zero`: `kmem_zalloc` cleared the `s` bytes at `p` (a class object) or
+/// every page; the colour's bytes past `s` are cleared here.
 #[inline(never)]
 #[cfg(not(feature = "header"))]
-fn colour(k: &Kmem, p: *mut u8, s: usize) -> *mut u8 {
+fn colour(k: &Kmem, p: *mut u8, s: usize, zero: bool) -> *mut u8 {
     let ps = k.page_size();
     let Some(a) = k.allocated_size(s) else {
         return p;
@@ -130,7 +133,12 @@ fn colour(k: &Kmem, p: *mut u8, s: usize) -> *mut u8 {
     }
     // Colours stay inside the first page.
     let slots = (a - s).min(ps - COLOUR_STEP) / COLOUR_STEP + 1;
-    p.wrapping_add((p.addr() / ps % slots) * COLOUR_STEP)
+    let c = (p.addr() / ps % slots) * COLOUR_STEP;
+    if zero && c != 0 {
+        // SAFETY: `s + c <= a`: inside the allocation.
+        unsafe { p.add(s).write_bytes(0, c) };
+    }
+    p.wrapping_add(c)
 }
 
 /// `n` bytes aligned to `align` (a power of two).

@@ -118,6 +118,25 @@ fn blocks_of_a_page_or_more_are_coloured() {
             }
         }
     }
+    // calloc of a coloured block whose memory was used before: zero to
+    // its end (kmem_zalloc clears the size asked of it, from the block's
+    // start, not from the colour).
+    for n in [3000, 4200, 4368, 5000, 9000, 12_000, 20_000, 70_000] {
+        for _ in 0..8 {
+            // SAFETY: as above.
+            unsafe {
+                let d = malloc(n).cast::<u8>();
+                d.write_bytes(0xff, malloc_usable_size(d.cast()));
+                free(d.cast());
+                let c = calloc(n, 1).cast::<u8>();
+                assert!(
+                    std::slice::from_raw_parts(c, n).iter().all(|&b| b == 0),
+                    "calloc({n}) at {c:p} is not zero"
+                );
+                free(c.cast());
+            }
+        }
+    }
     // SAFETY: as above.
     unsafe {
         // calloc'd coloured blocks are zero; realloc stays in place in
