@@ -171,8 +171,13 @@ unsafe impl MetaSource for OsMetaSource {
     unsafe fn free_meta(&self, p: NonNull<u8>, size: usize) {
         use bsdalloc_platform::{OS_PAGES, PageSource};
         let size = size.next_multiple_of(OS_PAGES.page_size());
-        // SAFETY: the caller returns a whole reservation made above.
-        unsafe { OS_PAGES.release(p, size) };
+        // SAFETY: the caller returns a whole reservation made and
+        // committed above, unused now: decommitted first, so that the page
+        // source's count of committed pages falls too.
+        unsafe {
+            OS_PAGES.decommit(p, size);
+            OS_PAGES.release(p, size);
+        }
     }
 }
 
