@@ -58,22 +58,7 @@ pub(crate) unsafe fn link_unlink(head: *mut *mut Bt, bt: *mut Bt) {
     }
 }
 
-/// Start fetching the cache line at `p` into the cache, without waiting
-/// for it: a hint that lets independent misses overlap (the neighbours of
-/// a segment being freed, the tag after a free-list head). Never faults,
-/// never changes what the program computes; a null or stale pointer is
-/// harmless. A no-op off x86-64 and under Miri.
-#[inline(always)]
-pub(crate) fn prefetch<T>(p: *const T) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    // SAFETY: PREFETCHT0 is a hint: it does not access memory in the
-    // abstract machine's sense, cannot fault, and SSE is part of x86-64.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    let _ = p;
-}
+pub(crate) use bsdalloc_platform::sync::prefetch;
 
 // ---- pointer arithmetic ----
 
