@@ -55,6 +55,10 @@ pub struct KernelConfig {
     /// ([`Kmem::lookup_size`]): what a C `free(p)` needs. Off by default
     /// (Rust passes the size).
     pub size_lookup: bool,
+    /// kmem's caches of classes up to this many bytes get 63-object groups
+    /// (`PR_LARGECACHE`, an extension: [`KmemConfig::large_groups`]); 0,
+    /// NetBSD's, by default.
+    pub large_groups: usize,
 }
 
 impl fmt::Debug for KernelConfig {
@@ -69,6 +73,7 @@ impl fmt::Debug for KernelConfig {
             .field("own_meta", &self.meta.is_some())
             .field("guard_depth", &self.guard_depth)
             .field("size_lookup", &self.size_lookup)
+            .field("large_groups", &self.large_groups)
             .finish()
     }
 }
@@ -88,6 +93,7 @@ impl KernelConfig {
             meta: None,
             guard_depth: 64,
             size_lookup: false,
+            large_groups: 0,
         }
     }
 
@@ -151,6 +157,14 @@ impl KernelConfig {
     #[must_use]
     pub const fn size_lookup(mut self, yes: bool) -> Self {
         self.size_lookup = yes;
+        self
+    }
+
+    /// 63-object groups for kmem's classes up to `max_size` bytes
+    /// ([`large_groups`](KernelConfig::large_groups)).
+    #[must_use]
+    pub const fn large_groups(mut self, max_size: usize) -> Self {
+        self.large_groups = max_size;
         self
     }
 }
@@ -296,6 +310,7 @@ impl Kernel {
             .free_target_pages(cfg.free_target / ps)
             .guard_depth(cfg.guard_depth)
             .size_lookup(cfg.size_lookup)
+            .large_groups(cfg.large_groups)
             .pool_map(true);
         if let Some(p) = cfg.pages {
             kc = kc.pages(p);

@@ -15,6 +15,8 @@ const BOOTING: u8 = 1;
 const UP: u8 = 2;
 
 static STATE: AtomicU8 = AtomicU8::new(DOWN);
+/// kmem classes up to this size get 63-object groups (see [`boot`]).
+pub(crate) const LARGE_GROUPS_UPTO: usize = 64;
 /// The budget the kernel was booted with (0: none).
 static LIMIT: AtomicUsize = AtomicUsize::new(0);
 
@@ -76,7 +78,13 @@ fn boot() {
         return;
     }
     let env = Env::read();
-    let mut cfg = KernelConfig::new().size_lookup(!cfg!(feature = "header"));
+    // Large groups for the classes up to 64 bytes: small blocks passed
+    // between threads go through the depot a quarter as often (K3 3.6x);
+    // larger classes keep NetBSD's 15, for memory (K2's peak RSS grew 4x
+    // with every class large).
+    let mut cfg = KernelConfig::new()
+        .size_lookup(!cfg!(feature = "header"))
+        .large_groups(LARGE_GROUPS_UPTO);
     if let Some(limit) = env.limit {
         cfg = cfg.memory_limit(limit);
         LIMIT.store(limit, Ordering::Relaxed);

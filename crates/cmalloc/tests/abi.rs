@@ -270,6 +270,17 @@ fn the_report_names_the_kmem_caches_and_this_crate() {
 }
 
 #[test]
+fn small_classes_have_large_groups() {
+    // SAFETY: always safe; freed below (boots the kernel if no test has).
+    unsafe { free(malloc(8)) };
+    let k = bsdalloc::kmem::kmem();
+    for (i, c) in k.size_classes().classes().iter().enumerate() {
+        let per_group = k.cache(i).unwrap().group_size();
+        assert_eq!(per_group, if c.size <= 64 { 63 } else { 15 }, "{}", c.name);
+    }
+}
+
+#[test]
 fn sizes_in_the_environment() {
     assert_eq!(parse_size(b"4096"), Some(4096));
     assert_eq!(parse_size(b"64K"), Some(64 << 10));

@@ -76,6 +76,14 @@ pub struct KmemConfig {
     /// changes hands; nothing on the object paths. Not with the `guard`
     /// feature.
     pub size_lookup: bool,
+    /// **An extension, not in NetBSD:** the caches of size classes up to
+    /// this many bytes are created with `PR_LARGECACHE` (63 objects per
+    /// group instead of 15), so a CPU goes to the depot a quarter as
+    /// often. For small objects passed between threads (a producer and a
+    /// consumer) the depot is the whole cost: 0 (NetBSD's kmem: every
+    /// cache has normal groups) by default; cmalloc uses 64. Each CPU may
+    /// then hold up to 126 objects of each such class.
+    pub large_groups: usize,
 }
 
 impl fmt::Debug for KmemConfig {
@@ -91,6 +99,7 @@ impl fmt::Debug for KmemConfig {
             .field("guard_depth", &self.guard_depth)
             .field("pool_map", &self.pool_map)
             .field("size_lookup", &self.size_lookup)
+            .field("large_groups", &self.large_groups)
             .finish()
     }
 }
@@ -111,6 +120,7 @@ impl KmemConfig {
             guard_depth: 64,
             pool_map: false,
             size_lookup: false,
+            large_groups: 0,
         }
     }
 
@@ -184,6 +194,27 @@ impl KmemConfig {
     #[must_use]
     pub const fn size_lookup(mut self, yes: bool) -> Self {
         self.size_lookup = yes;
+        self
+    }
+
+    /// `PR_LARGECACHE` for the caches of classes up to `max_size` bytes
+    /// ([`large_groups`](KmemConfig::large_groups); 0: none, as NetBSD).
+    ///
+    /// ```
+    /// use bsdalloc_kmem::{Kmem, KmemConfig};
+    ///
+    /// static K: Kmem = Kmem::new();
+    /// K.bootstrap(KmemConfig::new().large_groups(64)).unwrap();
+    /// for (i, c) in K.size_classes().classes().iter().enumerate() {
+    ///     let per_group = K.cache(i).unwrap().group_size();
+    ///     assert_eq!(per_group, if c.size <= 64 { 63 } else { 15 }, "{}", c.name);
+    /// }
+    /// // SAFETY: nothing is allocated.
+    /// unsafe { K.destroy() };
+    /// ```
+    #[must_use]
+    pub const fn large_groups(mut self, max_size: usize) -> Self {
+        self.large_groups = max_size;
         self
     }
 }
@@ -621,11 +652,14 @@ impl Kmem {
                     owners,
                 })
             };
-            let flags = if c.notouch {
+            let mut flags = if c.notouch {
                 PrFlags::NOTOUCH
             } else {
                 PrFlags::empty()
             };
+            if c.size <= cfg.large_groups {
+                flags |= PrFlags::LARGECACHE;
+            }
             let pcc = PoolCacheConfig::new(c.name, c.size)
                 .align(c.align)
                 .flags(flags)
