@@ -660,11 +660,13 @@ impl Kmem {
             if c.size <= cfg.large_groups {
                 flags |= PrFlags::LARGECACHE;
             }
+            // Address-only groups: kmem never records physical addresses.
             let pcc = PoolCacheConfig::new(c.name, c.size)
                 .align(c.align)
                 .flags(flags)
                 .ipl(Ipl::Vm)
-                .allocator(palloc);
+                .allocator(palloc)
+                .no_paddr();
             #[cfg(feature = "poison")]
             let pcc = pcc.ctor(&self.ctors[c.candidate as usize]);
             #[cfg(any(bsdalloc_asan, bsdalloc_valgrind))]

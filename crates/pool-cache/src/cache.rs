@@ -215,6 +215,9 @@ pub struct Core<B> {
     /// `pc_partgroups`.
     part: Stack,
     group_size: u32,
+    /// Groups record each object's physical address (`pcgpair_t`, 16-byte
+    /// slots); false for an address-only cache (8-byte slots).
+    wide: bool,
     ctor: Option<&'static dyn ObjectCtor>,
     dtor: Option<&'static dyn ObjectDtor>,
     /// `PR_PSERIALIZE`: a cross-CPU barrier before objects are destructed.
@@ -239,12 +242,28 @@ impl<B> fmt::Debug for Core<B> {
 
 #[cfg_attr(not(bsdalloc_loom), allow(unreachable_pub))]
 impl<B: Backend> Core<B> {
-    /// An engine over `backend`, with groups of `group_size` objects; not
-    /// usable before [`Core::init`].
+    /// An engine over `backend`, with groups of `group_size` objects that
+    /// record physical addresses; not usable before [`Core::init`] (the
+    /// loom model's constructor).
+    #[cfg_attr(not(bsdalloc_loom), allow(dead_code))]
     pub const fn new(
         name: &'static str,
         backend: B,
         group_size: u32,
+        ctor: Option<&'static dyn ObjectCtor>,
+        dtor: Option<&'static dyn ObjectDtor>,
+        pserialize: bool,
+    ) -> Core<B> {
+        Self::with_layout(name, backend, group_size, true, ctor, dtor, pserialize)
+    }
+
+    /// As [`Core::new`]; `wide` false: address-only groups (8-byte slots,
+    /// physical addresses not kept).
+    pub const fn with_layout(
+        name: &'static str,
+        backend: B,
+        group_size: u32,
+        wide: bool,
         ctor: Option<&'static dyn ObjectCtor>,
         dtor: Option<&'static dyn ObjectDtor>,
         pserialize: bool,
@@ -257,6 +276,7 @@ impl<B: Backend> Core<B> {
             full: Stack::new(),
             part: Stack::new(),
             group_size,
+            wide,
             ctor,
             dtor,
             pserialize,
@@ -371,7 +391,7 @@ impl<B: Backend> Core<B> {
             cc.hits += 1;
             // SAFETY: the current group is this CPU's and its slot `n <
             // avail` holds an object.
-            Some(unsafe { take(cc.cur, n) })
+            Some(unsafe { take(cc.cur, n, self.wide) })
         })
     }
 
@@ -394,7 +414,7 @@ impl<B: Backend> Core<B> {
                 cc.cur_avail -= 1;
                 cc.hits += 1;
                 // SAFETY: as in `get`.
-                return Some(unsafe { take(cc.cur, cc.cur_avail) });
+                return Some(unsafe { take(cc.cur, cc.cur_avail, self.wide) });
             }
             if cc.prev_avail > 0 {
                 cc.swap();
@@ -463,7 +483,7 @@ impl<B: Backend> Core<B> {
         self.cpus().with(|cc| {
             #[cfg(feature = "diagnostic")]
             // SAFETY: the CPU's own groups, inside its section.
-            if unsafe { cached_here(cc, obj.as_ptr()) } {
+            if unsafe { cached_here(cc, obj.as_ptr(), self.wide) } {
                 return false;
             }
             let n = cc.cur_avail;
@@ -479,6 +499,7 @@ impl<B: Backend> Core<B> {
                         va: obj.as_ptr(),
                         pa,
                     },
+                    self.wide,
                 )
             };
             cc.cur_avail = n + 1;
@@ -498,7 +519,7 @@ impl<B: Backend> Core<B> {
         let step = self.cpus().with(|cc| {
             #[cfg(feature = "diagnostic")]
             // SAFETY: the CPU's own groups, inside its section.
-            if unsafe { cached_here(cc, obj.as_ptr()) } {
+            if unsafe { cached_here(cc, obj.as_ptr(), self.wide) } {
                 return PutStep::DoublePut;
             }
             self.put_refill(cc, obj, pa, ptr::null_mut(), true)
@@ -533,6 +554,7 @@ impl<B: Backend> Core<B> {
                             va: obj.as_ptr(),
                             pa,
                         },
+                        self.wide,
                     )
                 };
                 cc.cur_avail = n + 1;
@@ -562,6 +584,9 @@ impl<B: Backend> Core<B> {
             if g.is_null() {
                 return PutStep::NeedGroup;
             }
+            // Empty groups are shared by caches of both layouts.
+            // SAFETY: an empty group, ours.
+            unsafe { Group::set_size(g, self.group_size) };
             if cc.prev.is_null() {
                 // SAFETY: an empty group, ours.
                 let (avail, size) = unsafe { Group::counts(g) };
@@ -726,7 +751,7 @@ impl<B: Backend> Core<B> {
             unsafe {
                 let (avail, _) = Group::counts(g);
                 for i in 0..avail {
-                    let s = Group::slot(g, i);
+                    let s = Group::slot(g, i, self.wide);
                     self.destruct_nobarrier(NonNull::new_unchecked(s.va));
                 }
                 let next = Group::next(g);
@@ -786,12 +811,12 @@ impl CpuCacheStorage {
 /// # Safety
 /// The caller owns `g` (its CPU's section), `n < avail`.
 #[inline(always)]
-unsafe fn take(g: *mut Group, n: u32) -> (NonNull<u8>, usize) {
+unsafe fn take(g: *mut Group, n: u32, wide: bool) -> (NonNull<u8>, usize) {
     // SAFETY: the caller's contract; a filled slot holds a non-null object.
     unsafe {
-        let s = Group::slot(g, n);
+        let s = Group::slot(g, n, wide);
         #[cfg(feature = "diagnostic")]
-        Group::clear_slot(g, n);
+        Group::clear_slot(g, n, wide);
         (NonNull::new_unchecked(s.va), s.pa)
     }
 }
@@ -801,11 +826,11 @@ unsafe fn take(g: *mut Group, n: u32) -> (NonNull<u8>, usize) {
 /// # Safety
 /// Inside the CPU's section.
 #[cfg(feature = "diagnostic")]
-unsafe fn cached_here(cc: &CpuCache, obj: *mut u8) -> bool {
+unsafe fn cached_here(cc: &CpuCache, obj: *mut u8, wide: bool) -> bool {
     // SAFETY: the CPU's own groups, `avail` slots each.
     unsafe {
-        (!cc.cur.is_null() && Group::contains(cc.cur, cc.cur_avail, obj))
-            || (!cc.prev.is_null() && Group::contains(cc.prev, cc.prev_avail, obj))
+        (!cc.cur.is_null() && Group::contains(cc.cur, cc.cur_avail, obj, wide))
+            || (!cc.prev.is_null() && Group::contains(cc.prev, cc.prev_avail, obj, wide))
     }
 }
 

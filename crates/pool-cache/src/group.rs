@@ -103,6 +103,9 @@ const _: () = {
     assert!(SLOTS_OFFSET == 16);
     assert!(Group::bytes(PCG_NOBJECTS_NORMAL) == 256);
     assert!(Group::bytes(PCG_NOBJECTS_LARGE) == 1024);
+    // Address-only groups hold as many objects in 8-byte slots, within
+    // the same memory.
+    assert!(SLOTS_OFFSET + PCG_NOBJECTS_NORMAL * size_of::<usize>() <= 256);
 };
 
 impl Group {
@@ -158,7 +161,19 @@ impl Group {
         unsafe { (*g).hdr.with_mut(|h| (*h).avail = avail) }
     }
 
-    /// The slot array.
+    /// Give an empty group taken from the shared empty stack this cache's
+    /// capacity (groups of every cache with the same group memory share
+    /// the stack).
+    ///
+    /// # Safety
+    /// The caller owns `g`, which holds no object.
+    #[inline]
+    pub unsafe fn set_size(g: *mut Group, size: u32) {
+        // SAFETY: the caller owns the group.
+        unsafe { (*g).hdr.with_mut(|h| (*h).size = size) }
+    }
+
+    /// The slot array of a cache that records physical addresses.
     ///
     /// # Safety
     /// `g` is a live group.
@@ -168,26 +183,55 @@ impl Group {
         unsafe { g.cast::<u8>().add(SLOTS_OFFSET).cast::<Slot>() }
     }
 
-    /// Slot `i`.
+    /// The address array of an address-only cache.
+    ///
+    /// # Safety
+    /// `g` is a live group.
+    #[inline(always)]
+    unsafe fn addrs(g: *mut Group) -> *mut *mut u8 {
+        // SAFETY: the addresses follow the header in the group's allocation.
+        unsafe { g.cast::<u8>().add(SLOTS_OFFSET).cast::<*mut u8>() }
+    }
+
+    /// Slot `i`; `wide`: the cache records physical addresses (16-byte
+    /// slots), else addresses only (8 bytes; the physical address reads
+    /// as [`POOL_PADDR_INVALID`]).
     ///
     /// # Safety
     /// The caller owns `g`; `i < size`, and the slot holds an object.
     #[inline(always)]
-    pub unsafe fn slot(g: *mut Group, i: u32) -> Slot {
+    pub unsafe fn slot(g: *mut Group, i: u32, wide: bool) -> Slot {
         // SAFETY: the caller's contract; the cell marks the access for loom.
-        unsafe { (*g).hdr.with_mut(|_| Self::slots(g).add(i as usize).read()) }
+        unsafe {
+            (*g).hdr.with_mut(|_| {
+                if wide {
+                    Self::slots(g).add(i as usize).read()
+                } else {
+                    Slot {
+                        va: Self::addrs(g).add(i as usize).read(),
+                        pa: POOL_PADDR_INVALID,
+                    }
+                }
+            })
+        }
     }
 
-    /// Store an object in slot `i`.
+    /// Store an object in slot `i` (`wide` as for [`Group::slot`]; an
+    /// address-only cache drops `s.pa`, which its caller has checked).
     ///
     /// # Safety
     /// The caller owns `g`; `i < size`.
     #[inline(always)]
-    pub unsafe fn set_slot(g: *mut Group, i: u32, s: Slot) {
+    pub unsafe fn set_slot(g: *mut Group, i: u32, s: Slot, wide: bool) {
         // SAFETY: the caller's contract; the cell marks the access for loom.
         unsafe {
-            (*g).hdr
-                .with_mut(|_| Self::slots(g).add(i as usize).write(s))
+            (*g).hdr.with_mut(|_| {
+                if wide {
+                    Self::slots(g).add(i as usize).write(s)
+                } else {
+                    Self::addrs(g).add(i as usize).write(s.va)
+                }
+            })
         }
     }
 
@@ -196,7 +240,7 @@ impl Group {
     /// # Safety
     /// As [`Group::set_slot`].
     #[inline(always)]
-    pub unsafe fn clear_slot(g: *mut Group, i: u32) {
+    pub unsafe fn clear_slot(g: *mut Group, i: u32, wide: bool) {
         // SAFETY: the caller's contract.
         unsafe {
             Self::set_slot(
@@ -206,6 +250,7 @@ impl Group {
                     va: ptr::null_mut(),
                     pa: 0,
                 },
+                wide,
             )
         }
     }
@@ -214,9 +259,9 @@ impl Group {
     ///
     /// # Safety
     /// The caller owns `g`; `n <= size`.
-    pub unsafe fn contains(g: *mut Group, n: u32, va: *mut u8) -> bool {
+    pub unsafe fn contains(g: *mut Group, n: u32, va: *mut u8, wide: bool) -> bool {
         // SAFETY: the caller's contract.
-        (0..n).any(|i| unsafe { Self::slot(g, i) }.va == va)
+        (0..n).any(|i| unsafe { Self::slot(g, i, wide) }.va == va)
     }
 
     /// The next group in a chain taken from a stack.

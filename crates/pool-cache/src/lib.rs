@@ -166,6 +166,7 @@
 //! | `pcg_t`, `pool_cache_cpu_t`, `pcg_dummy` | [`Group`], the per-CPU element (private), a null group of capacity 0 |
 //! | `pool_pcg_get`, `pool_pcg_put`, `pool_pcg_trunc` | [`Stack::pop`], [`Stack::push`], [`Stack::take_all`] |
 //! | `PCG_NOBJECTS_NORMAL`, `PCG_NOBJECTS_LARGE` | [`PCG_NOBJECTS_NORMAL`], [`PCG_NOBJECTS_LARGE`] |
+//! | (extension) address-only groups (8-byte slots) | [`PoolCacheConfig::no_paddr`] |
 //! | `pool_cache_disable` | [`pool_cache_set_disabled`] |
 //! | `fault_inject()` in `pool_cache_get` | [`POOL_CACHE_GET_FAULTS`] |
 //! | `sysctl kern.pool` cache fields, `vmstat -C` | [`RawPoolCache::stats`] → [`PoolCacheStats`]; [`pool_cache_vmstat_c`] |

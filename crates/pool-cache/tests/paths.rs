@@ -121,6 +121,80 @@ fn large_cache_groups_hold_63() {
 }
 
 #[test]
+fn address_only_groups_keep_no_paddr_and_share_empty_groups() {
+    let _s = serial();
+    let va = leak(PoolCacheConfig::new("paths-va", 64).no_paddr());
+    let wide = leak(PoolCacheConfig::new("paths-wide", 64));
+    assert_eq!((va.group_size(), wide.group_size()), (15, 15));
+    on_fresh_cpu(|| {
+        // 15 + 15 on the CPU, the 31st put pushes one full group.
+        let objs: Vec<NonNull<u8>> = (0..31).map(|_| va.get(PrFlags::WAITOK).unwrap()).collect();
+        for (i, &p) in objs.iter().enumerate() {
+            // SAFETY: 64-byte objects of this cache, marked and put back.
+            unsafe {
+                p.as_ptr().write_bytes(i as u8, 64);
+                va.put(p);
+            }
+        }
+        let s = va.stats();
+        assert_eq!((s.nfull, s.cpu_cached), (1, 16));
+        // Every object comes back, with no physical address, unchanged.
+        let mut back: Vec<NonNull<u8>> = (0..31)
+            .map(|_| {
+                let (p, pa) = va.get_paddr(PrFlags::NOWAIT).unwrap();
+                assert_eq!(pa, POOL_PADDR_INVALID);
+                p
+            })
+            .collect();
+        back.sort();
+        let mut want = objs.clone();
+        want.sort();
+        assert_eq!(back, want);
+        for (i, &p) in objs.iter().enumerate() {
+            // SAFETY: a live 64-byte object of ours.
+            let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), 64) };
+            assert!(bytes.iter().all(|&b| b == i as u8), "the marks survive");
+        }
+        // The address-only groups, now empty, went to the shared empty
+        // stack; the wide cache takes them over for its puts (16-byte
+        // slots in the same memory).
+        let w: Vec<NonNull<u8>> = (0..40)
+            .map(|_| wide.get(PrFlags::WAITOK).unwrap())
+            .collect();
+        for (i, &p) in w.iter().enumerate() {
+            // SAFETY: objects of the wide cache, put back with an address.
+            unsafe { wide.put_paddr(p, 0x1000 * (i + 1)) };
+        }
+        for _ in 0..40 {
+            let (p, pa) = wide.get_paddr(PrFlags::NOWAIT).unwrap();
+            let i = w.iter().position(|&q| q == p).unwrap();
+            assert_eq!(pa, 0x1000 * (i + 1));
+        }
+        for &p in &w {
+            // SAFETY: as above.
+            unsafe { wide.put(p) };
+        }
+        for &p in &objs {
+            // SAFETY: objects of the address-only cache, back once.
+            unsafe { va.put(p) };
+        }
+        wide.invalidate();
+        va.invalidate();
+    });
+    assert_eq!(va.stats().pool.nout, 0);
+    assert_eq!(wide.stats().pool.nout, 0);
+}
+
+#[test]
+#[should_panic(expected = "pool_cache_put_paddr: [paths-va-pa] keeps no physical addresses")]
+fn an_address_only_cache_refuses_a_physical_address() {
+    let pc = leak(PoolCacheConfig::new("paths-va-pa", 64).no_paddr());
+    let p = pc.get(PrFlags::WAITOK).unwrap();
+    // SAFETY: an object of this cache; the put panics before it is taken.
+    unsafe { pc.put_paddr(p, 0x5000) };
+}
+
+#[test]
 fn paddr_travels_with_the_object() {
     let _s = serial();
     let pc = leak(PoolCacheConfig::new("paths-pa", 64));
