@@ -6,20 +6,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// `libbsdalloc_cmalloc.so`, which `cargo test` builds beside the test
-/// binaries' `deps/` directory.
+/// `libbsdalloc_cmalloc.so` as `cargo test` built it: in the test
+/// binaries' `deps/` directory, or beside it where a `cargo build` put
+/// one — the newer of the two, so that a library left there by an earlier
+/// build is never the one tested.
 fn cdylib() -> &'static Path {
     static SO: OnceLock<PathBuf> = OnceLock::new();
     SO.get_or_init(|| {
         let exe = std::env::current_exe().unwrap();
         let deps = exe.parent().unwrap();
-        for dir in [deps.parent().unwrap(), deps] {
-            let so = dir.join("libbsdalloc_cmalloc.so");
-            if so.exists() {
-                return so;
-            }
-        }
-        panic!("libbsdalloc_cmalloc.so not found beside {}", deps.display());
+        [deps, deps.parent().unwrap()]
+            .into_iter()
+            .map(|dir| dir.join("libbsdalloc_cmalloc.so"))
+            .filter_map(|so| Some((so.metadata().ok()?.modified().ok()?, so)))
+            .max_by_key(|(t, _)| *t)
+            .map(|(_, so)| so)
+            .unwrap_or_else(|| panic!("libbsdalloc_cmalloc.so not found beside {}", deps.display()))
     })
 }
 
