@@ -27,6 +27,15 @@ std::thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Mark this thread inside the allocator (`true`) or not, returning what
+/// it was: the forking thread is, from the prepare handler to the parent's
+/// or child's, so that another library's fork handler that allocates then
+/// (with the door closed and the platform's slot locks held) is served
+/// from the bootstrap arena instead of waiting at the door for ever.
+pub(crate) fn set_busy(on: bool) -> bool {
+    BUSY.replace(on)
+}
+
 /// This thread is inside the allocator while one lives; see [`enter`].
 #[derive(Debug)]
 pub(crate) struct Busy(#[allow(dead_code)] Door);

@@ -120,6 +120,10 @@ fn wait_out(i: usize) {
     }
 }
 
+/// The forking thread's re-entry flag before `prepare` set it (restored
+/// by the parent's and the child's handler; forks are serialised).
+static WAS_BUSY: AtomicBool = AtomicBool::new(false);
+
 extern "C" fn prepare() {
     while FORK_LOCK
         .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -128,6 +132,9 @@ extern "C" fn prepare() {
         // SAFETY: no preconditions.
         unsafe { libc::sched_yield() };
     }
+    // Handlers registered before ours run after it, with the door closed:
+    // what they allocate on this thread comes from the bootstrap arena.
+    WAS_BUSY.store(crate::boot::set_busy(true), Ordering::Relaxed);
     FORKING.store(true, Ordering::Relaxed);
     if !bsdalloc::platform::sync::heavy_fence() {
         // Best effort without membarrier: this thread's side of the pair.
@@ -166,6 +173,7 @@ extern "C" fn child() {
 
 fn open_door() {
     FORKING.store(false, Ordering::Release);
+    crate::boot::set_busy(WAS_BUSY.load(Ordering::Relaxed));
     FORK_LOCK.store(false, Ordering::Release);
 }
 

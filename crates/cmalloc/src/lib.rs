@@ -147,8 +147,12 @@
 //! a thread from its CPU exit hooks to its slot's release, and every CPU
 //! slot's lock. In the child the other threads' slots are freed and their
 //! cached objects move to the depots (`fork_child`, `pool_cache_cpu_init`
-//! on their behalf): one CPU, nothing stranded. Without `membarrier` the
-//! door is best effort.
+//! on their behalf): one CPU, nothing stranded. Fork handlers that other
+//! libraries registered before the allocator booted run after its prepare
+//! handler, with the door closed: the forking thread counts as inside the
+//! allocator until its parent or child handler, so what they allocate
+//! comes from the bootstrap arena instead of waiting for ever. Without
+//! `membarrier` the door is best effort.
 //!
 //! ## glibc / NetBSD ↔ here
 //!
